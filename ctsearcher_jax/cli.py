@@ -1,0 +1,62 @@
+"""The `ctsearcher` command line.
+
+Each subcommand lives in its own module under `ctsearcher_jax/commands/` and exposes `HELP`,
+`add_arguments(parser)` and `run(args) -> int`. Command modules import heavy libraries (JAX, torch)
+inside `run`, so `ctsearcher --help` stays fast.
+
+Errors from the project's hierarchy (`ctsearcher_jax.errors`) become one line on stderr and exit
+code 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from ctsearcher_jax.errors import CTSearcherError
+
+# Subcommand name -> module in ctsearcher_jax.commands (kept in the order `--help` lists them).
+COMMANDS: dict[str, str] = {
+    "demo": "demo",
+    "synth": "synth",
+    "validate-data": "validate_data",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ctsearcher",
+        description="CT-Searcher in JAX: 3D radiologist scanpaths on CT volumes.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks instead of one-line error messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"ctsearcher_jax.commands.{module_name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show full tracebacks instead of one-line error messages")
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except CTSearcherError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"ctsearcher {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ctsearcher {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

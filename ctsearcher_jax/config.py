@@ -1,0 +1,450 @@
+"""Typed, frozen experiment configuration.
+
+A run is described by one `Config` made of five sections (model, data, train, eval, extract). Each
+section is a frozen dataclass with a one-line comment per field and checks in `__post_init__`.
+Configs come from YAML files in `configs/` plus dotted command-line overrides
+(`--set train.lr=3e-4`); unknown keys and wrong types raise `ConfigError` naming the key. The
+resolved config is written into every run directory (`write_resolved`).
+
+The defaults are `configs/paper.yaml`: the original CT-Searcher recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from ctsearcher_jax.errors import ConfigError
+
+GAZE_FRAME = 512  # pixels per side of a CT slice in gaze coordinates (and the legacy Z extent)
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """CT-Searcher architecture (shapes: tokens = prod(grid), classes = 1 + tokens)."""
+
+    # Width of every transformer layer (the original's --hidden_dim).
+    d_model: int = 768
+    # Attention heads per layer (--nhead); must divide d_model.
+    num_heads: int = 8
+    # Transformer encoder layers.
+    num_encoder_layers: int = 6
+    # Transformer decoder layers (--num_decoder).
+    num_decoder_layers: int = 6
+    # Hidden width of each feed-forward block (the original passes hidden_dim).
+    dim_feedforward: int = 768
+    # Dropout after attention, in and after the feed-forward, on attention weights (--decoder_dropout).
+    dropout: float = 0.2
+    # Channels of the Swin UNETR feature grid (--img_hidden_dim).
+    feature_dim: int = 768
+    # Model token grid (Gy, Gx, Gz); features are resized to it with legacy nearest.
+    grid: tuple[int, int, int] = (8, 8, 8)
+    # Decoder queries = longest predicted scanpath in fixations (--max_length).
+    max_length: int = 400
+    # Positional table: "sine" (true 3D sine table) or "legacy_random" (the original's xavier overwrite).
+    pe: Literal["sine", "legacy_random"] = "sine"
+    # Put the stop token last in the key sequence, as the original does (only to import its weights).
+    legacy_stop_last: bool = False
+    # Dtype of activations and matmuls; parameters stay float32.
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+
+    def __post_init__(self) -> None:
+        for key in ("d_model", "num_heads", "num_encoder_layers", "num_decoder_layers",
+                    "dim_feedforward", "feature_dim", "max_length"):
+            _check(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
+        _check(self.d_model % self.num_heads == 0, "model.num_heads",
+               f"must divide model.d_model ({self.d_model})")
+        _check(self.d_model % 2 == 0, "model.d_model", "must be even (duration head uses d/2)")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        _check(len(self.grid) == 3 and all(g >= 1 for g in self.grid), "model.grid",
+               "must be three positive integers (Gy, Gx, Gz)")
+
+    @property
+    def num_tokens(self) -> int:
+        """Number of grid cells = Gy * Gx * Gz."""
+        gy, gx, gz = self.grid
+        return gy * gx * gz
+
+    @property
+    def num_classes(self) -> int:
+        """Spatial classes: STOP (class 0) + one per grid cell."""
+        return 1 + self.num_tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the dataset and features are and how gaze becomes targets."""
+
+    # Dataset folder holding data_simplified_split_matched_pt.json and cts/ (--img_dir/--fix_dir).
+    data_dir: str = "data"
+    # Folder of extracted features <name>.npy + manifest.json (--feat_dir).
+    feature_dir: str = "features"
+    # In-plane extent of the gaze frame in pixels (X and Y are 1..frame).
+    frame: int = GAZE_FRAME
+    # Z extent used to bin slices: 512 (the original, fixed) or "volume" (the CT's real slice count).
+    z_extent: Union[int, Literal["volume"]] = GAZE_FRAME
+    # Gaussian blur of the spatial targets in grid cells; null = one-hot (--blur_sigma).
+    blur_sigma: Union[float, None] = None
+    # Split used for training.
+    train_split: str = "train"
+    # Split used for evaluation.
+    eval_split: str = "test"
+
+    def __post_init__(self) -> None:
+        _check(self.frame >= 1, "data.frame", "must be >= 1")
+        _check(self.z_extent == "volume" or (isinstance(self.z_extent, int) and self.z_extent >= 1),
+               "data.z_extent", "must be a positive integer or 'volume'")
+        _check(self.blur_sigma is None or self.blur_sigma > 0, "data.blur_sigma",
+               "must be > 0 or null")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and run control."""
+
+    # Seed of parameters, dropout and data order; used as given (the original overrode it at random).
+    seed: int = 0
+    # Peak learning rate of AdamW (--lr).
+    lr: float = 1e-4
+    # AdamW beta1.
+    beta1: float = 0.9
+    # AdamW beta2.
+    beta2: float = 0.98
+    # AdamW epsilon (torch semantics: added to sqrt of the bias-corrected second moment).
+    eps: float = 1e-9
+    # Decoupled weight decay, multiplied by the learning rate as in torch.optim.AdamW (--weight_decay).
+    weight_decay: float = 5e-5
+    # Epochs of linear warm-up, computed from the real number of steps per epoch (--warmup_epoch).
+    warmup_epochs: int = 1
+    # Training epochs; the learning rate decays linearly to 0 at the end (--epoch).
+    epochs: int = 40
+    # CTs per global batch, each with all of its readers (--batch).
+    batch_size: int = 2
+    # Weight of the duration loss (--lambda_1).
+    duration_loss_weight: float = 1.0
+    # Global-norm gradient clipping; null = none (--clip; the original's -1 means none).
+    clip_grad_norm: Union[float, None] = None
+    # Micro-batches accumulated per optimizer step.
+    grad_accum_steps: int = 1
+    # One forward per CT, loss over all its readers (off = repeat the forward per reader, as the original).
+    share_forward_across_readers: bool = True
+    # Give the very first step lr 0, as the original's LambdaLR does.
+    legacy_first_step_lr_zero: bool = False
+    # Devices on the `fsdp` mesh axis (1 = parameters replicated).
+    fsdp: int = 1
+    # Log training metrics every N steps.
+    log_every: int = 10
+    # Evaluate and checkpoint every N epochs.
+    eval_every_epochs: int = 1
+    # Checkpoints kept: the most recent N.
+    keep_last: int = 2
+    # Checkpoints kept: the best K by eval.best_metric.
+    keep_best: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", "must be in [0, 1)")
+        _check(self.eps > 0, "train.eps", "must be > 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(0 <= self.warmup_epochs <= self.epochs, "train.warmup_epochs",
+               "must be in [0, train.epochs]")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(self.duration_loss_weight >= 0, "train.duration_loss_weight", "must be >= 0")
+        _check(self.clip_grad_norm is None or self.clip_grad_norm > 0, "train.clip_grad_norm",
+               "must be > 0 or null")
+        _check(self.grad_accum_steps >= 1, "train.grad_accum_steps", "must be >= 1")
+        _check(self.fsdp >= 1, "train.fsdp", "must be >= 1")
+        _check(self.log_every >= 1, "train.log_every", "must be >= 1")
+        _check(self.eval_every_epochs >= 1, "train.eval_every_epochs", "must be >= 1")
+        _check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
+        _check(self.keep_best >= 0, "train.keep_best", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Sampling and scoring of predicted scanpaths."""
+
+    # No stop is sampled before this many fixations (--min_length).
+    min_length: int = 100
+    # Scanpaths sampled per reader and CT (--eval_repeat_num).
+    repeats: int = 1
+    # Metric families: any of scanmatch, multimatch, sed, saliency (the original's "all" = first three).
+    metrics: tuple[str, ...] = ("scanmatch", "multimatch", "sed")
+    # MultiMatch saccade alignment: "exact" (scipy Dijkstra, as the original) or "dp" (jit DP).
+    multimatch_alignment: Literal["exact", "dp"] = "exact"
+    # SED character code: "legacy" (the original's, with collisions) or "bijective".
+    sed_code: Literal["legacy", "bijective"] = "legacy"
+    # Sample durations as exp(mu + sigma2*eps) like the original (default: exp(mu + sqrt(sigma2)*eps)).
+    legacy_duration_sampling: bool = False
+    # Metric selecting the best checkpoint, with its direction taken from the metric registry.
+    best_metric: str = "scanmatch_with_duration"
+    # Seed for sampling during evaluation.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.min_length >= 0, "eval.min_length", "must be >= 0")
+        _check(self.repeats >= 1, "eval.repeats", "must be >= 1")
+        known = {"scanmatch", "multimatch", "sed", "saliency"}
+        unknown = [m for m in self.metrics if m not in known]
+        _check(not unknown and len(self.metrics) > 0, "eval.metrics",
+               f"unknown {unknown}; choose from {sorted(known)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """Swin UNETR feature extraction from CT volumes."""
+
+    # Swin UNETR width (48 = the BTCV weights; any multiple of 12).
+    feature_size: int = 48
+    # PatchMerging offsets: "legacy" (BTCV weights, released features) or "fixed" (MONAI >= 1.5).
+    merging_order: Literal["legacy", "fixed"] = "legacy"
+    # Lower end of the HU window scaled to 0.
+    hu_min: float = -175.0
+    # Upper end of the HU window scaled to 1.
+    hu_max: float = 250.0
+    # Sliding-window size in voxels per axis.
+    roi: int = 96
+    # Fraction of overlap between neighbouring windows, in [0, 1).
+    overlap: float = 0.0
+    # Windows per device batch.
+    batch: int = 4
+    # Compute dtype of the encoder.
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    # How window features are combined: "original" (cell average), "gaussian" or "constant" blending.
+    merge: Literal["original", "gaussian", "constant"] = "original"
+    # Reorient volumes to RAS before extraction (off = stored voxel order, as the original).
+    canonical: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.feature_size >= 12 and self.feature_size % 12 == 0, "extract.feature_size",
+               "must be a positive multiple of 12")
+        _check(self.hu_max > self.hu_min, "extract.hu_max", "must be > extract.hu_min")
+        _check(self.roi >= 32 and self.roi % 32 == 0, "extract.roi", "must be a multiple of 32")
+        _check(0.0 <= self.overlap < 1.0, "extract.overlap", "must be in [0, 1)")
+        _check(self.batch >= 1, "extract.batch", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole experiment."""
+
+    # CT-Searcher architecture.
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    # Dataset and target construction.
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    # Optimisation and run control.
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    # Sampling and metrics.
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    # Feature extraction.
+    extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
+
+
+# The original's command-line flag names, mapped to our keys where the meaning is the same.
+UPSTREAM_ALIASES: dict[str, str] = {
+    "hidden_dim": "model.d_model",
+    "nhead": "model.num_heads",
+    "num_encoder": "model.num_encoder_layers",
+    "num_decoder": "model.num_decoder_layers",
+    "decoder_dropout": "model.dropout",
+    "img_hidden_dim": "model.feature_dim",
+    "max_length": "model.max_length",
+    "img_dir": "data.data_dir",
+    "fix_dir": "data.data_dir",
+    "feat_dir": "data.feature_dir",
+    "blur_sigma": "data.blur_sigma",
+    "seed": "train.seed",
+    "lr": "train.lr",
+    "weight_decay": "train.weight_decay",
+    "warmup_epoch": "train.warmup_epochs",
+    "epoch": "train.epochs",
+    "batch": "train.batch_size",
+    "lambda_1": "train.duration_loss_weight",
+    "clip": "train.clip_grad_norm",
+    "min_length": "eval.min_length",
+    "eval_repeat_num": "eval.repeats",
+}
+
+
+# ----------------------------------------------------------------------------- type coercion
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting YAML lists to tuples."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in args:
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"config key '{key}': {value!r} is not a valid {_type_name(tp)}")
+    if origin is Literal:
+        if value in args and type(value) is type(args[args.index(value)]):
+            return value
+        raise ConfigError(f"config key '{key}': {value!r} is not one of {list(args)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config key '{key}': expected null, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"config key '{key}': expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+    raise ConfigError(f"config key '{key}': unsupported type {tp}")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "/".join(repr(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+            f"valid keys here: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build a validated `Config` from a nested mapping (missing keys take the defaults)."""
+    return _build(Config, data or {}, "")
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists) suitable for YAML/JSON."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(config))
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value with YAML rules (`3e-4`, `true`, `null`, `[8,8,8]`)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    # YAML 1.1 reads "3e-4" as a string; accept it as a float.
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=v` overrides to a nested dict (returns a new dict).
+
+    A bare upstream flag name (`lr=3e-4`, `hidden_dim=48`) is accepted through `UPSTREAM_ALIASES`.
+    """
+    out = json.loads(json.dumps(data))  # deep copy of plain data
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. train.lr=3e-4")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        key = UPSTREAM_ALIASES.get(key, key)
+        parts = key.split(".")
+        if len(parts) != 2 or parts[0] not in {f.name for f in dataclasses.fields(Config)}:
+            raise ConfigError(
+                f"override '{item}': unknown key '{key}'; use section.field with a section in "
+                f"{[f.name for f in dataclasses.fields(Config)]}")
+        out.setdefault(parts[0], {})[parts[1]] = _parse_scalar(text)
+    return out
+
+
+def load(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when `path` is None) and apply dotted overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def dumps(config: Config) -> str:
+    """The config as YAML text (the resolved config written into run directories)."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None)
+
+
+def write_resolved(config: Config, run_dir: str | os.PathLike[str]) -> Path:
+    """Write `config.yaml` (resolved, every field) into `run_dir` atomically; return its path."""
+    from ctsearcher_jax.io import atomic_write_text
+
+    path = Path(run_dir) / "config.yaml"
+    atomic_write_text(path, dumps(config))
+    return path
