@@ -1,0 +1,35 @@
+"""`ctsearcher validate-data DIR`: check a CT-ScanGaze dataset and summarise it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "check a dataset folder (or its JSON): every problem, then a summary; exit 0 only when clean"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="dataset folder (with data_simplified_split_matched_pt.json "
+                                     "and cts/) or the JSON file")
+    parser.add_argument("--no-volumes", action="store_true",
+                        help="do not check cts/ volumes (Z is then bounded by 512)")
+    parser.add_argument("--max-problems", type=int, default=50,
+                        help="print at most this many problems (default 50; all are counted)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctsearcher_jax.data.inspect import validate_dataset
+
+    report = validate_dataset(args.path, check_volumes=not args.no_volumes)
+    for line in report.summary_lines():
+        print(line)
+    if report.ok:
+        print("OK: no problems found")
+        return 0
+    shown = report.problems[: args.max_problems]
+    print(f"\n{len(report.problems)} problem(s):", file=sys.stderr)
+    for p in shown:
+        print(f"  {p}", file=sys.stderr)
+    if len(report.problems) > len(shown):
+        print(f"  ... and {len(report.problems) - len(shown)} more (--max-problems)", file=sys.stderr)
+    return 2

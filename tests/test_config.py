@@ -1,0 +1,102 @@
+"""Configuration: paper.yaml is the original recipe, overrides, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from ctsearcher_jax import config as cfg
+from ctsearcher_jax.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def paper(repo_root):
+    return cfg.load(repo_root / "configs" / "paper.yaml")
+
+
+def test_paper_yaml_is_the_original_recipe(paper):
+    m, t, e = paper.model, paper.train, paper.eval
+    assert (m.d_model, m.num_heads, m.num_encoder_layers, m.num_decoder_layers) == (768, 8, 6, 6)
+    assert (m.dim_feedforward, m.dropout, m.max_length, m.grid, m.feature_dim) == (
+        768, 0.2, 400, (8, 8, 8), 768)
+    assert e.min_length == 100
+    assert (t.lr, t.beta1, t.beta2, t.eps, t.weight_decay) == (1e-4, 0.9, 0.98, 1e-9, 5e-5)
+    assert (t.warmup_epochs, t.epochs, t.batch_size, t.duration_loss_weight) == (1, 40, 2, 1.0)
+    assert paper.data.blur_sigma is None and t.clip_grad_norm is None
+    assert paper.data.z_extent == 512
+
+
+def test_defaults_equal_paper(paper):
+    assert paper == cfg.Config()
+
+
+def test_tiny_loads_and_is_small(repo_root):
+    tiny = cfg.load(repo_root / "configs" / "tiny.yaml")
+    assert tiny.model.d_model <= 64 and tiny.model.num_tokens <= 64
+
+
+def test_every_field_has_a_comment():
+    import inspect
+
+    for section in (cfg.ModelConfig, cfg.DataConfig, cfg.TrainConfig, cfg.EvalConfig,
+                    cfg.ExtractConfig, cfg.Config):
+        src = inspect.getsource(section).splitlines()
+        for f in dataclasses.fields(section):
+            line = next(i for i, s in enumerate(src) if s.strip().startswith(f"{f.name}:"))
+            assert src[line - 1].strip().startswith("#"), f"{section.__name__}.{f.name} lacks a comment"
+
+
+def test_overrides_and_upstream_aliases(paper):
+    c = cfg.load(None, ["train.lr=3e-4", "model.grid=[4,4,2]", "data.blur_sigma=null",
+                        "hidden_dim=96", "nhead=4", "data.z_extent=volume", "eval.metrics=[sed]"])
+    assert c.train.lr == 3e-4 and c.model.grid == (4, 4, 2) and c.model.d_model == 96
+    assert c.model.num_heads == 4 and c.data.z_extent == "volume" and c.eval.metrics == ("sed",)
+    assert c.train.epochs == paper.train.epochs
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.lrr=1", ["train.lrr", "valid keys"]),
+    ("nosuch.x=1", ["nosuch.x"]),
+    ("train.epochs=two", ["train.epochs", "integer"]),
+    ("train.epochs=1.5", ["train.epochs", "integer"]),
+    ("model.grid=[8,8]", ["model.grid", "3 items"]),
+    ("model.pe=cosine", ["model.pe", "sine"]),
+    ("model.num_heads=5", ["model.num_heads", "divide"]),
+    ("train.lr=-1", ["train.lr", "> 0"]),
+    ("data.z_extent=slices", ["data.z_extent"]),
+    ("share_forward=true", ["share_forward"]),
+    ("train.lr", ["key=value"]),
+    ("train.share_forward_across_readers=1", ["share_forward_across_readers", "true/false"]),
+])
+def test_bad_overrides_name_the_key(override, words):
+    with pytest.raises(ConfigError) as info:
+        cfg.load(None, [override])
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_bad_file_names_file_and_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  d_modl: 3\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*model\.d_modl"):
+        cfg.load(p)
+    p.write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        cfg.load(p)
+    with pytest.raises(ConfigError, match="does not exist"):
+        cfg.load(tmp_path / "missing.yaml")
+
+
+def test_resolved_config_round_trips(tmp_path, paper):
+    path = cfg.write_resolved(paper, tmp_path)
+    data = yaml.safe_load(path.read_text())
+    assert set(data) == {"model", "data", "train", "eval", "extract"}
+    assert cfg.from_dict(data) == paper
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_frozen(paper):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        paper.train.lr = 1.0
