@@ -1,0 +1,84 @@
+"""The `ctsearcher` console script as a user runs it: subprocesses, output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctsearcher_jax.cli import COMMANDS
+
+GOOD = {"name": "ct_a", "subject": 1, "task": "read", "X": [1.0, 256.5], "Y": [10.0, 20.0],
+        "Z": [1.0, 2.0], "T": [0.2, 0.3], "length": 2, "split": "train", "report": "normal"}
+
+
+def ctsearcher(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "ctsearcher_jax.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "ctsearcher"
+    assert exe.exists()
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    for name in COMMANDS:
+        assert name in out.stdout
+
+
+def test_every_command_has_help():
+    for name in COMMANDS:
+        out = ctsearcher(name, "--help")
+        assert out.returncode == 0, (name, out.stderr)
+        assert "usage: ctsearcher " + name in out.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    out = ctsearcher("no-such-command")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_validate_data_clean(tmp_path):
+    (tmp_path / "data_simplified_split_matched_pt.json").write_text(
+        json.dumps([GOOD, dict(GOOD, subject=2, split="train")]))
+    out = ctsearcher("validate-data", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "CTs: 1   scanpaths: 2" in out.stdout
+    assert "readers per CT: min 2" in out.stdout and "OK" in out.stdout
+
+
+def test_validate_data_broken_prints_every_problem_and_exits_2(tmp_path):
+    bad = [GOOD, dict(GOOD, subject=2, T=[0.2, -0.1]), dict(GOOD, subject=3, X=[1.0, 900.0]),
+           dict(GOOD, name="ct_b", subject=1, split="nope")]
+    path = tmp_path / "data_simplified_split_matched_pt.json"
+    path.write_text(json.dumps(bad))
+    out = ctsearcher("validate-data", tmp_path)
+    assert out.returncode == 2
+    assert "3 problem(s)" in out.stderr
+    assert f"{path}: record 1, CT 'ct_a': field 'T' must be > 0" in out.stderr
+    assert "record 2, CT 'ct_a': field 'X' outside the frame" in out.stderr
+    assert "record 3, CT 'ct_b': field 'split'" in out.stderr
+
+
+def test_user_errors_are_one_line_and_debug_shows_traceback(tmp_path):
+    out = ctsearcher("validate-data", tmp_path / "missing")
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert out.stderr.startswith("ctsearcher validate-data: error:") and "no such file" in out.stderr
+    out = ctsearcher("--debug", "validate-data", tmp_path / "missing")
+    assert out.returncode == 2 and "Traceback" in out.stderr
+
+
+def test_validate_data_checks_volumes(tmp_path):
+    (tmp_path / "cts").mkdir()
+    (tmp_path / "data_simplified_split_matched_pt.json").write_text(json.dumps([GOOD]))
+    (tmp_path / "cts" / "broken.nii.gz").write_bytes(b"not a nifti")
+    out = ctsearcher("validate-data", tmp_path)
+    assert out.returncode == 2
+    assert "broken.nii.gz: not a readable NIfTI" in out.stderr
+    assert "CT 'ct_a'" in out.stderr and "has no volume" in out.stderr
