@@ -1,0 +1,174 @@
+"""The input pipeline: grain datasets of CT examples, batched, sharded by JAX process, checkpointable.
+
+One example is one CT with every reader's targets::
+
+    tokens         (N, C)        float32  feature tokens on the model grid
+    spatial        (R, L, K)     float32  per-reader spatial targets (class 0 = STOP)
+    duration       (R, L)        float32  seconds
+    action_mask    (R, L)        float32
+    duration_mask  (R, L)        float32
+    reader_mask    (R,)          float32  1 for real readers, 0 for padding
+    ct_mask        ()            float32  1 for real CTs, 0 for the padding of the last eval batch
+
+R = R_max, the largest reader count in the dataset (every split), so batch shapes are static.
+
+Order. Training draws global batches of B CTs from a per-epoch permutation of the training CTs
+(grain's index shuffle, reseeded each epoch from `train.seed`); an epoch has floor(n / B) steps
+(the remainder is dropped for static shapes, and lands in other batches in later epochs since
+each epoch reshuffles). Global batch `s` is the same set and order of CTs whatever the number of
+processes: process p loads rows [p*B/P, (p+1)*B/P) of it. The order is a pure function of
+(seed, step), and the grain iterator state (how many local batches were consumed) is saved in the
+checkpoint, so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from ctsearcher_jax.config import Config
+from ctsearcher_jax.data.features import load_tokens
+from ctsearcher_jax.data.schema import CTItem
+from ctsearcher_jax.data.targets import build_ct_targets
+from ctsearcher_jax.errors import ConfigError, DataError
+
+Example = dict[str, np.ndarray]
+
+
+def max_readers(items: Sequence[CTItem]) -> int:
+    """R_max: the largest number of readers of any CT (the padded reader axis)."""
+    if not items:
+        raise DataError("the dataset has no CTs; check data.data_dir and the split names")
+    return max(item.num_readers for item in items)
+
+
+@dataclasses.dataclass(frozen=True)
+class CTExampleSource:
+    """Random-access source of CT examples (grain `MapDataset.source` protocol).
+
+    items: the CTs; config: the run's config (model grid, max_length, data section);
+    num_readers_padded: R_max for every split of the run.
+    """
+
+    items: tuple[CTItem, ...]
+    config: Config
+    num_readers_padded: int
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Example:
+        item = self.items[index]
+        model, data = self.config.model, self.config.data
+        if data.z_extent == "volume":
+            raise ConfigError("data.z_extent=volume needs the CT's slice count from the feature "
+                              "manifest, which the training pipeline does not read yet; use "
+                              "data.z_extent=512")
+        tokens = load_tokens(data.feature_dir, item.name, model.grid)
+        if tokens.shape[1] != model.feature_dim:
+            raise DataError(f"{data.feature_dir}/{item.name}.npy has {tokens.shape[1]} channels but "
+                            f"model.feature_dim is {model.feature_dim}; fix the config or features")
+        targets, reader_mask = build_ct_targets(
+            item.readers, num_readers_padded=self.num_readers_padded, grid=model.grid,
+            max_length=model.max_length, frame=data.frame, z_extent=int(data.z_extent),
+            blur_sigma=data.blur_sigma)
+        return {
+            "tokens": tokens.astype(np.float32),
+            "spatial": targets.spatial,
+            "duration": targets.duration,
+            "action_mask": targets.action_mask,
+            "duration_mask": targets.duration_mask,
+            "reader_mask": reader_mask,
+            "ct_mask": np.float32(1.0),
+        }
+
+
+def _masked(example: Example) -> Example:
+    """A padding example: same shapes, every mask 0 (contributes nothing to losses or metrics)."""
+    out = dict(example)
+    for key in ("action_mask", "duration_mask", "reader_mask"):
+        out[key] = np.zeros_like(example[key])
+    out["ct_mask"] = np.float32(0.0)
+    return out
+
+
+def local_batch_size(batch_size: int, process_count: int) -> int:
+    """CTs each process loads per global batch; ConfigError when B does not divide."""
+    if batch_size % process_count:
+        raise ConfigError(f"train.batch_size={batch_size} must be divisible by the number of "
+                          f"processes ({process_count})")
+    return batch_size // process_count
+
+
+def _global_position(local_index: int, *, batch_size: int, local_batch: int,
+                     process_index: int) -> tuple[int, int]:
+    """(global step, slot in the global batch) of one process-local example index."""
+    step, row = divmod(local_index, local_batch)
+    return step, process_index * local_batch + row
+
+
+def train_dataset(source: CTExampleSource, *, batch_size: int, seed: int, num_steps: int,
+                  process_index: int = 0, process_count: int = 1):
+    """grain MapDataset of this process's training batches (`num_steps` of them, in step order).
+
+    Each element is an Example with a leading axis of batch_size / process_count.
+    """
+    import grain
+
+    n = len(source)
+    per_epoch = n // batch_size
+    if per_epoch < 1:
+        raise ConfigError(f"train.batch_size={batch_size} exceeds the {n} training CTs; lower it")
+    local = local_batch_size(batch_size, process_count)
+    # Stream of CT indices, one fresh permutation per epoch (grain reseeds the shuffle per epoch).
+    order = grain.MapDataset.range(n).shuffle(seed=seed % 2**32).repeat()
+
+    def ct_index(local_index: int) -> int:
+        step, slot = _global_position(local_index, batch_size=batch_size, local_batch=local,
+                                      process_index=process_index)
+        epoch, step_in_epoch = divmod(step, per_epoch)
+        return int(order[epoch * n + step_in_epoch * batch_size + slot])
+
+    return (grain.MapDataset.range(num_steps * local)
+            .map(ct_index)
+            .map(source.__getitem__)
+            .batch(local, drop_remainder=True))
+
+
+def eval_dataset(source: CTExampleSource, *, batch_size: int, process_index: int = 0,
+                 process_count: int = 1):
+    """grain MapDataset of every CT of `source` in order, the last batch padded with masked CTs."""
+    import grain
+
+    n = len(source)
+    local = local_batch_size(batch_size, process_count)
+    num_batches = -(-n // batch_size)
+
+    def example(local_index: int) -> Example:
+        step, slot = _global_position(local_index, batch_size=batch_size, local_batch=local,
+                                      process_index=process_index)
+        index = step * batch_size + slot
+        return source[index] if index < n else _masked(source[0])
+
+    return (grain.MapDataset.range(num_batches * local)
+            .map(example)
+            .batch(local, drop_remainder=True))
+
+
+def make_iterator(dataset, *, num_threads: int = 2, prefetch: int = 2):
+    """A prefetching grain iterator (threads: feature files are read with the GIL released).
+
+    The iterator's `get_state()` / `set_state()` are what the checkpoint saves and restores.
+    """
+    import grain
+
+    return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                          prefetch_buffer_size=prefetch)))
+
+
+def batch_spec(source: CTExampleSource, batch_size: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """Global (shape, dtype) of each batch field (for building abstract inputs)."""
+    example = source[0]
+    return {k: ((batch_size,) + np.shape(v), np.asarray(v).dtype) for k, v in example.items()}
