@@ -284,7 +284,7 @@ _LESION_KINDS: dict[str, tuple[str, tuple[float, float], tuple[float, float], fl
     "ground-glass nodule": ("lung", (-550.0, -350.0), (5.0, 14.0), 1.0),
     "hypodense liver lesion": ("liver", (0.0, 30.0), (6.0, 22.0), 2.0),
     "hyperdense liver lesion": ("liver", (100.0, 140.0), (6.0, 16.0), 1.0),
-    "renal cyst": ("kidney", (0.0, 15.0), (5.0, 16.0), 1.5),
+    "renal cyst": ("kidney", (-5.0, 12.0), (5.0, 16.0), 1.5),
     "hypodense splenic lesion": ("spleen", (5.0, 25.0), (5.0, 14.0), 0.7),
     "lytic vertebral lesion": ("vertebra", (20.0, 80.0), (4.0, 9.0), 0.7),
     "sclerotic vertebral lesion": ("vertebra", (950.0, 1300.0), (4.0, 9.0), 0.6),
@@ -344,8 +344,10 @@ def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, rng: np.random.Generator 
     blend_full(body_mask(fat), rng.uniform(40.0, 55.0))                     # muscle wall
     cavity = fat + wall
     A_in, B_in = float(A0 - cavity), float(B0 - cavity)
-    blend_full(body_mask(cavity), rng.uniform(15.0, 35.0), s_hi=0.42 * C)   # mediastinum
-    blend_full(body_mask(cavity), rng.uniform(-100.0, -80.0), s_lo=0.42 * C)  # visceral fat
+    cavity_mask = body_mask(cavity)
+    blend_full(cavity_mask, rng.uniform(15.0, 35.0), s_hi=0.42 * C)         # mediastinum
+    blend_full(cavity_mask, rng.uniform(-100.0, -80.0), s_lo=0.42 * C)      # visceral fat
+    del cavity_mask
 
     def jit(v: float, rel: float = 0.06) -> float:
         return float(v * (1.0 + rng.uniform(-rel, rel)))
@@ -563,10 +565,10 @@ def reader_style(seed: int, subject: int) -> ReaderStyle:
 
     return ReaderStyle(
         subject=subject, thoroughness=a,
-        count_level=float(np.clip(j(0.15 + 0.6 * a), 0.0, 1.0)),
+        count_level=float(np.clip(j(0.1 + 0.8 * a), 0.0, 1.0)),
         p_stay=j(0.15 + 0.25 * a), p_back=j(0.05 + 0.07 * a), back_scale=j(2.0 + 2.0 * a),
         spread=float(np.clip(j(0.65 + 0.3 * a), 0.3, 1.0)), p_jump=j(0.5 - 0.2 * a),
-        local_sd_px=j(12.0 + 12.0 * a), duration_median_s=j(0.19 + 0.06 * a),
+        local_sd_px=j(12.0 + 12.0 * a), duration_median_s=j(0.21 + 0.06 * a),
         duration_sigma=j(0.45), dwell_scale=j(1.7 + 1.0 * a), dwell_fixations=j(3.0 + 5.0 * a),
         sensitivity=float(np.clip(j(0.85 + 0.13 * a), 0.0, 0.99)), p_revisit=j(0.2 + 0.45 * a))
 
@@ -601,7 +603,7 @@ def make_scanpath(hu: np.ndarray, lesions: Sequence[Lesion], style: ReaderStyle,
     I, J, K = hu.shape
     lo, hi = float(min_fixations), float(max_fixations)
     base = lo * (hi / lo) ** style.count_level
-    n_total = int(np.clip(round(base * math.exp(0.2 * rng.standard_normal())
+    n_total = int(np.clip(round(base * math.exp(0.15 * rng.standard_normal())
                                 * (1.0 + 0.05 * len(lesions))), min_fixations, max_fixations))
 
     # Lesion episodes: (lesion index, number of fixations, is_revisit).
