@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "synth": "synth",
     "validate-data": "validate_data",
+    "visualize": "visualize",
+    "baselines": "baselines",
 }
 
 

@@ -1,0 +1,88 @@
+"""`ctsearcher visualize --data DIR [--pred P.json] --name CT --out DIR`: figures of scanpaths on a CT."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = ("draw scanpaths over a CT: projections, slice-against-time, fixation density, slice GIF "
+        "(ground truth and, with --pred, predictions side by side)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True,
+                        help="dataset folder (data_simplified_split_matched_pt.json + cts/)")
+    parser.add_argument("--pred", help="predictions JSON (dataset record format, no split)")
+    parser.add_argument("--name", required=True, nargs="+", metavar="CT",
+                        help="CT name(s) to draw (record 'name' = volume file stem)")
+    parser.add_argument("--out", required=True, help="output folder for the figures")
+    parser.add_argument("--window", default="soft",
+                        help="CT window: soft (W400/L40, default), lung (W1500/L-600), "
+                             "bone (W1800/L400), auto (percentiles), or WIDTH,LEVEL in HU")
+    parser.add_argument("--projection", choices=("mean", "max"), default="mean",
+                        help="projection of the windowed volume: mean (default; reads like a "
+                             "radiograph) or max (MIP)")
+    parser.add_argument("--reader", nargs="+", metavar="SUBJECT",
+                        help="only these readers (subject ids) of the ground truth and of the "
+                             "predictions paired with them")
+    parser.add_argument("--max-pred", type=int, default=2,
+                        help="predicted scanpaths drawn in the projection figure (default 2)")
+    parser.add_argument("--figures", default="projections,drilling,density,slices",
+                        help="comma-separated subset of projections,drilling,density,slices")
+    parser.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctsearcher_jax.data.inspect import find_volumes
+    from ctsearcher_jax.data.schema import find_dataset_json, load_dataset, load_records
+    from ctsearcher_jax.errors import ConfigError, DataError
+    from ctsearcher_jax.viz import FIGURES, render_ct_figures
+    from ctsearcher_jax.viz.volume import parse_window
+
+    try:
+        parse_window(args.window)
+    except ValueError as exc:
+        raise ConfigError(f"--window: {exc}") from None
+    figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    bad = [f for f in figures if f not in FIGURES]
+    if bad or not figures:
+        raise ConfigError(f"--figures {args.figures!r}: choose from {','.join(FIGURES)}")
+    if args.max_pred < 0 or args.dpi < 20:
+        raise ConfigError("--max-pred must be >= 0 and --dpi >= 20")
+
+    json_path = find_dataset_json(args.data)
+    items = {it.name: it for it in load_dataset(json_path)}
+    pred_by_ct: dict[str, list] = {}
+    if args.pred:
+        for sp in load_records(args.pred, require_split=False, default_z_limit=None):
+            pred_by_ct.setdefault(sp.name, []).append(sp)
+    cts_dir = json_path.parent / "cts"
+    volumes = find_volumes(cts_dir) if cts_dir.is_dir() else {}
+    readers = None if args.reader is None else {str(r) for r in args.reader}
+
+    for name in args.name:
+        if name not in items and name not in pred_by_ct:
+            known = sorted(items)
+            shown = ", ".join(known[:10]) + (f", ... ({len(known)} CTs)" if len(known) > 10 else "")
+            raise DataError(f"CT {name!r} is not in {json_path}"
+                            + (f" nor in {args.pred}" if args.pred else "")
+                            + f"; known CTs: {shown}")
+        if name not in volumes:
+            raise DataError(f"CT {name!r}: no volume {cts_dir / (name + '.nii.gz')}; put the "
+                            f"CT there (NIfTI .nii.gz or .nii)")
+        gt = list(items[name].readers) if name in items else []
+        pred = pred_by_ct.get(name, [])
+        if args.pred and not pred:
+            raise DataError(f"{args.pred}: no predicted scanpath for CT {name!r}")
+        if readers is not None:
+            gt = [sp for sp in gt if str(sp.subject) in readers]
+            pred = [sp for sp in pred if str(sp.subject) in readers]
+            if not gt and not pred:
+                raise DataError(f"CT {name!r}: no scanpath of reader(s) {sorted(readers)} in "
+                                f"{json_path}" + (f" or {args.pred}" if args.pred else ""))
+        written = render_ct_figures(volumes[name], gt, pred or None, Path(args.out), name=name,
+                                    window=args.window, projection=args.projection,
+                                    max_pred=args.max_pred, figures=figures, dpi=args.dpi)
+        for kind, path in written.items():
+            print(f"{name} {kind}: {path}")
+    return 0

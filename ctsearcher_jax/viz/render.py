@@ -1,0 +1,64 @@
+"""All figures of one CT in one call: what `visualize`, `predict` and `report` use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from ctsearcher_jax.data.schema import Scanpath
+from ctsearcher_jax.viz.animation import write_slice_gif
+from ctsearcher_jax.viz.density import plot_density
+from ctsearcher_jax.viz.scanpaths import plot_drilling, plot_scanpath_projections
+from ctsearcher_jax.viz.volume import load_volume, resolve_window
+
+FIGURES = ("projections", "drilling", "density", "slices")
+FILE_NAMES = {"projections": "{name}_projections.png", "drilling": "{name}_drilling.png",
+              "density": "{name}_density.png", "slices": "{name}_slices.gif"}
+
+
+def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath],
+                      pred: Sequence[Scanpath] | None, out_dir: str | os.PathLike[str], *,
+                      name: str | None = None, window: str = "soft", projection: str = "mean",
+                      max_pred: int = 2, figures: Sequence[str] = FIGURES, dpi: int = 100,
+                      gif_side: int = 192, gif_max_frames: int = 60) -> dict[str, Path]:
+    """Render the figures of one CT into `out_dir`; return {figure kind: path written}.
+
+    volume_path: the CT (NIfTI). gt: its ground-truth scanpaths (may be empty when only a
+    prediction exists). pred: predicted scanpaths of the same CT, or None; at most `max_pred` of
+    them are drawn in the projection figure (the drilling, density and GIF use all).
+    window: soft | lung | bone | auto | "W,L" in HU. projection: "mean" (windowed mean) or "max"
+    (MIP); see `ctsearcher_jax.viz.scanpaths`. figures: any of FIGURES. Files are
+    `<name>_projections.png`, `<name>_drilling.png`, `<name>_density.png`, `<name>_slices.gif`,
+    each written atomically; `name` defaults to the CT's file stem.
+    """
+    unknown = [f for f in figures if f not in FIGURES]
+    if unknown:
+        raise ValueError(f"unknown figure(s) {unknown}; choose from {list(FIGURES)}")
+    if not gt and not pred:
+        raise ValueError("nothing to draw: no ground-truth and no predicted scanpath")
+    volume = load_volume(volume_path)
+    if name is None:
+        from ctsearcher_jax.data.inspect import volume_stem
+
+        name = volume_stem(volume_path) or Path(volume_path).stem
+    win = resolve_window(window, volume.data)
+    out_dir = Path(out_dir)
+    pred = list(pred) if pred else None
+    gt = list(gt)
+    paths = {kind: out_dir / FILE_NAMES[kind].format(name=name) for kind in figures}
+    written: dict[str, Path] = {}
+    if "projections" in paths:
+        written["projections"] = plot_scanpath_projections(
+            volume, win, gt, pred[:max_pred] if pred else None, paths["projections"],
+            projection=projection, dpi=dpi, title=name)
+    if "drilling" in paths:
+        written["drilling"] = plot_drilling(gt, pred, paths["drilling"],
+                                            num_slices=volume.shape[2], dpi=dpi, title=name)
+    if "density" in paths:
+        written["density"] = plot_density(volume, win, gt, pred, paths["density"], dpi=dpi,
+                                          title=name)
+    if "slices" in paths:
+        written["slices"] = write_slice_gif(volume, win, gt, pred, paths["slices"], side=gif_side,
+                                            max_frames=gif_max_frames)
+    return written

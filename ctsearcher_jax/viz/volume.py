@@ -1,0 +1,166 @@
+"""CT volumes for display: loading, intensity windows, projections, and gaze -> voxel coordinates.
+
+Axes. A volume is kept as stored in the NIfTI (no reorientation), array axes (i, j, k) =
+(row, column, slice), which map to gaze (Y, X, Z) as everywhere in the project.
+
+Gaze -> voxel. Gaze X and Y are 1-based pixels of a 512 x 512 slice, whatever the volume's
+in-plane size; Z is a 1-based slice number of the volume itself. Voxel coordinates here are
+0-based and continuous, with voxel centres at integers (matplotlib's `imshow` convention)::
+
+    j = (X - 0.5) * J / 512 - 0.5        i = (Y - 0.5) * I / 512 - 0.5        k = Z - 1
+
+so a 512-wide volume gives j = X - 1 exactly, and pixel centres of the 512 frame land on the
+matching sub-voxel position of a smaller or larger grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ctsearcher_jax.config import GAZE_FRAME
+from ctsearcher_jax.errors import DataError
+
+# Named CT windows as (width, level) in Hounsfield units.
+WINDOWS: dict[str, tuple[float, float]] = {
+    "soft": (400.0, 40.0),    # soft tissue / abdomen
+    "lung": (1500.0, -600.0),
+    "bone": (1800.0, 400.0),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """An intensity window: values in [level - width/2, level + width/2] map to [0, 1].
+
+    label: what the figures print (e.g. "soft W400/L40", or "auto (percentiles)").
+    """
+
+    width: float
+    level: float
+    label: str
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """Map intensities to [0, 1] float32 (clipped), same shape."""
+        lo = self.level - self.width / 2.0
+        return np.clip((np.asarray(values, np.float32) - lo) / np.float32(self.width), 0.0, 1.0)
+
+
+def parse_window(spec: str) -> tuple[float, float] | None:
+    """`soft` | `lung` | `bone` | `W,L` (e.g. `400,40`) -> (width, level); `auto` -> None.
+
+    Raises ValueError with the accepted forms for anything else.
+    """
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return None
+    if spec in WINDOWS:
+        return WINDOWS[spec]
+    parts = spec.split(",")
+    if len(parts) == 2:
+        try:
+            width, level = float(parts[0]), float(parts[1])
+        except ValueError:
+            pass
+        else:
+            if width > 0 and np.isfinite(width) and np.isfinite(level):
+                return width, level
+    raise ValueError(f"window {spec!r}: use soft, lung, bone, auto, or WIDTH,LEVEL in HU "
+                     f"(e.g. 400,40) with WIDTH > 0")
+
+
+def resolve_window(spec: str, volume: np.ndarray) -> Window:
+    """The window to draw `volume` with.
+
+    A named or numeric window is in Hounsfield units. When the volume is evidently not in HU, the
+    window maps almost every voxel to one grey (the 1st..99th percentile of the windowed values
+    spans less than 5 % of the grey range: e.g. a volume scaled to [0, 1], all inside the soft
+    window at 40 % grey), so this falls back to `auto` (0.5-99.5 percentiles) with a warning and
+    says so in the label.
+    """
+    sample = volume.ravel()[:: max(1, volume.size // 200_000)]
+    wl = parse_window(spec)
+    if wl is not None:
+        width, level = wl
+        name = spec.strip().lower() if spec.strip().lower() in WINDOWS else "custom"
+        window = Window(width, level, f"{name} W{width:g}/L{level:g}")
+        p1, p99 = np.percentile(window.apply(sample), [1, 99])
+        if p99 - p1 >= 0.05:
+            return window
+        warnings.warn(f"window {spec!r} (W{width:g}/L{level:g} HU) shows this volume as one grey "
+                      f"(values {float(sample.min()):g}..{float(sample.max()):g}): it does not look "
+                      f"like HU; using percentiles instead", stacklevel=2)
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    if not hi > lo:
+        hi = lo + 1.0
+    return Window(float(hi - lo), float((hi + lo) / 2), "auto (0.5-99.5 percentiles)")
+
+
+@dataclasses.dataclass(frozen=True)
+class CTVolume:
+    """A CT as displayed: data (I, J, K) float32 as stored, voxel spacing (mm), source path."""
+
+    data: np.ndarray
+    spacing: tuple[float, float, float]
+    path: Path
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+
+def load_volume(path: str | os.PathLike[str]) -> CTVolume:
+    """Read a 3D NIfTI volume (no reorientation). Raises DataError naming the file."""
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such CT volume")
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    except Exception as exc:  # nibabel raises many types for a bad file
+        raise DataError(f"{path}: not a readable NIfTI volume ({exc}); re-export it") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(f"{path}: volume has shape {data.shape}; expected 3 axes (i, j, k)")
+    if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
+        zooms = (1.0, 1.0, 1.0)
+    return CTVolume(data=data, spacing=zooms, path=path)  # type: ignore[arg-type]
+
+
+def gaze_to_voxel(x: np.ndarray, y: np.ndarray, z: np.ndarray, shape: Sequence[int],
+                  frame: int = GAZE_FRAME) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gaze (X, Y, Z), 1-based, to continuous 0-based voxel (i, j, k) of a volume `shape` (I, J, K).
+
+    Returns float64 arrays (i, j, k), each (n,); see the module docstring for the formulas.
+    """
+    n_i, n_j, _ = shape
+    i = (np.asarray(y, np.float64) - 0.5) * (n_i / frame) - 0.5
+    j = (np.asarray(x, np.float64) - 0.5) * (n_j / frame) - 0.5
+    k = np.asarray(z, np.float64) - 1.0
+    return i, j, k
+
+
+def project(windowed: np.ndarray, axis: int, mode: str = "mean") -> np.ndarray:
+    """Project a windowed volume (I, J, K) in [0, 1] along `axis` with `mode` "mean" or "max".
+
+    Returned images are oriented for display with row = first remaining axis:
+    axis 2 (axial) -> (I, J) rows Y, columns X; axis 0 (coronal) -> (K, J) rows Z, columns X;
+    axis 1 (sagittal) -> (K, I) rows Z, columns Y.
+    """
+    if mode == "mean":
+        img = windowed.mean(axis=axis)
+    elif mode == "max":
+        img = windowed.max(axis=axis)
+    else:
+        raise ValueError(f"projection mode {mode!r}: use 'mean' or 'max'")
+    # (J, K) and (I, K) -> slices on rows.
+    return img if axis == 2 else img.T
