@@ -10,6 +10,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Call `write(fileobj)` on a temporary file next to `path`, fsync it, then rename over `path`."""
@@ -17,6 +20,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], mod
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
