@@ -18,9 +18,11 @@ the scanpaths it will be compared with: lengths, durations and the in-plane spre
             consecutive fixations, stationary spread = the training spread); length and durations
             as `uniform`.
   human     the human-consistency row: each reader scored against the *other* readers of the
-            same CT, never against itself. `human_consistency_pairs` gives the (pred, gt) pairs;
-            `human_consistency_predictions` writes them in the dataset format (reader a's
-            scanpath relabelled with subject b), which is exact under the diagonal pairing.
+            same CT, never against itself. `score_human_consistency` scores it with
+            `metrics.protocol.human_consistency`; `human_consistency_pairs` lists the (pred, gt)
+            pairs; `human_consistency_predictions` writes them in the dataset format (reader
+            a's scanpath relabelled with subject b, r - 1 blocks), which the original protocol
+            with `repeats = r - 1` scores as exactly those pairs.
 
 Z is a slice number: baselines draw integers in [1, K] where K is the CT's slice count
 (`slice_counts[name]`) or, when unknown, `z_extent` (the legacy 512 frame by default).
@@ -159,8 +161,8 @@ def generate(baseline: str, items: Sequence[CTItem], *, seed: int, stats: Scanpa
              z_extent: int = GAZE_FRAME) -> list[Scanpath]:
     """Scanpaths of `baseline` for every reader of every CT in `items` (dataset order).
 
-    Returns, per CT and per reader, `samples_per_reader` Scanpaths (name = CT, subject = the
-    reader's, split None). X, Y in [1, 512] pixels, Z integer slices in [1, K], T > 0 seconds.
+    Returns, per CT, `samples_per_reader` blocks of one Scanpath per reader (name = CT,
+    subject = the reader's, split None), the layout `original_protocol(repeats=samples)` pairs. X, Y in [1, 512] pixels, Z integer slices in [1, K], T > 0 seconds.
     `stats` (required except for "human") comes from the training split. "human" ignores seed,
     stats and samples_per_reader and returns `human_consistency_predictions(items)`.
     """
@@ -178,8 +180,10 @@ def generate(baseline: str, items: Sequence[CTItem], *, seed: int, stats: Scanpa
         k = num_slices_of(item.name, slice_counts, z_extent)
         if k < 1:
             raise DataError(f"CT {item.name!r}: slice count {k}; expected >= 1")
-        for reader in item.readers:
-            for s in range(samples_per_reader):
+        # Sample-major (block s holds one scanpath per reader, in reader order): the layout
+        # the original protocol pairs as "prediction i of block s against reader i".
+        for s in range(samples_per_reader):
+            for reader in item.readers:
                 x, y, z, t = make(_rng(seed, baseline, item.name, reader.subject, s), stats, k)
                 out.append(Scanpath(name=item.name, subject=reader.subject, split=None,
                                     x=x, y=y, z=z, t=t))
@@ -203,8 +207,35 @@ def human_consistency_pairs(items: Sequence[CTItem]) -> list[tuple[Scanpath, Sca
 
 def human_consistency_predictions(items: Sequence[CTItem]) -> list[Scanpath]:
     """The human row as a predictions list: for reader b of a CT, every other reader's scanpath
-    relabelled `subject = b` (r - 1 "samples" per reader). Scored with the diagonal pairing
-    (prediction for reader b against reader b), this is each reader against the others."""
-    return [dataclasses.replace(pred, subject=gt.subject, split=None, index=-1, task=None,
-                                report=None)
-            for pred, gt in human_consistency_pairs(items)]
+    relabelled `subject = b`, in r - 1 blocks of one scanpath per reader (block s holds, for each
+    reader b, the s-th other reader). Scored with the original protocol (`repeats = r - 1`), i.e.
+    prediction i of each block against reader i, this is exactly every reader against every other
+    reader: the pairs of `human_consistency_pairs`. CTs with one reader contribute nothing."""
+    out = []
+    for item in items:
+        readers = item.readers
+        for s in range(len(readers) - 1):
+            for b, gt in enumerate(readers):
+                others = [r for a, r in enumerate(readers) if a != b]
+                out.append(dataclasses.replace(others[s], subject=gt.subject, split=None, index=-1,
+                                               task=None, report=None))
+    return out
+
+
+def readers_as_arrays(items: Sequence[CTItem]) -> list[list[np.ndarray]]:
+    """Per CT, its readers' scanpaths as (n, 4) [x, y, z, duration_s] arrays (protocol input)."""
+    return [[sp.as_array() for sp in item.readers] for item in items]
+
+
+def score_human_consistency(items: Sequence[CTItem], families: Sequence[str] | None = None,
+                            **kwargs):
+    """Score the human row with `ctsearcher_jax.metrics.protocol.human_consistency`.
+
+    families: metric families (default: the protocol's default); kwargs go to the protocol.
+    Returns its `ProtocolResult`.
+    """
+    from ctsearcher_jax.metrics import protocol
+
+    if families is None:
+        return protocol.human_consistency(readers_as_arrays(items), **kwargs)
+    return protocol.human_consistency(readers_as_arrays(items), tuple(families), **kwargs)
