@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.metrics._batch import bucket, pad_batch, pad_sequences, x64
 
 
@@ -208,14 +207,3 @@ def scanmatch(gt: np.ndarray, pred: np.ndarray, params: ScanMatchParams = WITH_D
     """ScanMatch score of one pair (see `scanmatch_batch`)."""
     return float(scanmatch_batch([gt], [pred], params)[0])
 
-
-def check_scanpath(arr: np.ndarray, what: str) -> np.ndarray:
-    """Validate one (n, 4) scanpath array for the metrics; raise DataError naming `what`."""
-    arr = np.asarray(arr, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise DataError(f"{what}: expected an (n, 4) array of [x, y, z, duration_s], got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise DataError(f"{what}: empty scanpath (0 fixations); the original evaluation crashes on it")
-    if not np.all(np.isfinite(arr)):
-        raise DataError(f"{what}: contains NaN or infinite values")
-    return arr
