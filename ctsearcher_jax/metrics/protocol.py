@@ -92,7 +92,7 @@ def score_pairs(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
     return out
 
 
-def _stats(values: np.ndarray) -> dict[str, float]:
+def summary_stats(values: np.ndarray) -> dict[str, float]:
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return {"mean": math.nan, "std": math.nan, "n": 0}
@@ -107,12 +107,12 @@ def aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
         rows = np.stack([scores[n] for n in names], axis=1)
         rows = rows[~np.isnan(rows.sum(axis=1))]
         for k, n in enumerate(names):
-            out[n] = _stats(rows[:, k])
+            out[n] = summary_stats(rows[:, k])
         out["multimatch_mean"] = {"mean": float(np.mean([out[n]["mean"] for n in names])),
                                   "std": math.nan, "n": int(rows.shape[0])}
     for n, v in scores.items():
         if n not in out:
-            out[n] = _stats(v)
+            out[n] = summary_stats(v)
     return {n: out[n] for n in METRICS if n in out}
 
 
@@ -144,9 +144,10 @@ class ProtocolResult:
     summary: dict[str, dict[str, float]]
 
 
-def _run(pairs: list[Pair], gt_cts: Sequence[Sequence[np.ndarray]],
+def run_pairs(pairs: list[Pair], gt_cts: Sequence[Sequence[np.ndarray]],
          pred_cts: Sequence[Sequence[np.ndarray]], families: Sequence[str], *,
          gt_is_pred: bool = False, **kwargs) -> ProtocolResult:
+    """Score explicit pairs (validating every scanpath used) and aggregate them."""
     for c, readers in enumerate(gt_cts):
         for r, g in enumerate(readers):
             check_scanpath(g, f"ground truth: CT {c}, reader {r}")
@@ -163,7 +164,7 @@ def _run(pairs: list[Pair], gt_cts: Sequence[Sequence[np.ndarray]],
         s = saliency_by_ct(gt_cts, pred_cts)
         for n, v in s.items():
             scores[n] = v
-            summary[n] = _stats(v)
+            summary[n] = summary_stats(v)
         summary = {n: summary[n] for n in METRICS if n in summary}
     return ProtocolResult(pairs, scores, summary)
 
@@ -184,7 +185,7 @@ def original_protocol(gt_cts: Sequence[Sequence[np.ndarray]], pred_cts: Sequence
         for r in range(repeats):
             block = list(range(r * g, min((r + 1) * g, len(preds))))
             pairs.extend(Pair(c, i - r * g, i) for i in block if i - r * g < g)
-    return _run(pairs, gt_cts, pred_cts, families, **kwargs)
+    return run_pairs(pairs, gt_cts, pred_cts, families, **kwargs)
 
 
 def all_pairs_protocol(gt_cts: Sequence[Sequence[np.ndarray]], pred_cts: Sequence[Sequence[np.ndarray]],
@@ -194,7 +195,7 @@ def all_pairs_protocol(gt_cts: Sequence[Sequence[np.ndarray]], pred_cts: Sequenc
         raise DataError(f"{len(pred_cts)} CTs with predictions but {len(gt_cts)} with ground truth")
     pairs = [Pair(c, gi, pi) for c, (readers, preds) in enumerate(zip(gt_cts, pred_cts))
              for pi in range(len(preds)) for gi in range(len(readers))]
-    return _run(pairs, gt_cts, pred_cts, families, **kwargs)
+    return run_pairs(pairs, gt_cts, pred_cts, families, **kwargs)
 
 
 def human_consistency(gt_cts: Sequence[Sequence[np.ndarray]],
@@ -207,7 +208,7 @@ def human_consistency(gt_cts: Sequence[Sequence[np.ndarray]],
     pairs = [Pair(c, gi, pi) for c, readers in enumerate(gt_cts)
              for pi in range(len(readers)) for gi in range(len(readers)) if gi != pi]
     pair_families = [f for f in families if f != "saliency"]
-    result = _run(pairs, gt_cts, gt_cts, pair_families, gt_is_pred=True, **kwargs)
+    result = run_pairs(pairs, gt_cts, gt_cts, pair_families, gt_is_pred=True, **kwargs)
     if "saliency" in families:
         preds, gts = [], []
         for readers in gt_cts:
@@ -219,7 +220,7 @@ def human_consistency(gt_cts: Sequence[Sequence[np.ndarray]],
         s = saliency_by_ct(gts, preds)
         for n, v in s.items():
             result.scores[n] = v
-            result.summary[n] = _stats(v)
+            result.summary[n] = summary_stats(v)
         result.summary = {n: result.summary[n] for n in METRICS if n in result.summary}
     return result
 

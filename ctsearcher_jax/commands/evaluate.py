@@ -1,0 +1,155 @@
+"""`ctsearcher evaluate --pred PRED.json --gt DATA`: score predicted scanpaths against the readers."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = "score predicted scanpaths (dataset record format) against the readers' scanpaths"
+
+PROTOCOLS = ("original", "all-pairs", "human")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pred", help="predictions JSON (records: name, subject, X, Y, Z, T, length); "
+                                       "not needed with --protocol human")
+    parser.add_argument("--gt", required=True, help="dataset folder or its JSON (ground truth)")
+    parser.add_argument("--split", default="test", help="ground-truth split to score (default test; "
+                                                        "'all' = every split)")
+    parser.add_argument("--metrics", nargs="+", default=["scanmatch", "multimatch", "sed"],
+                        help="metric families: scanmatch multimatch sed saliency (default: the "
+                             "original's three)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="original",
+                        help="original: prediction vs the reader with the same subject (the paper's "
+                             "protocol); all-pairs: every prediction vs every reader of the CT; "
+                             "human: each reader vs the other readers (no predictions)")
+    parser.add_argument("--multimatch-alignment", choices=("exact", "dp"), default="exact",
+                        help="exact: scipy Dijkstra as the original (default); dp: jit DP, faster, "
+                             "may differ where several alignments tie")
+    parser.add_argument("--sed-code", choices=("legacy", "bijective"), default="legacy",
+                        help="SED character code: legacy (the original's, default) or bijective")
+    parser.add_argument("--out", help="write the report (summary and per-pair scores) as JSON here")
+
+
+def _finite(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def build_pairs(gt_items: list, pred_scanpaths: list, protocol: str, pred_source: str):
+    """(gt arrays per CT, pred arrays per CT, pairs, names, pred labels) for the protocol."""
+    from ctsearcher_jax.errors import DataError
+    from ctsearcher_jax.metrics.protocol import Pair
+
+    by_name = {it.name: k for k, it in enumerate(gt_items)}
+    gt_cts = [[r.as_array() for r in it.readers] for it in gt_items]
+    pred_cts: list[list] = [[] for _ in gt_items]
+    pred_labels: list[list] = [[] for _ in gt_items]
+    pairs = []
+    for sp in pred_scanpaths:
+        c = by_name.get(sp.name)
+        if c is None:
+            raise DataError(f"{pred_source}: record {sp.index}, CT {sp.name!r}: not in the ground "
+                            f"truth of the selected split; check --gt and --split")
+        pred_cts[c].append(sp.as_array())
+        pred_labels[c].append({"record": sp.index, "subject": sp.subject})
+        p_index = len(pred_cts[c]) - 1
+        readers = gt_items[c].readers
+        if protocol == "original":
+            match = [g for g, r in enumerate(readers) if r.subject == sp.subject]
+            if not match:
+                subjects = [r.subject for r in readers]
+                raise DataError(f"{pred_source}: record {sp.index}, CT {sp.name!r}: subject "
+                                f"{sp.subject!r} is not a reader of this CT (readers {subjects}); "
+                                f"the original protocol pairs a prediction with its reader "
+                                f"(use --protocol all-pairs to score against every reader)")
+            pairs.append(Pair(c, match[0], p_index))
+        else:
+            pairs.extend(Pair(c, g, p_index) for g in range(len(readers)))
+    keep = [c for c in range(len(gt_items)) if pred_cts[c]]
+    return gt_cts, pred_cts, pairs, keep, pred_labels
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ctsearcher_jax.data.schema import find_dataset_json, group_by_ct, load_records
+    from ctsearcher_jax.errors import DataError
+    from ctsearcher_jax.io import atomic_write_json
+    from ctsearcher_jax.metrics import protocol as proto
+    from ctsearcher_jax.metrics.registry import FAMILIES, METRICS
+
+    families = list(dict.fromkeys(args.metrics))
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise DataError(f"--metrics: unknown families {unknown}; choose from {list(FAMILIES)}")
+    gt_path = find_dataset_json(args.gt)
+    items = group_by_ct(load_records(gt_path))
+    if args.split != "all":
+        items = [it for it in items if it.split == args.split]
+        if not items:
+            raise DataError(f"{gt_path}: no CT in split {args.split!r}")
+    kwargs = dict(multimatch_alignment=args.multimatch_alignment, sed_code=args.sed_code)
+
+    if args.protocol == "human":
+        result = proto.human_consistency([[r.as_array() for r in it.readers] for it in items],
+                                         families, **kwargs)
+        names = [it.name for it in items]
+        pair_rows = [{"ct": names[p.ct], "gt_subject": items[p.ct].readers[p.gt_index].subject,
+                      "pred_subject": items[p.ct].readers[p.pred_index].subject} for p in result.pairs]
+        n_cts = sum(1 for it in items if len(it.readers) > 1)
+    else:
+        if not args.pred:
+            raise DataError("--pred is required unless --protocol human")
+        pred_path = Path(args.pred)
+        preds = load_records(pred_path, require_split=False)
+        gt_cts, pred_cts, pairs, keep, labels = build_pairs(items, preds, args.protocol, str(pred_path))
+        families_pairs = [f for f in families if f != "saliency"]
+        result = proto.run_pairs(pairs, gt_cts, pred_cts, families_pairs, **kwargs)
+        if "saliency" in families:
+            s = proto.saliency_by_ct([gt_cts[c] for c in keep], [pred_cts[c] for c in keep])
+            for n, v in s.items():
+                result.scores[n] = v
+                result.summary[n] = proto.summary_stats(v)
+            result.summary = {n: result.summary[n] for n in METRICS if n in result.summary}
+        pair_rows = [{"ct": items[p.ct].name, "gt_subject": items[p.ct].readers[p.gt_index].subject,
+                      "pred_record": labels[p.ct][p.pred_index]["record"],
+                      "pred_subject": labels[p.ct][p.pred_index]["subject"]} for p in pairs]
+        n_cts = len(keep)
+
+    pair_metrics = [n for n in result.scores if not n.startswith("saliency_")]
+    for k, row in enumerate(pair_rows):
+        for n in pair_metrics:
+            row[n] = _finite(float(result.scores[n][k]))
+
+    print(f"{args.protocol} protocol, split {args.split}: {n_cts} CTs, {len(pair_rows)} pairs")
+    print(f"{'metric':<28} {'mean':>10} {'std':>10} {'n':>6}  better")
+    for name, st in result.summary.items():
+        arrow = "higher" if METRICS[name].higher_is_better else "lower"
+        print(f"{name:<28} {st['mean']:>10.4f} {st['std']:>10.4f} {st['n']:>6}  {arrow}")
+    if args.out:
+        cur, cur_std = proto.to_original_layout(result.summary)
+        report: dict[str, Any] = {
+            "protocol": args.protocol, "split": args.split, "gt": str(gt_path),
+            "pred": args.pred, "metrics": families, "multimatch_alignment": args.multimatch_alignment,
+            "sed_code": args.sed_code, "num_cts": n_cts, "num_pairs": len(pair_rows),
+            "summary": {n: {"mean": _finite(s["mean"]), "std": _finite(s["std"]), "n": s["n"],
+                            "higher_is_better": METRICS[n].higher_is_better}
+                        for n, s in result.summary.items()},
+            "original_layout": {"cur_metrics": _nan_to_none(cur), "cur_metrics_std": _nan_to_none(cur_std)},
+            "pairs": pair_rows,
+        }
+        atomic_write_json(args.out, report)
+        print(f"wrote {args.out}", file=sys.stderr)
+    del np
+    return 0
+
+
+def _nan_to_none(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _nan_to_none(v) for k, v in d.items()}
+    if isinstance(d, float) and math.isnan(d):
+        return None
+    return d
