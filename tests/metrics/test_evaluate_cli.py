@@ -1,0 +1,97 @@
+"""`ctsearcher evaluate` as a subprocess: report, exit codes, error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ctsearcher_jax.metrics import protocol as proto
+
+
+def _record(name, subject, fix, split=None):
+    rec = {"name": name, "subject": subject, "X": fix[:, 0].tolist(), "Y": fix[:, 1].tolist(),
+           "Z": fix[:, 2].tolist(), "T": fix[:, 3].tolist(), "length": int(len(fix))}
+    if split is not None:
+        rec.update(split=split, task="read", report="")
+    return rec
+
+
+def _scanpath(rng, n):
+    return np.column_stack([rng.uniform(1, 512, (n, 3)).round(1), rng.uniform(0.1, 0.5, n).round(3)])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    root = tmp_path_factory.mktemp("eval")
+    gt, pred = [], []
+    arrays = {}
+    for c, split in enumerate(["test", "test", "train"]):
+        for s in (1, 2):
+            g = _scanpath(rng, 6 + c)
+            p = _scanpath(rng, 4 + s)
+            arrays[(c, s)] = (g, p)
+            gt.append(_record(f"ct{c}", s, g, split))
+            if split == "test":
+                pred.append(_record(f"ct{c}", s, p))
+    (root / "gt.json").write_text(json.dumps(gt))
+    (root / "pred.json").write_text(json.dumps(pred))
+    return root, arrays
+
+
+def _run(*args, cwd=None):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "ctsearcher_jax.cli", "evaluate", *args],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_evaluate_writes_report_equal_to_library(files):
+    root, arrays = files
+    out = root / "report.json"
+    res = _run("--pred", str(root / "pred.json"), "--gt", str(root / "gt.json"), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "scanmatch_with_duration" in res.stdout and "lower" in res.stdout  # SED row
+    report = json.loads(out.read_text())
+    assert report["num_cts"] == 2 and report["num_pairs"] == 4
+    gt = [[arrays[(c, 1)][0], arrays[(c, 2)][0]] for c in (0, 1)]
+    pred = [[arrays[(c, 1)][1], arrays[(c, 2)][1]] for c in (0, 1)]
+    ref = proto.original_protocol(gt, pred)
+    for name, st in ref.summary.items():
+        assert report["summary"][name]["mean"] == pytest.approx(st["mean"], abs=1e-12), name
+    assert report["summary"]["sed"]["higher_is_better"] is False
+    assert report["pairs"][0]["ct"] == "ct0" and report["pairs"][0]["gt_subject"] == 1
+
+
+def test_evaluate_errors_name_the_problem(files):
+    root, arrays = files
+    preds = json.loads((root / "pred.json").read_text())
+    cases = {
+        "missing_ct": ([dict(preds[0], name="ct9")], "CT 'ct9': not in the ground truth"),
+        "train_ct": ([_record("ct2", 1, arrays[(2, 1)][1])], "CT 'ct2': not in the ground truth"),
+        "empty": ([dict(preds[0], X=[], Y=[], Z=[], T=[], length=0)], "empty"),
+        "nan": ([dict(preds[0], X=[float("nan")] + preds[0]["X"][1:])], "non-finite"),
+        "subject": ([dict(preds[0], subject=5)], "subject 5 is not a reader"),
+    }
+    for label, (records, message) in cases.items():
+        path = root / f"bad_{label}.json"
+        path.write_text(json.dumps(records, allow_nan=True))
+        res = _run("--pred", str(path), "--gt", str(root / "gt.json"), "--metrics", "sed")
+        assert res.returncode == 2, (label, res.stdout, res.stderr)
+        assert message in res.stderr and str(path) in res.stderr, (label, res.stderr)
+        assert "Traceback" not in res.stderr
+    (root / "broken.json").write_text("[{")
+    res = _run("--pred", str(root / "broken.json"), "--gt", str(root / "gt.json"))
+    assert res.returncode == 2 and "not valid JSON" in res.stderr
+
+
+def test_evaluate_human_consistency(files):
+    root, _ = files
+    res = _run("--gt", str(root / "gt.json"), "--protocol", "human", "--metrics", "sed", "scanmatch",
+               "--split", "all")
+    assert res.returncode == 0, res.stderr
+    assert "3 CTs, 6 pairs" in res.stdout
