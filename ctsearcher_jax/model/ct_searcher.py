@@ -1,0 +1,113 @@
+"""CT-Searcher: a 3D scanpath transformer over a grid of CT feature tokens (Flax NNX).
+
+Forward pass for B CTs, N = Gy*Gx*Gz tokens of C feature channels, L = max_length decoder queries:
+
+    Z     = MLP(tokens)                    (B, N, d)    Linear(C, d) - ReLU - Linear(d, d)
+    keys  = [stop, Z + PE]                 (B, 1+N, d)  learnable stop token, PE on grid tokens only
+    E     = Encoder(keys)                  (B, 1+N, d)  post-norm transformer encoder
+    M     = E + [0, PE]                    memory: PE added again, not on the stop token
+    R     = Decoder(queries, M)            (B, L, d)    learned queries, causal self-attention
+    logits = FC(R) @ E^T                   (B, L, 1+N)  E without the second PE
+    mu, log_sigma2 = MLP_mu(R), MLP_var(R) (B, L)       MLP = Linear(d, d/2) - ReLU - Linear(d/2, 1)
+
+With the stop token first, logits index k is class k (0 = STOP, 1 + token). `legacy_stop_last=True`
+builds the original's key order [Z + PE, stop], so original weights give the original's logits
+(index N = stop); the loss then pairs logits and targets index by index exactly as the original.
+
+The model is not autoregressive: every step's distribution comes from this one forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ctsearcher_jax.config import ModelConfig
+from ctsearcher_jax.model.layers import DecoderLayer, EncoderLayer, linear, xavier_uniform
+from ctsearcher_jax.model.positional import PositionalTable, legacy_random_table, sine_table
+
+
+class ScanpathOutputs(NamedTuple):
+    """Model outputs for B CTs (all float32).
+
+    spatial_logits: (B, L, K), K = 1 + N; class 0 = STOP (index N = stop when legacy_stop_last).
+    duration_mu: (B, L) mean of log-duration (log seconds).
+    duration_log_sigma2: (B, L) log of the log-duration variance; sigma2 = exp(duration_log_sigma2).
+    """
+
+    spatial_logits: jax.Array
+    duration_mu: jax.Array
+    duration_log_sigma2: jax.Array
+
+
+class DurationHead(nnx.Module):
+    """Linear(d, d/2) - ReLU - Linear(d/2, 1): (B, L, d) -> (B, L) float32."""
+
+    def __init__(self, d_model: int, *, dtype, rngs: nnx.Rngs):
+        self.linear1 = linear(d_model, d_model // 2, dtype=dtype, rngs=rngs)
+        self.linear2 = linear(d_model // 2, 1, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.linear2(jax.nn.relu(self.linear1(x)))[..., 0].astype(jnp.float32)
+
+
+class CTSearcher(nnx.Module):
+    """The CT-Searcher model. Parameters float32; matmuls in `config.compute_dtype`."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        d = config.d_model
+        dtype = jnp.dtype(config.compute_dtype)
+        self.dtype = dtype
+        self.input_proj1 = linear(config.feature_dim, d, dtype=dtype, rngs=rngs)
+        self.input_proj2 = linear(d, d, dtype=dtype, rngs=rngs)
+        self.stop_token = nnx.Param(0.02 * jax.random.normal(rngs.params(), (d,), jnp.float32))
+        self.query_embed = nnx.Param(xavier_uniform(rngs.params(), (config.max_length, d), jnp.float32))
+        if config.pe == "legacy_random":
+            table = legacy_random_table(rngs.params(), config.num_tokens, d)
+        else:
+            table = jnp.asarray(sine_table(config.grid, d))
+        self.pos_table = PositionalTable(table)
+        layer_args = (d, config.num_heads, config.dim_feedforward, config.dropout)
+        self.encoder = nnx.List([EncoderLayer(*layer_args, dtype=dtype, rngs=rngs)
+                                 for _ in range(config.num_encoder_layers)])
+        self.decoder = nnx.List([DecoderLayer(*layer_args, dtype=dtype, rngs=rngs)
+                                 for _ in range(config.num_decoder_layers)])
+        self.spatial_fc = linear(d, d, dtype=dtype, rngs=rngs)
+        self.duration_mu = DurationHead(d, dtype=dtype, rngs=rngs)
+        self.duration_logvar = DurationHead(d, dtype=dtype, rngs=rngs)
+
+    def _with_stop(self, grid_tokens: jax.Array, stop: jax.Array) -> jax.Array:
+        """Key sequence (B, 1+N, d): [stop, grid...] or, legacy, [grid..., stop]."""
+        parts = [grid_tokens, stop] if self.config.legacy_stop_last else [stop, grid_tokens]
+        return jnp.concatenate(parts, axis=1)
+
+    def encode(self, tokens: jax.Array, *, deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+        """tokens (B, N, C) -> (E (B, 1+N, d), memory (B, 1+N, d)) float32."""
+        b, n, _ = tokens.shape
+        if n != self.config.num_tokens:
+            raise ValueError(f"expected {self.config.num_tokens} tokens for grid {self.config.grid}, "
+                             f"got {n}")
+        z = self.input_proj2(jax.nn.relu(self.input_proj1(tokens.astype(self.dtype))))
+        z = z.astype(jnp.float32)
+        pe = self.pos_table[...]
+        stop = jnp.broadcast_to(self.stop_token[...], (b, 1, z.shape[-1]))
+        x = self._with_stop(z + pe, stop)
+        for layer in self.encoder:
+            x = layer(x, deterministic=deterministic)
+        memory = x + self._with_stop(jnp.broadcast_to(pe, (1, *pe.shape)), jnp.zeros((1, 1, pe.shape[-1])))
+        return x, memory
+
+    def __call__(self, tokens: jax.Array, *, deterministic: bool = True) -> ScanpathOutputs:
+        """tokens (B, N, feature_dim) float32 -> ScanpathOutputs (see the class docstring)."""
+        enc, memory = self.encode(tokens, deterministic=deterministic)
+        b = tokens.shape[0]
+        r = jnp.broadcast_to(self.query_embed[...], (b, *self.query_embed.shape))
+        for layer in self.decoder:
+            r = layer(r, memory, deterministic=deterministic)
+        projected = self.spatial_fc(r)
+        logits = jnp.einsum("bld,bkd->blk", projected, enc.astype(self.dtype)).astype(jnp.float32)
+        return ScanpathOutputs(logits, self.duration_mu(r), self.duration_logvar(r))
