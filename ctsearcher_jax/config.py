@@ -148,6 +148,8 @@ class TrainConfig:
     log_every: int = 10
     # Evaluate and checkpoint every N epochs.
     eval_every_epochs: int = 1
+    # Also checkpoint every N optimizer steps (0 = only at evaluations, the end and SIGTERM).
+    checkpoint_every_steps: int = 0
     # Checkpoints kept: the most recent N.
     keep_last: int = 2
     # Checkpoints kept: the best K by eval.best_metric.
@@ -169,6 +171,7 @@ class TrainConfig:
         _check(self.fsdp >= 1, "train.fsdp", "must be >= 1")
         _check(self.log_every >= 1, "train.log_every", "must be >= 1")
         _check(self.eval_every_epochs >= 1, "train.eval_every_epochs", "must be >= 1")
+        _check(self.checkpoint_every_steps >= 0, "train.checkpoint_every_steps", "must be >= 0")
         _check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
         _check(self.keep_best >= 0, "train.keep_best", "must be >= 0")
 
