@@ -18,8 +18,8 @@ from ctsearcher_jax.data.schema import Scanpath, load_dataset
 from ctsearcher_jax.data.synthetic import synthesize, voxel_to_gaze
 from ctsearcher_jax.viz import render_ct_figures
 from ctsearcher_jax.viz.animation import frame_slices
-from ctsearcher_jax.viz.density import (display_grid, fixation_density,
-                                        representative_slices)
+from ctsearcher_jax.viz.density import (density_slices, density_z_profile, display_grid,
+                                        fixation_density, representative_slices)
 from ctsearcher_jax.viz.figure import pixel_size
 from ctsearcher_jax.viz.scanpaths import PANEL_INCHES, drilling_steps, label_step
 from ctsearcher_jax.viz.volume import (WINDOWS, gaze_to_voxel, parse_window, project,
@@ -116,18 +116,33 @@ def test_fixation_density_matches_brute_force():
                                        + ((gj - j[f]) / (40 * 10 / 512)) ** 2
                                        + ((gk - k[f]) / 1.5) ** 2))
     np.testing.assert_allclose(d, ref / ref.sum(), rtol=1e-4, atol=1e-9)
+    kw = dict(sigma_frame=40.0, sigma_slices=1.5)
+    np.testing.assert_allclose(density_z_profile([s], shape, **kw), d.sum(axis=(0, 1)), rtol=1e-5)
+    np.testing.assert_allclose(density_slices([s], shape, [0, 4, 8], **kw),
+                               np.moveaxis(d[:, :, [0, 4, 8]], 2, 0), rtol=1e-5, atol=1e-9)
     counted = fixation_density([s], shape, sigma_frame=40.0, sigma_slices=1.5, weight="count")
     assert not np.allclose(counted, d)
     assert fixation_density([], shape).sum() == 0.0
+    assert density_z_profile([], shape).sum() == 0.0 and density_slices([], shape, [1]).shape == (1, 12, 10)
+
+
+def test_fixation_density_chunks_many_fixations():
+    rng = np.random.default_rng(1)
+    shape = (6, 5, 4000)       # J*K = 20000: chunks of 419 fixations
+    many = [sp(rng.uniform(1, 512, 500), rng.uniform(1, 512, 500), rng.uniform(1, 4000, 500),
+               rng.uniform(0.1, 1.0, 500), subject=s) for s in range(3)]
+    d = fixation_density(many, shape)
+    np.testing.assert_allclose(d.sum(axis=(0, 1)), density_z_profile(many, shape), rtol=1e-4,
+                               atol=1e-9)
 
 
 def test_representative_slices_follow_the_dwell():
-    d = np.zeros((4, 4, 50), np.float32)
-    d[:, :, 10] = 1.0
-    d[:, :, 40] = 3.0
-    picked = representative_slices(d, 4)
+    profile = np.zeros(50)
+    profile[10] = 1.0
+    profile[40] = 3.0
+    picked = representative_slices(profile, 4)
     assert set(picked.tolist()) == {10, 40}
-    assert list(representative_slices(np.zeros((2, 2, 9)), 3)) == [0, 4, 8]
+    assert list(representative_slices(np.zeros(9), 3)) == [0, 4, 8]
 
 
 def test_display_grid_caps_in_plane_size():
@@ -191,6 +206,20 @@ def test_render_ground_truth_only_and_subset(dataset, tmp_path):
     with pytest.raises(ValueError, match="unknown figure"):
         render_ct_figures(dataset / "cts" / f"{name}.nii.gz", items[1].readers, None, tmp_path,
                           figures=("movie",))
+
+
+def test_render_prediction_only(dataset, tmp_path):
+    items = load_dataset(dataset)
+    pred = [dataclasses.replace(r, split=None) for r in items[0].readers]
+    out = render_ct_figures(dataset / "cts" / f"{items[0].name}.nii.gz", [], pred, tmp_path,
+                            dpi=DPI, gif_side=48, max_pred=1)
+    _check_png(out["projections"], pixel_size(PANEL_INCHES, 3 * PANEL_INCHES + 0.3, DPI))
+    _check_png(out["drilling"], pixel_size(4.0, 3.0, DPI))
+    _check_png(out["density"], pixel_size(4 * 2.2, 2.2 + 0.3, DPI))
+    with Image.open(out["slices"]) as gif:
+        assert gif.size == (48, 48)
+    with pytest.raises(ValueError, match="nothing to draw"):
+        render_ct_figures(dataset / "cts" / f"{items[0].name}.nii.gz", [], None, tmp_path)
 
 
 def test_fixations_beyond_the_volume_are_drawn_clipped(dataset, tmp_path):

@@ -4,7 +4,7 @@ Drawn with Pillow directly (no matplotlib per frame): a few dozen small frames t
 second. Slices are subsampled to at most `max_frames` frames. A frame shows slice k with every
 fixation whose slice lies within half a frame step (at least 1 slice) of k: filled when on the
 slice itself (|dz| < 0.5), outlined when near. Ground truth on the left (orange), prediction on
-the right (cyan) when given.
+the right (cyan), each when given.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def _panel(volume: CTVolume, window: Window, k: int, scanpaths: Sequence[Scanpat
 def write_slice_gif(volume: CTVolume, window: Window, gt: Sequence[Scanpath],
                     pred: Sequence[Scanpath] | None, out_path: str | os.PathLike[str], *,
                     side: int = 192, max_frames: int = 60, frame_ms: int = 120) -> Path:
-    """Write the GIF: frames (side x side), two panels wide when `pred` is given; loops forever."""
+    """Write the GIF: one (side x side) panel per non-empty group (ground truth, prediction) side
+    by side; loops forever."""
     from PIL import Image
 
     slices = frame_slices(volume.shape[2], max_frames)
@@ -69,10 +70,9 @@ def write_slice_gif(volume: CTVolume, window: Window, gt: Sequence[Scanpath],
     half_window = max(step / 2.0, 1.0)
     frames = []
     for k in slices:
-        panels = [_panel(volume, window, int(k), gt, side, half_window, GT_COLOUR, "ground truth")]
-        if pred:
-            panels.append(_panel(volume, window, int(k), pred, side, half_window, PRED_COLOUR,
-                                 "prediction"))
+        panels = [_panel(volume, window, int(k), sps, side, half_window, colour, label)
+                  for sps, colour, label in ((gt, GT_COLOUR, "ground truth"),
+                                             (pred, PRED_COLOUR, "prediction")) if sps]
         frame = Image.new("RGB", (side * len(panels), side))
         for n, p in enumerate(panels):
             frame.paste(p, (n * side, 0))

@@ -170,15 +170,16 @@ def plot_drilling(gt: Sequence[Scanpath], pred: Sequence[Scanpath] | None,
                   title: str = "") -> Path:
     """Write the drilling plot: slice (Z) against cumulative time, one line per scanpath.
 
-    One panel for the ground truth, a second (same axes) for predictions when given. Slice 1 is
+    One panel for the ground truth, one (same axes) for predictions, each when given. Slice 1 is
     at the top, as in the coronal and sagittal views. Pixel size: (panels * panel_inches[0] *
     dpi) x (panel_inches[1] * dpi).
     """
     from matplotlib import colormaps
 
-    groups = [("ground truth", list(gt), "tab10")]
-    if pred:
-        groups.append(("prediction", list(pred), "Dark2"))
+    groups = [(label, list(sps), cmap) for label, sps, cmap in
+              (("ground truth", gt, "tab10"), ("prediction", pred, "Dark2")) if sps]
+    if not groups:
+        raise ValueError("nothing to draw: no ground-truth and no predicted scanpath")
     fig = new_figure(len(groups) * panel_inches[0], panel_inches[1], dpi)
     axes = fig.subplots(1, len(groups), squeeze=False, sharey=True, sharex=True)[0]
     z_max = max([float(np.max(sp.z)) for _, sps, _ in groups for sp in sps] + [num_slices or 1])
