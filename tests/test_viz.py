@@ -21,7 +21,8 @@ from ctsearcher_jax.viz.animation import frame_slices
 from ctsearcher_jax.viz.density import (density_slices, density_z_profile, display_grid,
                                         fixation_density, representative_slices)
 from ctsearcher_jax.viz.figure import pixel_size
-from ctsearcher_jax.viz.scanpaths import PANEL_INCHES, drilling_steps, label_step
+from ctsearcher_jax.viz.scanpaths import (PANEL_INCHES, TITLE_INCHES, drilling_steps,
+                                          label_step)
 from ctsearcher_jax.viz.volume import (WINDOWS, gaze_to_voxel, parse_window, project,
                                        resolve_window)
 
@@ -183,7 +184,7 @@ def test_render_all_figures_with_prediction(dataset, tmp_path):
                             tmp_path / "figs", dpi=DPI, gif_side=64, gif_max_frames=20)
     assert set(out) == {"projections", "drilling", "density", "slices"}
     assert out["projections"].name == f"{items[0].name}_projections.png"
-    _check_png(out["projections"], pixel_size(4 * PANEL_INCHES, 3 * PANEL_INCHES + 0.3, DPI))
+    _check_png(out["projections"], pixel_size(4 * PANEL_INCHES, 3 * PANEL_INCHES + TITLE_INCHES, DPI))
     _check_png(out["drilling"], pixel_size(2 * 4.0, 3.0, DPI))
     _check_png(out["density"], pixel_size(4 * 2.2, 2 * 2.2 + 0.3, DPI))
     with Image.open(out["slices"]) as gif:
@@ -200,7 +201,7 @@ def test_render_ground_truth_only_and_subset(dataset, tmp_path):
                             tmp_path, figures=("projections", "slices"), dpi=DPI, gif_side=48,
                             window="lung", projection="max")
     assert set(out) == {"projections", "slices"}
-    _check_png(out["projections"], pixel_size(PANEL_INCHES, 3 * PANEL_INCHES + 0.3, DPI))
+    _check_png(out["projections"], pixel_size(PANEL_INCHES, 3 * PANEL_INCHES + TITLE_INCHES, DPI))
     with Image.open(out["slices"]) as gif:
         assert gif.size == (48, 48) and gif.n_frames == SHAPE[2]
     with pytest.raises(ValueError, match="unknown figure"):
@@ -213,7 +214,7 @@ def test_render_prediction_only(dataset, tmp_path):
     pred = [dataclasses.replace(r, split=None) for r in items[0].readers]
     out = render_ct_figures(dataset / "cts" / f"{items[0].name}.nii.gz", [], pred, tmp_path,
                             dpi=DPI, gif_side=48, max_pred=1)
-    _check_png(out["projections"], pixel_size(PANEL_INCHES, 3 * PANEL_INCHES + 0.3, DPI))
+    _check_png(out["projections"], pixel_size(PANEL_INCHES, 3 * PANEL_INCHES + TITLE_INCHES, DPI))
     _check_png(out["drilling"], pixel_size(4.0, 3.0, DPI))
     _check_png(out["density"], pixel_size(4 * 2.2, 2.2 + 0.3, DPI))
     with Image.open(out["slices"]) as gif:
@@ -260,7 +261,7 @@ def test_visualize_cli(dataset, tmp_path):
         assert path.stat().st_size > 0 and str(path) in out.stdout
     # One GT reader + one prediction (reader 1) -> two columns.
     with Image.open(tmp_path / "figs" / f"{name}_projections.png") as im:
-        assert im.size == pixel_size(2 * PANEL_INCHES, 3 * PANEL_INCHES + 0.3, DPI)
+        assert im.size == pixel_size(2 * PANEL_INCHES, 3 * PANEL_INCHES + TITLE_INCHES, DPI)
 
 
 def test_visualize_cli_errors(dataset, tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +37,7 @@ VIEWS = (
 )
 MAX_LABELS = 15  # numbers drawn per scanpath at most (every k-th fixation beyond that)
 PANEL_INCHES = 2.6  # width and height of one panel
+TITLE_INCHES = 0.45  # room for the (wrapped) figure title
 
 
 def scanpath_label(sp: Scanpath, kind: str) -> str:
@@ -99,7 +101,7 @@ def plot_scanpath_projections(volume: CTVolume, window: Window, gt: Sequence[Sca
                               panel_inches: float = PANEL_INCHES, title: str = "") -> Path:
     """Write the projection figure: 3 rows (views) x (len(gt) + len(pred)) columns, PNG.
 
-    Pixel size: (columns * panel_inches * dpi) x (3 * panel_inches + 0.3) * dpi.
+    Pixel size: (columns * panel_inches * dpi) x (3 * panel_inches + TITLE_INCHES) * dpi.
     """
     columns = [(sp, "gt") for sp in gt] + [(sp, "pred") for sp in (pred or [])]
     if not columns:
@@ -110,7 +112,7 @@ def plot_scanpath_projections(volume: CTVolume, window: Window, gt: Sequence[Sca
     spacing = volume.spacing
     reference = float(np.median(np.concatenate([sp.t for sp, _ in columns])))
 
-    width, height = len(columns) * panel_inches, 3 * panel_inches + 0.3
+    width, height = len(columns) * panel_inches, 3 * panel_inches + TITLE_INCHES
     fig = new_figure(width, height, dpi)
     axes = fig.subplots(3, len(columns), squeeze=False)
     for c, (sp, kind) in enumerate(columns):
@@ -140,8 +142,11 @@ def plot_scanpath_projections(volume: CTVolume, window: Window, gt: Sequence[Sca
             axes[2, c].text(0.02, 0.02, f"{n_out} fix beyond the {shape[2]} slices (dotted)",
                             transform=axes[2, c].transAxes, fontsize=5.5, color="yellow")
     mode = "windowed mean projection" if projection == "mean" else "maximum-intensity projection"
-    fig.suptitle(f"{title}  {mode}, {window.label}; circle area ∝ duration, numbers = order",
-                 fontsize=7.5)
+    text = (f"{title}  {mode}, {window.label}; circle area ∝ duration, numbers and colour "
+            f"(dark → light) = order")
+    # Wrapped to the figure width (about 17 characters per inch at 7.5 pt), at most 3 lines.
+    lines = textwrap.wrap(text, max(20, int(width * 17)))[:3]
+    fig.suptitle("\n".join(lines), fontsize=7.5)
     return save_png(fig, out_path)
 
 
