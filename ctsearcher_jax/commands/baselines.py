@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: nothing to write (every CT of split {args.split!r} has one reader)")
             continue
         atomic_write_json(path, scanpaths_to_records(scanpaths), indent=None)
-        note = (" (readers - 1 blocks per CT: score with the original protocol, repeats = "
-                "readers - 1)" if name == "human" else "")
+        note = (" (each reader's prediction = the other readers; `evaluate` scores it as "
+                "`--protocol human`)" if name == "human" else "")
         print(f"{name}: {len(scanpaths)} scanpaths for {len(items)} CTs -> {path}{note}")
     return 0
