@@ -1,0 +1,102 @@
+"""`ctsearcher import-upstream CKPT --out DIR`: convert an original CT-Searcher checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = ("convert an original (PyTorch) CT-Searcher checkpoint - a Lightning .ckpt or a plain "
+        "state dict - into our model directory (model.safetensors + config.yaml)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="original checkpoint: Lightning .ckpt (keys 'model.*' under "
+                                           "'state_dict') or a torch.save'd state dict")
+    parser.add_argument("--out", required=True, help="output directory (must not hold a model yet)")
+    parser.add_argument("--num-heads", type=int, default=8,
+                        help="attention heads the checkpoint was trained with (--nhead; default 8, "
+                             "the original's default; not recoverable from the weights)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing model in --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctsearcher_jax.errors import WeightsError
+    from ctsearcher_jax.model import serialization
+
+    out = Path(args.out)
+    if (out / serialization.WEIGHTS).exists() and not args.overwrite:
+        raise WeightsError(f"{out / serialization.WEIGHTS} already exists; choose another --out or "
+                           "pass --overwrite")
+    state = read_torch_state_dict(args.checkpoint)
+    model, config = import_state_dict(state, source=str(args.checkpoint), num_heads=args.num_heads)
+    serialization.save_model(out, model, config)
+    c = config.model
+    print(f"imported {len(state)} tensors from {args.checkpoint}: d_model {c.d_model}, heads "
+          f"{c.num_heads}, {c.num_encoder_layers}+{c.num_decoder_layers} layers, ff "
+          f"{c.dim_feedforward}, max_length {c.max_length}, grid {c.grid}, legacy_stop_last, "
+          f"stored PE table")
+    print(f"wrote {out / serialization.WEIGHTS} and {out / serialization.CONFIG}")
+    return 0
+
+
+def read_torch_state_dict(path: str | Path) -> dict:
+    """Read a .ckpt / state dict with torch.load(weights_only=True) -> {key: float32 numpy array}.
+
+    The `model.` prefix of a Lightning checkpoint is removed. Raises WeightsError when torch is
+    missing, the file is not loadable without unsafe unpickling, or a value is not a tensor.
+    """
+    from ctsearcher_jax.errors import WeightsError
+    from ctsearcher_jax.model.upstream import strip_prefix
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    try:
+        import torch
+    except ImportError:
+        raise WeightsError("reading a PyTorch checkpoint needs torch: pip install 'ctsearcher-jax[torch]'") \
+            from None
+    try:
+        with torch.serialization.safe_globals(_lightning_stand_ins()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True) ({exc}); if it "
+                           "holds more than tensors, save only the state dict: "
+                           "torch.save(torch.load(p)['state_dict'], 'weights.pt') in a trusted "
+                           "environment") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path}: expected a state dict (a mapping of names to tensors), got "
+                           f"{type(obj).__name__}")
+    state = {}
+    for key, value in strip_prefix(obj).items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        state[key] = value.detach().cpu().to(torch.float32).numpy()
+    return state
+
+
+def import_state_dict(state: dict, *, source: str, num_heads: int = 8):
+    """Original state dict (numpy) -> (CTSearcher, Config) with every key and shape checked."""
+    from flax import nnx
+
+    from ctsearcher_jax.config import Config
+    from ctsearcher_jax.model.ct_searcher import CTSearcher
+    from ctsearcher_jax.model.upstream import infer_config, load_upstream_state
+
+    model_config = infer_config(state, source, num_heads=num_heads)
+    model = CTSearcher(model_config, rngs=nnx.Rngs(0))
+    load_upstream_state(model, state, source)
+    return model, Config(model=model_config)
+
+
+def _lightning_stand_ins() -> list[tuple[type, str]]:
+    """Read Lightning's AttributeDict (the saved hyper-parameters) as a plain OrderedDict, so
+    weights_only loading accepts real Lightning checkpoints without importing Lightning."""
+    import collections
+
+    return [(collections.OrderedDict, f"{module}.AttributeDict")
+            for module in ("pytorch_lightning.utilities.parsing", "lightning_fabric.utilities.data",
+                           "lightning.fabric.utilities.data")]

@@ -1,0 +1,107 @@
+"""`ctsearcher import-upstream` and save_model/load_model: original weights survive the round trip."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from ctsearcher_jax.cli import main
+from ctsearcher_jax.config import ModelConfig
+from ctsearcher_jax.errors import CheckpointError, WeightsError
+from ctsearcher_jax.model import serialization
+from ctsearcher_jax.model.ct_searcher import CTSearcher
+
+torch.set_num_threads(1)
+forward = nnx.jit(lambda model, x: model(x))
+
+
+def _torch_state(state_dict, prefix=""):
+    return {prefix + k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}
+
+
+def test_import_plain_state_dict_reproduces_outputs(tmp_path, state_dict, reference, src, close_rel):
+    ckpt = tmp_path / "weights.pt"
+    torch.save(_torch_state(state_dict), ckpt)
+    assert main(["import-upstream", str(ckpt), "--out", str(tmp_path / "m"), "--num-heads", "4"]) == 0
+    model, config = serialization.load_model(tmp_path / "m")
+    assert config.model.legacy_stop_last and config.model.num_heads == 4
+    out = forward(model, jnp.asarray(src))
+    close_rel(out.spatial_logits, reference["spatial_logits"], 1e-5, "logits")
+    close_rel(out.duration_mu, reference["duration_mu"], 1e-5, "mu")
+    close_rel(jnp.exp(out.duration_log_sigma2), reference["duration_sigma2"], 1e-5, "sigma2")
+    # refuses to overwrite
+    assert main(["import-upstream", str(ckpt), "--out", str(tmp_path / "m"), "--num-heads", "4"]) == 2
+
+
+def test_import_lightning_checkpoint(tmp_path, state_dict, reference):
+    # A Lightning checkpoint: 'model.'-prefixed state_dict plus hyper-parameters in an AttributeDict.
+    names = ["pytorch_lightning", "pytorch_lightning.utilities", "pytorch_lightning.utilities.parsing"]
+    assert not any(n in sys.modules for n in names)
+    for n in names:
+        sys.modules[n] = types.ModuleType(n)
+    fake = sys.modules[names[-1]]
+    fake.AttributeDict = type("AttributeDict", (dict,), {"__module__": fake.__name__})
+    sys.modules[names[1]].parsing = fake
+    sys.modules[names[0]].utilities = sys.modules[names[1]]
+    try:
+        ckpt = {"epoch": 3, "global_step": 120, "state_dict": _torch_state(state_dict, "model."),
+                "hyper_parameters": fake.AttributeDict(hidden_dim=48, nhead=4)}
+        torch.save(ckpt, tmp_path / "last.ckpt")
+    finally:
+        for n in names:
+            del sys.modules[n]
+    assert main(["import-upstream", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "m"),
+                 "--num-heads", "4"]) == 0
+    model, _ = serialization.load_model(tmp_path / "m")
+    np.testing.assert_array_equal(model.input_proj1.kernel[...], reference["input_proj.0.weight"].T)
+
+
+def test_import_rejects_bad_keys_and_unsafe_files(tmp_path, state_dict, capsys):
+    bad = dict(state_dict)
+    del bad["spatial_fc.bias"]
+    bad["extra.weight"] = np.zeros(3, np.float32)
+    bad["duration_mu.0.weight"] = np.zeros((5, 48), np.float32)
+    torch.save(_torch_state(bad), tmp_path / "bad.pt")
+    assert main(["import-upstream", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "m"),
+                 "--num-heads", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "extra.weight" in err and "spatial_fc.bias" in err and "duration_mu.0.weight" in err
+    assert not (tmp_path / "m" / "model.safetensors").exists()
+
+    torch.save({"w": torch.zeros(2), "obj": types.SimpleNamespace(a=1)}, tmp_path / "pickled.pt")
+    from ctsearcher_jax.commands.import_upstream import read_torch_state_dict
+
+    with pytest.raises(WeightsError, match="weights_only"):
+        read_torch_state_dict(tmp_path / "pickled.pt")
+    with pytest.raises(WeightsError, match="does not exist"):
+        read_torch_state_dict(tmp_path / "missing.ckpt")
+
+
+def test_save_load_round_trip_and_corruption(tmp_path):
+    config = ModelConfig(d_model=24, num_heads=2, num_encoder_layers=1, num_decoder_layers=2,
+                         dim_feedforward=16, dropout=0.0, feature_dim=8, grid=(2, 3, 2), max_length=5)
+    model = CTSearcher(config, rngs=nnx.Rngs(3))
+    serialization.save_model(tmp_path / "m", model, config)
+    loaded, full = serialization.load_model(tmp_path / "m")
+    assert full.model == config
+    before, after = serialization.model_tensors(model), serialization.model_tensors(loaded)
+    assert set(before) == set(after) and "pos_table" in before
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+    x = jnp.ones((1, config.num_tokens, 8))
+    np.testing.assert_array_equal(forward(model, x).spatial_logits, forward(loaded, x).spatial_logits)
+
+    weights = tmp_path / "m" / serialization.WEIGHTS
+    blob = bytearray(weights.read_bytes())
+    blob[-3] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="sha256"):
+        serialization.load_model(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        serialization.load_model(tmp_path / "nothing")
