@@ -1,0 +1,82 @@
+"""`ctsearcher predict`: sample scanpaths for CT volumes with a trained CT-Searcher."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "predict scanpaths for CT volumes (a file, a folder, or a dataset split): JSON + figures"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cts", nargs="?", help="a CT (.nii/.nii.gz) or a folder of CTs "
+                                               "(or use --data)")
+    parser.add_argument("--data", help="a dataset folder: predict its CTs (cts/<name>.nii.gz) with "
+                                       "one sample per reader per --samples, and show ground truth")
+    parser.add_argument("--split", default=None, help="with --data: only this split (e.g. test)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="training workdir (uses <workdir>/model) or an exported model folder")
+    parser.add_argument("--swin-weights", default="random",
+                        help="converted Swin UNETR weights (`ctsearcher convert-monai`), or 'random' "
+                             "(random-initialised encoder: features carry no pretrained meaning)")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="scanpaths per CT (per reader with --data); default 1")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--out", required=True, help="output folder: predictions.json, figures/")
+    parser.add_argument("--features", default=None,
+                        help="feature cache folder (default OUT/features); reused when up to date")
+    parser.add_argument("--figures", type=int, default=4,
+                        help="draw figures for the first N CTs (0 = none; default 4)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override eval/data settings, e.g. --set eval.min_length=50")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctsearcher_jax.data.inspect import find_volumes
+    from ctsearcher_jax.data.schema import find_dataset_json, load_dataset
+    from ctsearcher_jax.errors import DataError
+    from ctsearcher_jax.predict import predict_volumes
+    from feature_extraction.extract import list_volumes
+
+    if args.samples < 1:
+        raise DataError(f"--samples must be >= 1, got {args.samples}")
+    readers = None
+    if args.data:
+        if args.cts:
+            raise DataError("give either a CT path or --data, not both")
+        items = load_dataset(args.data, split=args.split)
+        cts_dir = find_dataset_json(args.data).parent / "cts"
+        found = find_volumes(cts_dir) if cts_dir.is_dir() else {}
+        missing = [it.name for it in items if it.name not in found]
+        if missing:
+            raise DataError(f"{cts_dir}: no volume for CT(s) {missing[:5]}; the dataset folder needs "
+                            f"cts/<name>.nii.gz for every CT it predicts")
+        volumes = [found[it.name] for it in items]
+        readers = {it.name: it.readers for it in items}
+    elif args.cts:
+        path = Path(args.cts)
+        if path.is_dir():
+            volumes, bad = list_volumes(path)
+            for f, m in bad:
+                print(f"{f}: {m}")
+        elif path.is_file():
+            volumes = [path]
+        else:
+            raise DataError(f"{path}: no such CT file or folder")
+    else:
+        raise DataError("nothing to predict: give a CT file or folder, or --data DATASET_DIR")
+
+    summary = predict_volumes(volumes, args.checkpoint, args.out, swin_weights=args.swin_weights,
+                              samples=args.samples, seed=args.seed, feature_dir=args.features,
+                              readers=readers, figures=args.figures > 0,
+                              figure_limit=args.figures, overrides=args.overrides)
+    if summary.predictions:
+        print(f"{summary.scanpaths} scanpaths for {len(summary.cts)} CT(s) -> {summary.predictions}")
+    for name, figs in summary.figures.items():
+        print(f"figures {name}: " + ", ".join(str(p) for p in figs.values()))
+    if args.swin_weights == "random":
+        print("note: features came from a random-initialised Swin UNETR (--swin-weights random)")
+    for f, m in summary.failed:
+        print(f"FAILED {f}: {m}")
+    print(f"done in {summary.seconds:.1f} s")
+    return 0 if summary.ok and summary.predictions else 1
