@@ -1,0 +1,221 @@
+"""One Markdown and one HTML report of a run: config, training curves, metric table, figures.
+
+Reads what the other stages leave in a workdir:
+
+- `config.yaml`: the resolved config (training writes it);
+- `metrics.jsonl`: one JSON object per log call (`{"step", "split", loss...}`), drawn as curves;
+- `evaluation/<row>.json`: reports of `ctsearcher evaluate --out` (the model and the baselines),
+  one table row each, the row name being the file stem;
+- `predictions/figures/*`: figures written by `ctsearcher predict`.
+
+Writes `<workdir>/report/report.md`, `report.html` and `curves.png` (atomically); images are
+linked by relative paths so the folder can be copied as a whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ctsearcher_jax.errors import DataError
+
+REPORT_DIR = "report"
+EVAL_DIR = "evaluation"
+FIGURE_DIR = Path("predictions") / "figures"
+# Columns of the metric table, in order (others found in the reports are appended).
+MAIN_METRICS = ("scanmatch_with_duration", "scanmatch_without_duration", "multimatch_vector",
+                "multimatch_direction", "multimatch_length", "multimatch_position",
+                "multimatch_duration", "multimatch_mean", "sed")
+CURVE_KEYS = ("loss", "spatial", "duration", "lr", "grad_norm")
+
+
+@dataclasses.dataclass
+class ReportFiles:
+    """Paths written by `write_report`."""
+
+    markdown: Path
+    html: Path
+    curves: Path | None
+
+
+def read_metrics_log(path: Path) -> list[dict[str, Any]]:
+    """Rows of `metrics.jsonl` (lines cut by a kill are skipped)."""
+    rows = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
+
+
+def read_evaluations(directory: Path) -> dict[str, dict[str, Any]]:
+    """Row name -> `summary` of every evaluate report in `directory` (sorted, model first)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            rows[path.stem] = data["summary"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise DataError(f"{path}: not a report of `ctsearcher evaluate --out`; remove it or "
+                            f"re-run evaluate") from None
+    order = sorted(rows, key=lambda n: (n != "model", n == "human", n))
+    return {n: rows[n] for n in order}
+
+
+def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path | None:
+    """Training (and eval) curves, one panel per logged quantity; None when nothing was logged."""
+    from matplotlib.figure import Figure
+
+    from ctsearcher_jax.io import atomic_write
+
+    panels = []
+    for key in CURVE_KEYS:
+        for split in ("train", "eval"):
+            pts = [(r["step"], r[key]) for r in rows if r.get("split", "train") == split
+                   and isinstance(r.get(key), (int, float))]
+            if pts:
+                panels.append((key, split, pts))
+    evals = sorted({k for r in rows if r.get("split") == "eval" for k in r
+                    if k not in ("step", "split") and k not in CURVE_KEYS})
+    for key in evals[:4]:
+        pts = [(r["step"], r[key]) for r in rows if r.get("split") == "eval"
+               and isinstance(r.get(key), (int, float))]
+        if pts:
+            panels.append((key, "eval", pts))
+    if not panels:
+        return None
+    names = list(dict.fromkeys(p[0] for p in panels))
+    fig = Figure(figsize=(3.2 * len(names), 2.8), dpi=100)
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), i + 1)
+        for key, split, pts in panels:
+            if key == name:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, ms=3, label=split)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return atomic_write(out, lambda f: fig.savefig(f, format="png"))
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def metric_table(evaluations: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of mean ± std per metric, with the direction in the header."""
+    metrics = [m for m in MAIN_METRICS if any(m in s for s in evaluations.values())]
+    metrics += sorted({m for s in evaluations.values() for m in s} - set(metrics))
+    header = ["row"]
+    for m in metrics:
+        hib = next((s[m].get("higher_is_better") for s in evaluations.values() if m in s), None)
+        header.append(f"{m} {'↑' if hib else '↓' if hib is not None else ''}".strip())
+    rows = []
+    for name, summary in evaluations.items():
+        cells = [name]
+        for m in metrics:
+            s = summary.get(m)
+            cells.append("" if s is None else f"{_fmt(s.get('mean'))} ± {_fmt(s.get('std'))}")
+        rows.append(cells)
+    return header, rows
+
+
+def _config_text(workdir: Path) -> str:
+    path = workdir / "config.yaml"
+    return path.read_text() if path.is_file() else "(no config.yaml in the workdir)"
+
+
+def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
+                 max_figures: int = 8) -> ReportFiles:
+    """Collect what the run left in `workdir` and write the Markdown and HTML reports."""
+    from ctsearcher_jax.io import atomic_write_text
+
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise DataError(f"{workdir}: no such workdir; pass the folder given to `ctsearcher train`")
+    out = workdir / REPORT_DIR
+    rows = read_metrics_log(workdir / "metrics.jsonl")
+    evaluations = read_evaluations(workdir / EVAL_DIR) if (workdir / EVAL_DIR).is_dir() else {}
+    if not rows and not evaluations:
+        raise DataError(f"{workdir}: nothing to report (no metrics.jsonl, no {EVAL_DIR}/*.json); "
+                        f"train with `ctsearcher train --workdir {workdir}` and score with "
+                        f"`ctsearcher evaluate --out {workdir}/{EVAL_DIR}/model.json`")
+    curves = plot_curves(rows, out / "curves.png")
+    figures = sorted(p for p in (workdir / FIGURE_DIR).glob("*") if p.suffix in (".png", ".gif")) \
+        if (workdir / FIGURE_DIR).is_dir() else []
+    by_ct: dict[str, list[Path]] = {}
+    for p in figures:
+        by_ct.setdefault(p.stem.rsplit("_", 1)[0], []).append(p)
+    ct_names = list(by_ct)[: max(1, max_figures // 4)]
+    header, table = metric_table(evaluations)
+    title = title or f"CT-Searcher run: {workdir.name}"
+    train_rows = [r for r in rows if r.get("split", "train") == "train"]
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(p, out)
+
+    # Markdown
+    md = [f"# {title}", "", f"Workdir: `{workdir}`", ""]
+    if train_rows:
+        md += [f"Training: {len(train_rows)} logged steps, last step {train_rows[-1]['step']}, "
+               f"last loss {_fmt(train_rows[-1].get('loss'))}.", ""]
+    md += ["## Metrics", ""]
+    if table:
+        md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(r) + " |" for r in table]
+        md += ["", "Mean ± population std over scored pairs (`ctsearcher evaluate`); "
+                   "↑ higher is better, ↓ lower is better.", ""]
+    else:
+        md += ["No evaluation reports found in `evaluation/`.", ""]
+    if curves:
+        md += ["## Training curves", "", f"![training curves]({rel(curves)})", ""]
+    if ct_names:
+        md += ["## Figures", ""]
+        for name in ct_names:
+            md += [f"### {name}", ""] + [f"![{p.name}]({rel(p)})" for p in by_ct[name]] + [""]
+    md += ["## Resolved config", "", "```yaml", _config_text(workdir).rstrip(), "```", ""]
+    md_path = atomic_write_text(out / "report.md", "\n".join(md))
+
+    # HTML (self-contained apart from the linked images)
+    e = html.escape
+    h = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
+         "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;"
+         "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%;"
+         "border:1px solid #eee;margin:4px 0}pre{background:#f6f6f6;padding:1em;overflow:auto}"
+         "</style></head><body>", f"<h1>{e(title)}</h1>", f"<p>Workdir: <code>{e(str(workdir))}</code></p>"]
+    if train_rows:
+        h.append(f"<p>Training: {len(train_rows)} logged steps, last step {train_rows[-1]['step']}, "
+                 f"last loss {e(_fmt(train_rows[-1].get('loss')))}.</p>")
+    h.append("<h2>Metrics</h2>")
+    if table:
+        h.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in header) + "</tr>")
+        h += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in table]
+        h.append("</table><p>Mean ± population std over scored pairs; ↑ higher is better, "
+                 "↓ lower is better.</p>")
+    else:
+        h.append("<p>No evaluation reports found in <code>evaluation/</code>.</p>")
+    if curves:
+        h += ["<h2>Training curves</h2>", f"<img src='{e(rel(curves))}' alt='training curves'>"]
+    if ct_names:
+        h.append("<h2>Figures</h2>")
+        for name in ct_names:
+            h.append(f"<h3>{e(name)}</h3>")
+            h += [f"<img src='{e(rel(p))}' alt='{e(p.name)}'>" for p in by_ct[name]]
+    h += ["<h2>Resolved config</h2>", f"<pre>{e(_config_text(workdir))}</pre>", "</body></html>"]
+    html_path = atomic_write_text(out / "report.html", "\n".join(h))
+    return ReportFiles(markdown=md_path, html=html_path, curves=curves)

@@ -1,0 +1,79 @@
+"""`ctsearcher report`: Markdown + HTML with the metric table, curves and figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.report import metric_table, write_report
+
+
+def summary(mean, hib=True):
+    return {"mean": mean, "std": 0.01, "n": 4, "higher_is_better": hib}
+
+
+@pytest.fixture()
+def workdir(tmp_path):
+    w = tmp_path / "run"
+    (w / "evaluation").mkdir(parents=True)
+    (w / "config.yaml").write_text("model:\n  d_model: 32\n")
+    rows = [{"step": s, "split": "train", "loss": 5.0 - 0.1 * s, "lr": 1e-3, "grad_norm": 1.0}
+            for s in range(1, 11)]
+    rows.append({"step": 10, "split": "eval", "loss": 4.2, "sed": 30.0})
+    (w / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 11, "lo')
+    for name, v in (("model", 0.5), ("uniform", 0.3), ("human", 0.55)):
+        (w / "evaluation" / f"{name}.json").write_text(json.dumps({"summary": {
+            "scanmatch_with_duration": summary(v), "sed": summary(30.0 - 10 * v, hib=False)}}))
+    figs = w / "predictions" / "figures"
+    figs.mkdir(parents=True)
+    Image.new("RGB", (40, 30), "white").save(figs / "ct_a_projections.png")
+    Image.new("RGB", (40, 30), "white").save(figs / "ct_a_drilling.png")
+    return w
+
+
+def test_report_has_table_curves_figures_and_config(workdir):
+    files = write_report(workdir)
+    md = files.markdown.read_text()
+    assert "| row | scanmatch_with_duration ↑ | sed ↓ |" in md
+    lines = [l for l in md.splitlines() if l.startswith("| ")]
+    assert [l.split("|")[1].strip() for l in lines[1:]] == ["model", "uniform", "human"]
+    assert "0.5000 ± 0.0100" in md
+    assert "](../predictions/figures/ct_a_projections.png)" in md
+    assert "d_model: 32" in md
+    html = files.html.read_text()
+    assert "<table>" in html and "ct_a_drilling.png" in html and "curves.png" in html
+    with Image.open(files.curves) as im:
+        assert im.size[0] > 300 and im.size[1] > 200
+
+
+def test_metric_table_orders_metrics_and_marks_direction():
+    header, rows = metric_table({"m": {"sed": summary(3.0, False),
+                                       "scanmatch_with_duration": summary(0.4)}})
+    assert header == ["row", "scanmatch_with_duration ↑", "sed ↓"]
+    assert rows == [["m", "0.4000 ± 0.0100", "3.0000 ± 0.0100"]]
+
+
+def test_errors(tmp_path, workdir):
+    with pytest.raises(DataError, match="no such workdir"):
+        write_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="nothing to report"):
+        write_report(tmp_path / "empty")
+    (workdir / "evaluation" / "bad.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"bad\.json: not a report"):
+        write_report(workdir)
+
+
+def test_report_cli(workdir):
+    out = subprocess.run([sys.executable, "-m", "ctsearcher_jax.cli", "report", "--workdir",
+                          str(workdir)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "report.html" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "ctsearcher_jax.cli", "report", "--workdir",
+                          str(workdir / "missing")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "no such workdir" in out.stderr
