@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "visualize": "visualize",
     "baselines": "baselines",
     "evaluate": "evaluate",
+    "train": "train",
     "import-upstream": "import_upstream",
 }
 

@@ -1,0 +1,50 @@
+"""`ctsearcher train --config C --workdir W [--set k=v ...]`: train, or resume the run in W."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = ("train CT-Searcher (resumes from WORKDIR's checkpoints by itself; SIGTERM saves and "
+        "exits 0); multi-host under SLURM / TPU pods or with --coordinator")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config (e.g. configs/paper.yaml); default when "
+                                         "resuming: WORKDIR/config.yaml")
+    parser.add_argument("--workdir", required=True,
+                        help="run folder: checkpoints/, tb/, metrics.jsonl, config.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-process without "
+                                              "SLURM/TPU auto-detection)")
+    parser.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
+    parser.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctsearcher_jax.config import load
+    from ctsearcher_jax.errors import ConfigError
+    from ctsearcher_jax.train.distributed import maybe_initialize
+
+    config_path = args.config
+    if config_path is None:
+        resolved = Path(args.workdir) / "config.yaml"
+        if not resolved.is_file():
+            raise ConfigError(f"--config is required: {resolved} does not exist (new run)")
+        config_path = resolved
+    config = load(config_path, args.overrides)
+    maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
+                     process_id=args.process_id)
+
+    import jax
+
+    from ctsearcher_jax.train.loop import train_and_evaluate
+
+    result = train_and_evaluate(config, args.workdir, echo=print)
+    if jax.process_index() == 0:
+        print(f"{result.status}: step {result.step}/{result.total_steps}; "
+              f"checkpoints in {Path(args.workdir) / 'checkpoints'}"
+              + (f" (best: step {result.best_step})" if result.best_step is not None else ""))
+        print(f"TensorBoard: tensorboard --logdir {Path(args.workdir) / 'tb'}")
+    return 0

@@ -1,0 +1,199 @@
+"""Orbax checkpoints of a training run: `<workdir>/checkpoints/<step>/{state,data,meta}`.
+
+Each checkpoint holds
+  state  the train state pytree (model and optimizer variables, PRNG key), sharded arrays;
+  data   the grain iterator state of every process (`process_<i>-of-<n>.json`);
+  meta   JSON: step, epoch, number of training CTs, steps per epoch, the resolved config.
+
+Saving is asynchronous (the step continues while files are written). Orbax writes a step into a
+temporary directory and renames it when every item is committed, so a step killed half-way never
+looks finalised: `latest_step()` skips it and the leftover temporary directory is deleted when the
+next run opens the manager. Retention: the last `train.keep_last` steps plus the best
+`train.keep_best` by `eval.best_metric` in its declared direction (checkpoints saved without
+evaluation metrics, e.g. on SIGTERM, count only as "last").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ctsearcher_jax.config import Config, to_dict
+from ctsearcher_jax.errors import CheckpointError, ConfigError
+
+# Config keys that must not change when a run is resumed: they define the model, the data
+# order, the optimisation trajectory or the meaning of the step counter. Everything else
+# (paths, logging, retention, fsdp, eval settings) may change between launches.
+RESUME_INVARIANT = {
+    "model": None,  # the whole section
+    "data": ("frame", "z_extent", "blur_sigma", "train_split"),
+    "train": ("seed", "lr", "beta1", "beta2", "eps", "weight_decay", "warmup_epochs", "epochs",
+              "batch_size", "duration_loss_weight", "clip_grad_norm", "grad_accum_steps",
+              "share_forward_across_readers", "legacy_first_step_lr_zero"),
+}
+
+
+def incompatible_keys(saved: dict[str, Any], config: Config) -> list[str]:
+    """Dotted keys whose value differs between a saved resolved config and `config`."""
+    current = to_dict(config)
+    out = []
+    for section, keys in RESUME_INVARIANT.items():
+        old, new = saved.get(section, {}), current[section]
+        for key in (keys if keys is not None else sorted(set(old) | set(new))):
+            if old.get(key) != new.get(key):
+                out.append(f"{section}.{key}: checkpoint {old.get(key)!r}, now {new.get(key)!r}")
+    return out
+
+
+def check_compatible(meta: dict[str, Any], config: Config, *, num_train_cts: int,
+                     checkpoint_dir: Path) -> None:
+    """ConfigError when resuming `meta`'s run with `config` would not continue the same run."""
+    problems = incompatible_keys(meta["config"], config)
+    if meta.get("num_train_cts") != num_train_cts:
+        problems.append(f"training CTs: checkpoint {meta.get('num_train_cts')}, now {num_train_cts}")
+    if problems:
+        raise ConfigError(
+            f"cannot resume from {checkpoint_dir} (step {meta['step']}): the config or data "
+            f"changed: {'; '.join(problems)}. Use the saved settings (see config.yaml in the "
+            "workdir) or start a fresh run with another --workdir")
+
+
+def metric_higher_is_better(name: str) -> bool:
+    """Direction of a selection metric: the metrics registry if it knows it, else a fixed table."""
+    try:
+        from ctsearcher_jax.metrics import registry  # type: ignore[attr-defined]
+
+        return bool(registry.higher_is_better(name))
+    except (ImportError, AttributeError, KeyError):
+        pass
+    lowered = name.lower()
+    if lowered.startswith(("scanmatch", "multimatch", "cc", "nss", "auc")):
+        return True
+    if lowered.startswith(("sed", "kld", "eval_loss", "loss")) or lowered.endswith("loss"):
+        return False
+    raise ConfigError(f"eval.best_metric={name!r}: unknown direction; use a metric of the "
+                      "evaluation (scanmatch_*, multimatch_*, sed, eval_loss)")
+
+
+@dataclasses.dataclass
+class Restored:
+    state: Any
+    meta: dict[str, Any]
+
+
+ITEMS = ("state", "data", "meta")
+
+
+def is_complete(step_dir: Path) -> bool:
+    """A step directory every item of which Orbax committed (commit markers present)."""
+    return (step_dir / "_CHECKPOINT_METADATA").is_file() and all(
+        (step_dir / item / "commit_success.txt").is_file() for item in ITEMS)
+
+
+def set_aside_incomplete(directory: Path) -> list[Path]:
+    """Rename step directories that look finalised but lack commit markers (a crash on a
+    filesystem without atomic rename, or a hand-copied step) to `<step>.incomplete`, so they are
+    never loaded and never overwritten. Orbax's own `*.orbax-checkpoint-tmp-*` directories are
+    ignored by Orbax and removed when the manager opens. Returns the renamed paths."""
+    moved = []
+    if not directory.is_dir():
+        return moved
+    for path in sorted(directory.iterdir()):
+        if path.is_dir() and path.name.isdigit() and not is_complete(path):
+            target = path.with_name(f"{path.name}.incomplete")
+            n = 1
+            while target.exists():
+                n += 1
+                target = path.with_name(f"{path.name}.incomplete{n}")
+            path.rename(target)
+            moved.append(target)
+    return moved
+
+
+class RunCheckpoints:
+    """The CheckpointManager of one workdir (create on every process; Orbax coordinates them)."""
+
+    def __init__(self, workdir: str | Path, config: Config, *, best_metric: str | None,
+                 enable_async: bool = True):
+        import grain
+        import orbax.checkpoint as ocp
+        from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+        import jax
+
+        self.directory = Path(workdir).absolute() / "checkpoints"
+        self.best_metric = best_metric
+        self.set_aside: list[Path] = []
+        if jax.process_index() == 0:
+            self.set_aside = set_aside_incomplete(self.directory)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("ctsearcher checkpoints checked")
+        train = config.train
+        policies = [pp.LatestN(n=train.keep_last)]
+        if best_metric is not None and train.keep_best > 0:
+            higher = metric_higher_is_better(best_metric)
+            # BestN keeps the last n after sorting ascending, so lower-is-better sorts reversed.
+            policies.append(pp.BestN(get_metric_fn=lambda m: float(m[best_metric]),
+                                     reverse=not higher, n=train.keep_best,
+                                     keep_checkpoints_without_metrics=False))
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=pp.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=enable_async,
+            cleanup_tmp_directories=True,
+            create=True)
+        self._ocp = ocp
+        self._grain = grain
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "data": grain.checkpoint.CheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()})
+
+    def latest_step(self) -> int | None:
+        """Newest finalised step (half-written steps are never returned)."""
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step() if self.best_metric else None
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        ocp = self._ocp
+        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return restored["meta"]
+
+    def save(self, step: int, state: Any, iterator: Any, meta: dict[str, Any],
+             metrics: dict[str, float] | None = None) -> None:
+        """Start an asynchronous save of `step` (returns once the arrays are copied off device)."""
+        ocp = self._ocp
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  data=self._grain.checkpoint.CheckpointSave(iterator),
+                                  meta=ocp.args.JsonSave(meta))
+        self.manager.save(step, args=args, metrics=metrics, force=True)
+
+    def restore(self, step: int, abstract_state: Any, iterator: Any) -> Restored:
+        """Restore `step` into arrays laid out like `abstract_state` (ShapeDtypeStructs with
+        shardings) and set `iterator` to the saved position."""
+        ocp = self._ocp
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=self._grain.checkpoint.CheckpointRestore(iterator),
+                meta=ocp.args.JsonRestore()))
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} cannot be restored "
+                                  f"into this model: {exc}") from exc
+        return Restored(restored["state"], restored["meta"])
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def resolved_config_dict(config: Config) -> dict[str, Any]:
+    """The config as stored in checkpoint metadata."""
+    return to_dict(config)

@@ -1,0 +1,242 @@
+"""The training loop: wires mesh -> input -> state -> steps -> evaluators -> checkpoints -> logs.
+
+`train_and_evaluate(config, workdir)` runs (or resumes) one run in `workdir`:
+
+    workdir/config.yaml       resolved config (rewritten at every launch)
+    workdir/checkpoints/      Orbax steps (train state, grain iterator, metadata)
+    workdir/tb/               TensorBoard (tensorboardX) events
+    workdir/metrics.jsonl     the same scalars as JSON lines
+
+If `workdir/checkpoints` holds a finalised step, the run continues from it exactly (same data
+order, dropout masks and optimizer state as an uninterrupted run); a config that would change
+the run raises ConfigError. SIGTERM (preemption) finishes the current step, saves a checkpoint
+and returns with status "preempted". Every process calls this function; only process 0 logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ctsearcher_jax.config import Config, to_dict, write_resolved
+from ctsearcher_jax.errors import ConfigError, DataError
+
+
+@dataclasses.dataclass
+class RunResult:
+    """Outcome of `train_and_evaluate`."""
+
+    status: str  # "completed" or "preempted"
+    step: int  # optimizer steps done
+    total_steps: int
+    last_train: dict[str, float]
+    last_eval: dict[str, float]
+    best_step: int | None
+
+
+class _StopFlag:
+    """Set by SIGTERM; checked (and agreed on by all processes) after every step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def agreed(self) -> bool:
+        """True on every process as soon as any process received SIGTERM."""
+        import jax
+        import numpy as np
+
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.array([int(self.requested)], np.int32))
+        return bool(np.asarray(flags).any())
+
+
+def _split_items(config: Config):
+    from ctsearcher_jax.data.schema import load_dataset
+
+    items = load_dataset(config.data.data_dir, frame=config.data.frame)
+    train = tuple(it for it in items if it.split == config.data.train_split)
+    if not train:
+        raise DataError(f"{config.data.data_dir}: no CT in the training split "
+                        f"'{config.data.train_split}' (data.train_split)")
+    evaluation = tuple(it for it in items if it.split == config.data.eval_split)
+    return items, train, evaluation
+
+
+def _flat_hparams(config: Config) -> dict[str, Any]:
+    return {f"{section}.{k}": v for section, values in to_dict(config).items()
+            for k, v in values.items()}
+
+
+def train_and_evaluate(config: Config, workdir: str | Path, *,
+                       extra_evaluators: Callable[..., list] | None = None,
+                       echo: Callable[[str], None] | None = None) -> RunResult:
+    """Train (or resume) the run in `workdir`; see the module docstring.
+
+    extra_evaluators: optional factory `(config, graphdef, rng_state, mesh, eval_items) -> list`
+    of further evaluators (e.g. sampling + scanpath metrics).
+    """
+    import jax
+    from tqdm import tqdm
+
+    from ctsearcher_jax.data.pipeline import (CTExampleSource, eval_dataset, make_iterator,
+                                              max_readers, train_dataset)
+    from ctsearcher_jax.train import checkpoint as ckpt_lib
+    from ctsearcher_jax.train import sharding as sh
+    from ctsearcher_jax.train import step as step_lib
+    from ctsearcher_jax.train.evaluators import LossEvaluator, scalar
+    from ctsearcher_jax.train.optimizer import lr_schedule, make_optimizer
+    from ctsearcher_jax.train.tracker import make_tracker
+
+    workdir = Path(workdir)
+    train_cfg = config.train
+    process_index, process_count = jax.process_index(), jax.process_count()
+    say = echo if (echo is not None and process_index == 0) else (lambda _msg: None)
+
+    # ---- mesh and start-up checks
+    mesh = sh.make_mesh(train_cfg)
+    sh.check_batch_divides(train_cfg, mesh, process_count)
+
+    # ---- input
+    items, train_items, eval_items = _split_items(config)
+    r_max = max_readers(items)
+    source = CTExampleSource(train_items, config, r_max)
+    steps_per_epoch = len(train_items) // train_cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ConfigError(f"train.batch_size={train_cfg.batch_size} exceeds the "
+                          f"{len(train_items)} training CTs; lower it")
+    total_steps = steps_per_epoch * train_cfg.epochs
+    dataset = train_dataset(source, batch_size=train_cfg.batch_size, seed=train_cfg.seed,
+                            num_steps=total_steps, process_index=process_index,
+                            process_count=process_count)
+    iterator = make_iterator(dataset)
+
+    # ---- state (shape first, then materialised sharded)
+    schedule = lr_schedule(train_cfg, steps_per_epoch)
+    tx = make_optimizer(train_cfg, steps_per_epoch)
+    graphdef, _, abstract = step_lib.init_train_state(config, tx)
+    shardings = sh.state_shardings(mesh, abstract)
+    graphdef, rng_state, state = step_lib.init_train_state(config, tx, mesh=mesh,
+                                                           shardings=shardings)
+
+    # ---- evaluators
+    evaluators = []
+    if eval_items:
+        eval_source = CTExampleSource(eval_items, config, r_max)
+        evaluators.append(LossEvaluator(
+            eval_step=step_lib.make_eval_step(graphdef, train_cfg),
+            dataset=eval_dataset(eval_source, batch_size=train_cfg.batch_size,
+                                 process_index=process_index, process_count=process_count),
+            mesh=mesh, rng_state=rng_state, duration_weight=train_cfg.duration_loss_weight))
+        if extra_evaluators is not None:
+            evaluators.extend(extra_evaluators(config, graphdef, rng_state, mesh, eval_items))
+    available = [n for e in evaluators for n in e.metric_names]
+    best_metric = config.eval.best_metric if evaluators else None
+    if best_metric is not None and best_metric not in available:
+        raise ConfigError(f"eval.best_metric={best_metric!r} is not computed during training; "
+                          f"choose one of {available}")
+
+    # ---- checkpoints: resume if the workdir has one
+    checkpoints = ckpt_lib.RunCheckpoints(workdir, config, best_metric=best_metric)
+    start_step = checkpoints.latest_step() or 0
+    if start_step:
+        meta = checkpoints.read_meta(start_step)
+        ckpt_lib.check_compatible(meta, config, num_train_cts=len(train_items),
+                                  checkpoint_dir=checkpoints.directory)
+        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                              abstract, shardings)
+        del state  # free the fresh arrays before restoring
+        state = checkpoints.restore(start_step, target, iterator).state
+        say(f"resumed from {checkpoints.directory / str(start_step)} (step {start_step}/{total_steps})")
+    if process_index == 0:
+        write_resolved(config, workdir)
+
+    train_step = step_lib.make_train_step(graphdef, train_cfg, schedule, shardings,
+                                          sh.replicated(mesh))
+    tracker = make_tracker(workdir, process_index=process_index, start_step=start_step)
+    if start_step == 0:
+        tracker.log_hparams(_flat_hparams(config))
+
+    def meta_for(step: int) -> dict[str, Any]:
+        return {"step": step, "epoch": step // steps_per_epoch, "num_train_cts": len(train_items),
+                "steps_per_epoch": steps_per_epoch, "config": to_dict(config)}
+
+    stop = _StopFlag()
+    stop.install()
+    last_train: dict[str, float] = {}
+    last_eval: dict[str, float] = {}
+    status = "completed"
+    step = start_step
+    bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+               disable=process_index != 0 or not sys.stderr.isatty())
+    try:
+        window_start, window_steps = time.perf_counter(), 0
+        while step < total_steps:
+            local = next(iterator)
+            state, metrics = train_step(state, rng_state, sh.global_batch(mesh, local))
+            step += 1
+            window_steps += 1
+            bar.update(1)
+            if step % train_cfg.log_every == 0 or step == total_steps:
+                last_train = {k: scalar(v) for k, v in metrics.items()}  # waits for the step
+                elapsed = time.perf_counter() - window_start
+                last_train["cts_per_s"] = window_steps * train_cfg.batch_size / max(elapsed, 1e-9)
+                last_train["epoch"] = step / steps_per_epoch
+                tracker.log_scalars(step, last_train)
+                bar.set_postfix(loss=f"{last_train['loss']:.4f}")
+
+            epoch_done = step % steps_per_epoch == 0
+            epoch = step // steps_per_epoch
+            evaluate = bool(evaluators) and epoch_done and (
+                epoch % train_cfg.eval_every_epochs == 0 or step == total_steps)
+            eval_metrics = None
+            if evaluate:
+                eval_metrics = {}
+                for evaluator in evaluators:
+                    eval_metrics.update(dict(evaluator.run(state)))
+                last_eval = eval_metrics
+                tracker.log_scalars(step, eval_metrics, prefix="eval")
+                say(f"step {step} epoch {epoch}: " + " ".join(
+                    f"{k}={v:.4f}" for k, v in eval_metrics.items()))
+            preempted = stop.agreed()
+            periodic = (train_cfg.checkpoint_every_steps
+                        and step % train_cfg.checkpoint_every_steps == 0)
+            if evaluate or periodic or preempted or step == total_steps or (
+                    epoch_done and not evaluators and epoch % train_cfg.eval_every_epochs == 0):
+                checkpoints.save(step, state, iterator, meta_for(step), metrics=eval_metrics)
+            tracker.flush()
+            if evaluate or step % train_cfg.log_every == 0:
+                # throughput counts training only, not evaluation or checkpoint hand-off
+                window_start, window_steps = time.perf_counter(), 0
+            if preempted:
+                status = "preempted"
+                say(f"SIGTERM: saved step {step}, stopping")
+                break
+    finally:
+        bar.close()
+        stop.restore()
+        checkpoints.wait()
+        tracker.close()
+    best = checkpoints.best_step()
+    checkpoints.close()
+    return RunResult(status, step, total_steps, last_train, last_eval, best)
