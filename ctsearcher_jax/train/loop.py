@@ -131,6 +131,17 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
                             process_count=process_count)
     iterator = make_iterator(dataset)
 
+    # ---- checkpoints: an existing run must be continued with a compatible config
+    best_metric = config.eval.best_metric if eval_items else None
+    checkpoints = ckpt_lib.RunCheckpoints(workdir, config, best_metric=best_metric)
+    for path in checkpoints.set_aside:
+        say(f"ignored incomplete checkpoint, moved to {path}")
+    start_step = checkpoints.latest_step() or 0
+    if start_step:
+        ckpt_lib.check_compatible(checkpoints.read_meta(start_step), config,
+                                  num_train_cts=len(train_items),
+                                  checkpoint_dir=checkpoints.directory)
+
     # ---- state (shape first, then materialised sharded)
     schedule = lr_schedule(train_cfg, steps_per_epoch)
     tx = make_optimizer(train_cfg, steps_per_epoch)
@@ -151,18 +162,12 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
         if extra_evaluators is not None:
             evaluators.extend(extra_evaluators(config, graphdef, rng_state, mesh, eval_items))
     available = [n for e in evaluators for n in e.metric_names]
-    best_metric = config.eval.best_metric if evaluators else None
     if best_metric is not None and best_metric not in available:
         raise ConfigError(f"eval.best_metric={best_metric!r} is not computed during training; "
                           f"choose one of {available}")
 
-    # ---- checkpoints: resume if the workdir has one
-    checkpoints = ckpt_lib.RunCheckpoints(workdir, config, best_metric=best_metric)
-    start_step = checkpoints.latest_step() or 0
+    # ---- resume: restore the newest finalised checkpoint of the workdir, if any
     if start_step:
-        meta = checkpoints.read_meta(start_step)
-        ckpt_lib.check_compatible(meta, config, num_train_cts=len(train_items),
-                                  checkpoint_dir=checkpoints.directory)
         target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                               abstract, shardings)
         del state  # free the fresh arrays before restoring
