@@ -1,0 +1,174 @@
+"""Portable Swin UNETR weights: one safetensors file + a `.sha256` sidecar.
+
+File layout. Tensor names are the NNX parameter paths joined by dots (`swinViT.layers.0.blocks.1.
+attn.qkv.kernel`), in Flax layouts (Linear `(in, out)`, Conv `(kd, kh, kw, in, out)`), float32.
+The safetensors header metadata holds (all strings):
+- `format`: "ctsearcher-swin-unetr", `format_version`: "1";
+- `config`: the `SwinUNETRConfig` as JSON (feature size, depths, heads, window, merging order, ...);
+- `parts`: "full", "encoder" (SwinViT + encoder10: enough for `encode`) or "swinvit";
+- `params_sha256`: sha256 over the tensors (name, dtype, shape, bytes in name order), checked on load;
+- `source`, `source_sha256`: the converted checkpoint, when there was one.
+`<file>.sha256` holds the sha256 of the whole file (`sha256sum` format); it is checked on load when
+present and is the "weights hash" recorded in feature manifests.
+
+Loading gives the saved arrays bit for bit; `load_model` builds the NNX model around them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctsearcher_jax.errors import WeightsError
+from ctsearcher_jax.io import atomic_write, atomic_write_text
+
+FORMAT = "ctsearcher-swin-unetr"
+FORMAT_VERSION = "1"
+
+
+def params_sha256(params: dict[str, np.ndarray]) -> str:
+    """Hash of a flat parameter dict, independent of file layout."""
+    h = hashlib.sha256()
+    for name in sorted(params):
+        a = np.ascontiguousarray(params[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}\n".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(f"{path}.sha256")
+
+
+def save_weights(path: str | Path, config: Any, parts: str, params: dict[str, np.ndarray],
+                 extra_metadata: dict[str, str] | None = None) -> str:
+    """Write `params` (flat NNX paths -> arrays) with `config` atomically; return the file sha256."""
+    from safetensors.numpy import save
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in params.items()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json(),
+            "parts": parts, "params_sha256": params_sha256(arrays)}
+    meta.update(extra_metadata or {})
+    blob = save(arrays, metadata=meta)
+    atomic_write(path, lambda f: f.write(blob))
+    digest = hashlib.sha256(blob).hexdigest()
+    atomic_write_text(sidecar_path(path), f"{digest}  {Path(path).name}\n")
+    return digest
+
+
+def load_weights(path: str | Path) -> tuple[Any, str, dict[str, np.ndarray], dict[str, str]]:
+    """Read a weights file: `(SwinUNETRConfig, parts, params, metadata)`; verifies both hashes."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    from feature_extraction.swin_unetr import PARTS, SwinUNETRConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file; convert one with `ctsearcher convert-monai`")
+    blob = path.read_bytes()
+    side = sidecar_path(path)
+    if side.is_file():
+        want = side.read_text().split()[0] if side.read_text().split() else ""
+        got = hashlib.sha256(blob).hexdigest()
+        if want != got:
+            raise WeightsError(f"{path}: sha256 {got} differs from {side} ({want}); the file is "
+                               "corrupt or was replaced; convert it again")
+    try:
+        params = load(blob)
+        meta = _read_metadata(blob)
+    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc}); convert it again") from exc
+    if meta.get("format") != FORMAT:
+        raise WeightsError(f"{path}: metadata format {meta.get('format')!r} is not {FORMAT!r}; "
+                           "convert MONAI checkpoints with `ctsearcher convert-monai`")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise WeightsError(f"{path}: format_version {meta.get('format_version')!r} unsupported "
+                           f"(this version reads {FORMAT_VERSION})")
+    try:
+        config = SwinUNETRConfig.from_json(meta["config"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: bad `config` metadata ({exc})") from exc
+    parts = meta.get("parts", "")
+    if parts not in PARTS:
+        raise WeightsError(f"{path}: bad `parts` metadata {parts!r} (one of {PARTS})")
+    if params_sha256(params) != meta.get("params_sha256"):
+        raise WeightsError(f"{path}: tensors do not match their params_sha256; the file is corrupt")
+    return config, parts, params, meta
+
+
+def _read_metadata(blob: bytes) -> dict[str, str]:
+    n = int.from_bytes(blob[:8], "little")
+    if n <= 0 or n > len(blob) - 8:
+        raise ValueError("bad header length")
+    return json.loads(blob[8:8 + n]).get("__metadata__", {}) or {}
+
+
+def model_param_shapes(config: Any, parts: str) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """`{dotted NNX path: (shape, dtype)}` of every parameter, without allocating any."""
+    from flax import nnx
+
+    from feature_extraction.swin_unetr import SwinUNETR
+
+    abstract = nnx.eval_shape(lambda: SwinUNETR(config, rngs=nnx.Rngs(0), parts=parts))
+    flat = nnx.to_flat_state(nnx.state(abstract, nnx.Param))
+    return {".".join(map(str, p)): (tuple(v.shape), v.dtype) for p, v in flat}
+
+
+def set_params(model: Any, params: dict[str, np.ndarray]) -> None:
+    """Replace every parameter of `model` by `params` (same dotted paths, same shapes)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    state = nnx.state(model, nnx.Param)
+    flat = nnx.to_flat_state(state)
+    names = {".".join(map(str, p)) for p, _ in flat}
+    missing, unknown = sorted(names - set(params)), sorted(set(params) - names)
+    if missing or unknown:
+        raise WeightsError(f"parameters do not fit the model: missing {missing[:8]} "
+                           f"({len(missing)}), unexpected {unknown[:8]} ({len(unknown)})")
+    for p, var in flat:
+        name = ".".join(map(str, p))
+        if tuple(var.shape) != tuple(params[name].shape):
+            raise WeightsError(f"{name}: shape {params[name].shape} != model {var.shape}")
+        var.set_value(jnp.asarray(params[name]))
+    nnx.update(model, nnx.from_flat_state(flat))
+
+
+def load_model(path: str | Path, parts: str | None = None, dtype: str | None = None,
+               precision: str | None = None) -> Any:
+    """Build a `SwinUNETR` from a weights file.
+
+    `parts` may narrow the file's parts ("full" file -> "encoder" model for extraction); `dtype`
+    and `precision` override the stored compute options (parameters stay float32).
+    """
+    import dataclasses
+
+    from flax import nnx
+
+    from feature_extraction.swin_unetr import PARTS, SwinUNETR
+
+    config, file_parts, params, _ = load_weights(path)
+    parts = parts or file_parts
+    if PARTS.index(parts) < PARTS.index(file_parts):
+        raise WeightsError(f"{path}: holds only parts={file_parts!r}, cannot build parts={parts!r}")
+    changes = {k: v for k, v in (("dtype", dtype), ("precision", precision)) if v is not None}
+    config = dataclasses.replace(config, **changes)
+    wanted = model_param_shapes(config, parts)
+    params = {k: v for k, v in params.items() if k in wanted}
+    # Shapes only (no random init: it would cost one XLA compile per parameter), then the arrays.
+    model = nnx.eval_shape(lambda: SwinUNETR(config, rngs=nnx.Rngs(0), parts=parts))
+    set_params(model, params)
+    return model
