@@ -1,0 +1,418 @@
+"""Feature extraction over a directory of CT volumes: load, window, encode, merge, write.
+
+For every `<name>.nii[.gz]` in a directory this writes, into the output directory,
+`<name>.npy` (merged dec4, `(16*feature_size, gi, gj, gk)` float32, `gi = padded_I // 32`),
+`<name>_hidden_states_out_4.npy` (the merged last SwinViT stage, same shape) and an entry of
+`manifest.json` (see `feature_extraction.manifest`). The procedure is the original's
+(`swin_unet_extract_feature.py` + `merge_features.py` of CTScanGaze): stored voxel order, HU window
+[-175, 250] -> [0, 1], symmetric zero padding to 96, MONAI window placement, per-cell average.
+
+Safety for long batch jobs: outputs are written to temporary files and renamed only once both
+arrays exist, then the manifest entry is written (atomically, after every volume); a re-run skips
+volumes whose source sha256, settings and weights hash match the manifest; a bad file (corrupt or
+truncated, not NIfTI, 4D, NaN voxels) is reported with its name and the rest still run.
+
+Library entry points: `extract_directory(cts_dir, out_dir, weights, config, limit=None)` and
+`extract_volume(path, out_dir, weights, config)`. `weights` is a converted weights file
+(`ctsearcher convert-monai`) or `"random"` (seeded random initialisation, `config.feature_size`,
+recorded as random in the manifest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ctsearcher_jax.config import ExtractConfig
+from ctsearcher_jax.errors import CTSearcherError, DataError, WeightsError
+from ctsearcher_jax.io import atomic_save_npy
+from feature_extraction import manifest as mf
+from feature_extraction.merge import merge_windows
+from feature_extraction.preprocess import is_nifti_name, load_volume, volume_name
+from feature_extraction.sliding_window import WindowEncoder, pad_volume, plan_windows, process_share
+
+HIDDEN_SUFFIX = "_hidden_states_out_4"
+
+
+# ----------------------------------------------------------------------------- the encoder
+
+@dataclasses.dataclass
+class Extractor:
+    """A ready encoder plus what the manifest says about it.
+
+    Attributes:
+      encoder: the jit-compiled, sharded window encoder.
+      weights: manifest record: kind ("file" or "random"), sha256, path or seed, feature_size,
+        merging_order.
+      config: the extraction settings it was built for.
+      compile_seconds: time of the first (compiling) call, measured by `warmup`.
+    """
+
+    encoder: WindowEncoder
+    weights: dict[str, Any]
+    config: ExtractConfig
+    compile_seconds: float = 0.0
+    _warm: bool = False
+
+    def warmup(self) -> None:
+        """Compile the encoder on one batch of zeros so timings exclude compilation."""
+        if self._warm:
+            return
+        t0 = time.perf_counter()
+        roi = self.config.roi
+        self.encoder.encode_volume(np.zeros((roi, roi, roi), np.float32), np.zeros((1, 3), np.int64))
+        self.compile_seconds = time.perf_counter() - t0
+        self._warm = True
+
+
+def _settings(config: ExtractConfig, weights: dict[str, Any]) -> dict[str, Any]:
+    """What decides the numbers (the batch size does not)."""
+    return {"roi": config.roi, "overlap": config.overlap, "hu_min": config.hu_min,
+            "hu_max": config.hu_max, "merge": config.merge, "canonical": config.canonical,
+            "compute_dtype": config.dtype, "feature_size": weights["feature_size"],
+            "merging_order": weights["merging_order"]}
+
+
+def build_extractor(weights: str | os.PathLike[str], config: ExtractConfig, *, seed: int = 0,
+                    devices: Any = None) -> Extractor:
+    """Load (or randomly initialise) the Swin UNETR encoder and wrap it for windowed extraction.
+
+    Args:
+      weights: a converted weights file, or "random".
+      config: feature_size and merging_order apply to random weights (a file carries its own;
+        a different `config.feature_size` is refused); dtype, roi and batch apply to both.
+      seed: initialisation seed of random weights.
+    """
+    from flax import nnx
+
+    from feature_extraction import swin_unetr
+    from feature_extraction import weights as wts
+
+    if str(weights) == "random":
+        cfg = swin_unetr.SwinUNETRConfig(feature_size=config.feature_size,
+                                         merging_order=config.merging_order, dtype=config.dtype)
+        model = swin_unetr.SwinUNETR(cfg, rngs=nnx.Rngs(seed), parts="encoder")
+        flat = {".".join(map(str, p)): np.asarray(v.get_value())
+                for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+        record = {"kind": "random", "seed": seed, "sha256": wts.params_sha256(flat)}
+    else:
+        path = Path(weights)
+        model = wts.load_model(path, parts="encoder", dtype=config.dtype)
+        cfg = model.config
+        if cfg.feature_size != config.feature_size:
+            raise WeightsError(f"{path}: holds feature_size {cfg.feature_size} but the extraction "
+                               f"config asks for {config.feature_size}; pass --feature-size "
+                               f"{cfg.feature_size} (or set extract.feature_size)")
+        record = {"kind": "file", "path": str(path.resolve()), "sha256": wts.file_sha256(path)}
+    record.update(feature_size=cfg.feature_size, merging_order=cfg.merging_order)
+
+    graphdef, params = nnx.split(model)
+
+    def apply(params: Any, windows: Any) -> tuple[Any, Any]:
+        hidden, dec4 = swin_unetr.encode_fn(graphdef, params, windows)
+        return dec4, hidden[4]
+
+    encoder = WindowEncoder(apply, params, roi=config.roi, batch_per_device=config.batch,
+                            devices=devices)
+    return Extractor(encoder=encoder, weights=record, config=config)
+
+
+# The last extractor built, reused by later calls with the same weights and settings so that
+# `extract_directory` called twice in one process (demo, predict, tests) compiles once.
+_CACHE: dict[str, Any] = {}
+
+
+def get_extractor(weights: str | os.PathLike[str], config: ExtractConfig, *, seed: int = 0) -> Extractor:
+    """`build_extractor`, memoised on (weights file identity, seed, config) for one entry."""
+    ident: Any = "random"
+    if str(weights) != "random":
+        p = Path(weights)
+        try:
+            st = p.stat()
+        except OSError:
+            raise WeightsError(f"{p}: no such weights file; convert one with "
+                               "`ctsearcher convert-monai` or pass --weights random") from None
+        ident = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    key = repr((ident, seed, config))
+    if _CACHE.get("key") != key:
+        _CACHE.clear()
+        _CACHE["extractor"] = build_extractor(weights, config, seed=seed)
+        _CACHE["key"] = key
+    return _CACHE["extractor"]
+
+
+# ----------------------------------------------------------------------------- one volume
+
+@dataclasses.dataclass
+class VolumeResult:
+    """What happened to one CT."""
+
+    name: str
+    source: str
+    skipped: bool
+    windows: int = 0
+    seconds: float = 0.0
+    entry: dict[str, Any] | None = None
+
+
+def output_paths(out_dir: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
+    """`(<name>.npy, <name>_hidden_states_out_4.npy)` in `out_dir`."""
+    out_dir = Path(out_dir)
+    return out_dir / f"{name}.npy", out_dir / f"{name}{HIDDEN_SUFFIX}.npy"
+
+
+def _write_pair(paths: tuple[Path, Path], arrays: tuple[np.ndarray, np.ndarray]) -> None:
+    """Write both arrays to temporary names, then rename both: never one without the other."""
+    staged = [p.with_name(f".{p.name}.staged") for p in paths]
+    try:
+        for tmp, arr in zip(staged, arrays):
+            atomic_save_npy(tmp, arr)
+        for tmp, final in zip(staged, paths):
+            os.replace(tmp, final)
+    finally:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _extract_one(path: Path, out_dir: Path, extractor: Extractor, known: dict[str, Any],
+                 own: dict[str, Any], manifest_file: Path, *, force: bool,
+                 on_windows: Callable[[int, int], None] | None = None) -> VolumeResult:
+    """Extract `path` unless `known` (every manifest entry) already has it unchanged.
+
+    The new entry is added to `own` (this process's entries), which is written to `manifest_file`.
+    """
+    config = extractor.config
+    name = volume_name(path)
+    settings = _settings(config, extractor.weights)
+    try:
+        size = path.stat().st_size
+        digest = mf.file_sha256(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if not force and mf.entry_is_current(known.get(name), source_sha256=digest, settings=settings,
+                                         weights_sha256=extractor.weights["sha256"], out_dir=out_dir):
+        return VolumeResult(name=name, source=str(path), skipped=True, entry=known[name])
+
+    volume = load_volume(path, hu_min=config.hu_min, hu_max=config.hu_max, canonical=config.canonical)
+    plan = plan_windows(volume.array.shape, config.roi, config.overlap)
+    extractor.warmup()
+    if on_windows is not None:
+        on_windows(0, plan.num_windows)
+    t0 = time.perf_counter()
+    dec4_cells, hidden_cells = extractor.encoder.encode_volume(
+        pad_volume(volume.array, plan), plan.starts,
+        on_batch=(lambda n: on_windows(n, plan.num_windows)) if on_windows else None)
+    seconds = time.perf_counter() - t0
+    dec4 = merge_windows(dec4_cells, plan.starts, plan.padded_shape, config.merge)
+    hidden = merge_windows(hidden_cells, plan.starts, plan.padded_shape, config.merge)
+    if not (np.isfinite(dec4).all() and np.isfinite(hidden).all()):
+        raise DataError(f"{path}: the encoder produced NaN/inf features (weights or dtype problem); "
+                        "nothing written")
+    paths = output_paths(out_dir, name)
+    _write_pair(paths, (dec4, hidden))
+    entry = {
+        "source": str(path.resolve()), "source_size": size, "source_sha256": digest,
+        "volume_shape": list(plan.shape), "padded_shape": list(plan.padded_shape),
+        "grid_shape": list(plan.grid_shape), "spacing": list(volume.spacing),
+        "channels": int(dec4.shape[0]), "windows": plan.num_windows,
+        "weights": dict(extractor.weights), "settings": settings, "dtype": "float32",
+        "outputs": {"dec4": paths[0].name, "hidden_states_out_4": paths[1].name},
+        "created": _now(),
+    }
+    own[name] = entry
+    mf.write_manifest(manifest_file, own)
+    return VolumeResult(name=name, source=str(path), skipped=False, windows=plan.num_windows,
+                        seconds=seconds, entry=entry)
+
+
+def extract_volume(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                   weights: str | os.PathLike[str] = "random", config: ExtractConfig | None = None,
+                   *, seed: int = 0, force: bool = False,
+                   extractor: Extractor | None = None) -> VolumeResult:
+    """Extract one CT into `out_dir` (skipped when the manifest already holds it unchanged).
+
+    Raises:
+      DataError: the file is unusable (named in the message); nothing is written for it.
+      WeightsError: the weights cannot be loaded.
+    """
+    config = extractor.config if extractor is not None else (config or ExtractConfig())
+    path, out_dir = Path(path), Path(out_dir)
+    if not is_nifti_name(path):
+        raise DataError(f"{path}: not a NIfTI file (.nii/.nii.gz); convert it first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extractor = extractor or get_extractor(weights, config, seed=seed)
+    manifest_file = mf.manifest_path(out_dir)
+    if any(out_dir.glob(mf.PART_GLOB)):
+        mf.merge_parts(out_dir)  # leftovers of a multi-process run
+    manifest = mf.read_manifest(out_dir)
+    return _extract_one(path, out_dir, extractor, manifest, manifest, manifest_file, force=force)
+
+
+# ----------------------------------------------------------------------------- a directory
+
+@dataclasses.dataclass
+class ExtractSummary:
+    """Outcome of `extract_directory`.
+
+    Attributes:
+      processed / skipped: names extracted now / already up to date.
+      failed: `(file, message)` for every file that could not be used.
+      windows: windows encoded now; encode_seconds: time spent encoding them (compile excluded).
+      compile_seconds: first-call compilation; seconds: wall time of the whole call.
+    """
+
+    out_dir: str
+    processed: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    windows: int = 0
+    encode_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def windows_per_second(self) -> float:
+        return self.windows / self.encode_seconds if self.encode_seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        """Human-readable closing summary."""
+        out = [f"extracted {len(self.processed)}, skipped {len(self.skipped)} (up to date), "
+               f"failed {len(self.failed)} -> {self.out_dir}",
+               f"{self.windows} windows in {self.encode_seconds:.1f} s = "
+               f"{self.windows_per_second:.2f} windows/s (compile {self.compile_seconds:.1f} s, "
+               f"total {self.seconds:.1f} s)"]
+        out += [f"FAILED {f}: {m}" for f, m in self.failed]
+        return out
+
+
+def list_volumes(cts_dir: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """NIfTI files of `cts_dir` (sorted) and `(file, message)` for files that are not NIfTI.
+
+    Hidden files (`.name`) and subdirectories are ignored. Two files that map to the same output
+    name (`a.nii` and `a.nii.gz`) are refused (both reported).
+    """
+    cts_dir = Path(cts_dir)
+    if not cts_dir.is_dir():
+        raise DataError(f"{cts_dir}: no such directory; --cts must be a folder of .nii/.nii.gz CTs")
+    files, bad = [], []
+    for p in sorted(cts_dir.iterdir()):
+        if p.name.startswith(".") or p.is_dir():
+            continue
+        if is_nifti_name(p):
+            files.append(p)
+        else:
+            bad.append((str(p), "not a NIfTI file (.nii/.nii.gz); convert it or move it out of "
+                                 f"{cts_dir}"))
+    by_name: dict[str, list[Path]] = {}
+    for p in files:
+        by_name.setdefault(volume_name(p), []).append(p)
+    clashes = {n: ps for n, ps in by_name.items() if len(ps) > 1}
+    for n, ps in clashes.items():
+        for p in ps:
+            bad.append((str(p), f"{' and '.join(q.name for q in ps)} would both be written as "
+                                f"'{n}.npy'; rename one"))
+    files = [p for p in files if volume_name(p) not in clashes]
+    if not files and not bad:
+        raise DataError(f"{cts_dir}: no .nii/.nii.gz files found; point --cts at the CT folder")
+    return files, bad
+
+
+def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                      weights: str | os.PathLike[str] = "random", config: ExtractConfig | None = None,
+                      limit: int | None = None, *, seed: int = 0, force: bool = False,
+                      progress: bool = True, echo: Callable[[str], None] | None = None,
+                      extractor: Extractor | None = None) -> ExtractSummary:
+    """Extract every CT of `cts_dir` into `out_dir` and return a summary (never raises per file).
+
+    Args:
+      weights: converted weights file or "random".
+      limit: only the first `limit` CTs (sorted by file name).
+      force: re-extract volumes the manifest already holds.
+      progress: tqdm bars for volumes and windows (on stderr).
+      echo: where to print per-file failures as they happen (default: stderr).
+      extractor: a prebuilt `Extractor` (then `weights`, `seed` and `config` come from it).
+    Raises:
+      DataError: `cts_dir` is missing or has no files at all.
+      WeightsError: the weights cannot be loaded.
+    """
+    import jax
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    config = extractor.config if extractor is not None else (config or ExtractConfig())
+    echo = echo or (lambda s: print(s, file=sys.stderr))
+    out_dir = Path(out_dir)
+    files, bad = list_volumes(cts_dir)
+    if limit is not None:
+        files = files[:max(limit, 0)]
+    pidx, pcount = jax.process_index(), jax.process_count()
+    files = process_share(files, pidx, pcount)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = ExtractSummary(out_dir=str(out_dir))
+    summary.failed.extend(bad if pidx == 0 else [])
+    for f, m in summary.failed:
+        echo(f"{f}: {m}")
+
+    extractor = extractor or get_extractor(weights, config, seed=seed)
+    if pcount == 1 and any(out_dir.glob(mf.PART_GLOB)):
+        mf.merge_parts(out_dir)  # leftovers of a multi-process run
+    manifest_file = mf.manifest_path(out_dir, pidx, pcount)
+    known = mf.read_manifest(out_dir)
+    own = mf.read_part(manifest_file)
+
+    vol_bar = tqdm(files, desc="volumes", unit="ct", disable=not progress, position=0)
+    win_bar = tqdm(total=0, desc="windows", unit="win", disable=not progress, position=1, leave=False)
+
+    def on_windows(n: int, total: int) -> None:
+        if n == 0:
+            win_bar.reset(total=total)
+        else:
+            win_bar.update(n)
+
+    for path in vol_bar:
+        vol_bar.set_postfix_str(path.name)
+        # Skip decisions see every process's entries; this process writes only its own file.
+        try:
+            result = _extract_one(path, out_dir, extractor, known, own, manifest_file, force=force,
+                                  on_windows=on_windows if progress else None)
+        except CTSearcherError as exc:
+            summary.failed.append((str(path), str(exc)))
+            echo(f"{path}: {exc}")
+            continue
+        except Exception as exc:  # an unexpected failure of one volume must not stop the batch
+            msg = f"{type(exc).__name__}: {exc} (unexpected; rerun with --debug on this file)"
+            summary.failed.append((str(path), msg))
+            echo(f"{path}: {msg}")
+            continue
+        if result.skipped:
+            summary.skipped.append(result.name)
+        else:
+            summary.processed.append(result.name)
+            summary.windows += result.windows
+            summary.encode_seconds += result.seconds
+    win_bar.close()
+    vol_bar.close()
+    if pcount > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("ctsearcher-extract-done")
+        if pidx == 0:
+            mf.merge_parts(out_dir)
+    summary.compile_seconds = extractor.compile_seconds
+    summary.seconds = time.perf_counter() - t_start
+    return summary
