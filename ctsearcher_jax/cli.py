@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "validate-data": "validate_data",
     "visualize": "visualize",
     "baselines": "baselines",
+    "extract": "extract",
     "evaluate": "evaluate",
     "train": "train",
     "import-upstream": "import_upstream",

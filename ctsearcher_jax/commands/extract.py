@@ -1,0 +1,65 @@
+"""`ctsearcher extract`: Swin UNETR features for a directory of NIfTI CTs.
+
+Writes `<name>.npy` (dec4) and `<name>_hidden_states_out_4.npy`, `(16*feature_size, gi, gj, gk)`
+float32, plus `manifest.json`, into `--out`. Exit code 0 when every file was extracted or already up
+to date, 1 when some files failed (each is reported with its name), 2 on a usage error (missing
+directory, no CTs, unreadable weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+HELP = "extract Swin UNETR features from a folder of NIfTI CT volumes"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cts", required=True, help="folder of .nii/.nii.gz CT volumes")
+    parser.add_argument("--weights", required=True,
+                        help="converted weights (`ctsearcher convert-monai`), or 'random' for a "
+                             "seeded random-initialised encoder (testing only)")
+    parser.add_argument("--out", required=True, help="feature folder to write (created if needed)")
+    parser.add_argument("--config", help="YAML config whose `extract` section gives the defaults")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set extract.hu_min=-200 (repeatable)")
+    parser.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0, as the original)")
+    parser.add_argument("--batch", type=int, help="windows per device per step (default 4)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="encoder compute dtype")
+    parser.add_argument("--feature-size", type=int,
+                        help="Swin UNETR width for --weights random (48 = BTCV); must match a file")
+    parser.add_argument("--merge", choices=("original", "gaussian", "constant"),
+                        help="how window features are combined (default original)")
+    parser.add_argument("--canonical", action="store_true", default=None,
+                        help="reorient volumes to RAS first (default: stored voxel order, as the original)")
+    parser.add_argument("--limit", type=int, help="only the first N volumes (sorted by file name)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --weights random")
+    parser.add_argument("--force", action="store_true", help="re-extract volumes already up to date")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctsearcher_jax.config import load
+    from ctsearcher_jax.errors import ConfigError
+
+    config = load(args.config, args.overrides).extract
+    flags = {"overlap": args.overlap, "batch": args.batch, "dtype": args.dtype,
+             "feature_size": args.feature_size, "merge": args.merge, "canonical": args.canonical}
+    changes = {k: v for k, v in flags.items() if v is not None}
+    try:
+        config = dataclasses.replace(config, **changes)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (from the command-line flags)") from None
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be >= 1")
+
+    from feature_extraction.extract import extract_directory
+
+    summary = extract_directory(args.cts, args.out, args.weights, config, limit=args.limit,
+                                seed=args.seed, force=args.force, progress=not args.no_progress)
+    import jax
+
+    if jax.process_index() == 0 or summary.failed:
+        for line in summary.lines():
+            print(line)
+    return 0 if summary.ok else 1
