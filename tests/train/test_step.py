@@ -1,0 +1,109 @@
+"""Train step: exact gradient accumulation, per-reader mode, bf16 compute; start-up checks; tracker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ctsearcher_jax.config import TrainConfig, from_dict
+from ctsearcher_jax.errors import ConfigError
+from ctsearcher_jax.train.checkpoint import incompatible_keys, metric_higher_is_better
+from ctsearcher_jax.train.distributed import detect_launcher, maybe_initialize
+from ctsearcher_jax.train.tracker import JsonlTracker, NullTracker, make_tracker
+
+
+@pytest.fixture(scope="module")
+def probe(helpers, tmp_path_factory, xla_cache):
+    root = helpers.tinydata.write_tiny_dataset(tmp_path_factory.mktemp("probe"))
+    result = subprocess.run([sys.executable, str(helpers.HERE / "step_probe.py"), str(root)],
+                            env=helpers.subprocess_env(xla_cache), capture_output=True, text=True,
+                            timeout=300, cwd=helpers.REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_per_reader_forward_and_accumulation_equal_the_plain_step(probe):
+    plain, other = probe["plain"], probe["per_reader_accum"]
+    for a, b in zip(plain["losses"], other["losses"]):
+        for key in ("loss", "spatial", "duration", "grad_norm", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert plain["params"].keys() == other["params"].keys()
+    for k in plain["params"]:
+        np.testing.assert_allclose(other["params"][k], plain["params"][k], rtol=0, atol=1e-5,
+                                   err_msg=k)
+    assert len(plain["params"]) > 50
+    # lr followed the schedule: 2 warm-up steps of 6, then linear decay
+    assert [round(x["lr"], 7) for x in plain["losses"]] == [0.0015, 0.003, 0.00225]
+
+
+def test_bf16_compute_keeps_float32_parameters(probe):
+    bf16, plain = probe["bf16"], probe["plain"]
+    assert "bfloat16" not in bf16["dtypes"] and "float32" in bf16["dtypes"]
+    for a, b in zip(bf16["losses"], plain["losses"]):
+        assert np.isfinite(a["loss"]) and a["loss"] == pytest.approx(b["loss"], rel=5e-2)
+        assert a["loss"] != b["loss"]  # the compute dtype really changed
+
+
+def test_batch_that_does_not_divide_devices_is_config_error():
+    import jax
+
+    from ctsearcher_jax.train.sharding import check_batch_divides, make_mesh
+
+    mesh = make_mesh(TrainConfig())
+    n = len(jax.devices())
+    with pytest.raises(ConfigError, match="grad_accum_steps"):
+        check_batch_divides(TrainConfig(batch_size=3, grad_accum_steps=2), mesh, 1)
+    with pytest.raises(ConfigError, match="processes"):
+        check_batch_divides(TrainConfig(batch_size=3 * n), mesh, 2)
+    with pytest.raises(ConfigError, match="fsdp"):
+        make_mesh(TrainConfig(fsdp=n + 1))
+    check_batch_divides(TrainConfig(batch_size=2 * n, grad_accum_steps=2), mesh, 1)
+
+
+def test_launcher_detection():
+    assert detect_launcher({}) is None
+    assert detect_launcher({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
+    assert detect_launcher({"SLURM_NTASKS": "4", "SLURM_PROCID": "2"}) == "slurm"
+    assert detect_launcher({"TPU_WORKER_HOSTNAMES": "t0"}) is None
+    assert detect_launcher({"TPU_WORKER_HOSTNAMES": "t0,t1,t2,t3"}) == "tpu_pod"
+    assert maybe_initialize(env={}) is None
+    with pytest.raises(ConfigError, match="together"):
+        maybe_initialize(coordinator="localhost:1234", env={})
+
+
+def test_resume_invariants_and_metric_directions():
+    base = from_dict({})
+    changed = from_dict({"model": {"d_model": 64}, "train": {"log_every": 1, "fsdp": 2},
+                         "data": {"feature_dir": "elsewhere"}})
+    from ctsearcher_jax.config import to_dict
+
+    keys = incompatible_keys(to_dict(base), changed)
+    assert keys == ["model.d_model: checkpoint 768, now 64"]
+    assert metric_higher_is_better("scanmatch_with_duration")
+    assert metric_higher_is_better("multimatch_vector")
+    assert not metric_higher_is_better("sed")
+    assert not metric_higher_is_better("eval_loss")
+
+
+def test_jsonl_tracker_drops_lines_after_the_resumed_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    t = JsonlTracker(path)
+    for s in range(1, 6):
+        t.log_scalars(s, {"loss": float(s)})
+    t.log_scalars(4, {"eval_loss": float("nan")}, prefix="eval")
+    t.close()
+    with open(path, "a") as f:
+        f.write('{"step": 6, "spl')  # cut by a kill
+    t = JsonlTracker(path, start_step=3)
+    t.log_scalars(4, {"loss": 40.0})
+    t.close()
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in rows] == [(1, "train"), (2, "train"), (3, "train"),
+                                                        (4, "train")]
+    assert rows[-1]["loss"] == 40.0
+    assert isinstance(make_tracker(tmp_path / "w", process_index=1), NullTracker)
+    assert not (tmp_path / "w").exists()
