@@ -148,6 +148,8 @@ class TrainConfig:
     log_every: int = 10
     # Evaluate and checkpoint every N epochs.
     eval_every_epochs: int = 1
+    # At each evaluation also sample scanpaths and score eval.metrics (off = eval loss only).
+    eval_scanpath_metrics: bool = True
     # Also checkpoint every N optimizer steps (0 = only at evaluations, the end and SIGTERM).
     checkpoint_every_steps: int = 0
     # Checkpoints kept: the most recent N.

@@ -24,6 +24,7 @@ checkpoint, so a resumed run sees exactly the batches it would have seen.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import numpy as np
@@ -59,20 +60,23 @@ class CTExampleSource:
     def __len__(self) -> int:
         return len(self.items)
 
+    @functools.cached_property
+    def z_extents(self) -> dict[str, int]:
+        """CT name -> Z extent in slices (512, or the manifest's slice count for z_extent=volume)."""
+        from ctsearcher_jax.data.frames import z_extents
+
+        return z_extents(self.config.data, [item.name for item in self.items])
+
     def __getitem__(self, index: int) -> Example:
         item = self.items[index]
         model, data = self.config.model, self.config.data
-        if data.z_extent == "volume":
-            raise ConfigError("data.z_extent=volume needs the CT's slice count from the feature "
-                              "manifest, which the training pipeline does not read yet; use "
-                              "data.z_extent=512")
         tokens = load_tokens(data.feature_dir, item.name, model.grid)
         if tokens.shape[1] != model.feature_dim:
             raise DataError(f"{data.feature_dir}/{item.name}.npy has {tokens.shape[1]} channels but "
                             f"model.feature_dim is {model.feature_dim}; fix the config or features")
         targets, reader_mask = build_ct_targets(
             item.readers, num_readers_padded=self.num_readers_padded, grid=model.grid,
-            max_length=model.max_length, frame=data.frame, z_extent=int(data.z_extent),
+            max_length=model.max_length, frame=data.frame, z_extent=self.z_extents[item.name],
             blur_sigma=data.blur_sigma)
         return {
             "tokens": tokens.astype(np.float32),

@@ -59,21 +59,21 @@ def check_compatible(meta: dict[str, Any], config: Config, *, num_train_cts: int
             "workdir) or start a fresh run with another --workdir")
 
 
-def metric_higher_is_better(name: str) -> bool:
-    """Direction of a selection metric: the metrics registry if it knows it, else a fixed table."""
-    try:
-        from ctsearcher_jax.metrics import registry  # type: ignore[attr-defined]
+# Selection metrics produced during training that the metrics registry does not list.
+TRAINING_METRICS_HIGHER_IS_BETTER = {"eval_loss": False, "eval_spatial": False,
+                                     "eval_duration": False}
 
-        return bool(registry.higher_is_better(name))
-    except (ImportError, AttributeError, KeyError):
-        pass
-    lowered = name.lower()
-    if lowered.startswith(("scanmatch", "multimatch", "cc", "nss", "auc")):
-        return True
-    if lowered.startswith(("sed", "kld", "eval_loss", "loss")) or lowered.endswith("loss"):
-        return False
-    raise ConfigError(f"eval.best_metric={name!r}: unknown direction; use a metric of the "
-                      "evaluation (scanmatch_*, multimatch_*, sed, eval_loss)")
+
+def metric_higher_is_better(name: str) -> bool:
+    """Direction of a selection metric: the metrics registry, or the training losses (lower)."""
+    from ctsearcher_jax.metrics.registry import METRICS
+
+    if name in METRICS:
+        return METRICS[name].higher_is_better
+    if name in TRAINING_METRICS_HIGHER_IS_BETTER:
+        return TRAINING_METRICS_HIGHER_IS_BETTER[name]
+    raise ConfigError(f"eval.best_metric={name!r} is unknown; choose one of "
+                      f"{sorted(METRICS) + sorted(TRAINING_METRICS_HIGHER_IS_BETTER)}")
 
 
 @dataclasses.dataclass

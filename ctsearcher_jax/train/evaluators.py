@@ -1,8 +1,13 @@
-"""Evaluators run during training (big_vision style): `run(state)` yields `(name, value)` pairs.
+"""Evaluators run during training (big_vision style): `run(state, step)` yields `(name, value)`.
 
 Each evaluator declares the metric names it yields (`metric_names`), so a run checks at start-up
-that `eval.best_metric` will exist. Every process runs every evaluator (they contain collectives);
-only process 0 logs the values.
+that `eval.best_metric` will exist. Every process runs every evaluator (they contain collectives)
+and gets the same values; only process 0 logs them.
+
+* `LossEvaluator`: the training loss on the eval split (dropout off), exact over the split.
+* `ScanpathMetricsEvaluator`: samples `eval.repeats` scanpaths per reader of every eval CT with the
+  model's sampler and scores them with the original protocol (prediction i against reader i) on
+  the `eval.metrics` families; logs a drilling figure (sampled vs ground truth) of the first CT.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 class Evaluator(Protocol):
     metric_names: tuple[str, ...]
 
-    def run(self, state: Any) -> Iterable[tuple[str, float]]: ...
+    def run(self, state: Any, step: int) -> Iterable[tuple[str, float]]: ...
 
 
 def scalar(x: jax.Array) -> float:
@@ -39,7 +44,7 @@ class LossEvaluator:
         self.rng_state = rng_state
         self.duration_weight = duration_weight
 
-    def run(self, state: Any) -> Iterable[tuple[str, float]]:
+    def run(self, state: Any, step: int) -> Iterable[tuple[str, float]]:
         from ctsearcher_jax.train.sharding import global_batch
 
         totals = {"spatial_sum": 0.0, "action_total": 0.0, "duration_sum": 0.0,
@@ -53,3 +58,86 @@ class LossEvaluator:
         yield "eval_loss", spatial + self.duration_weight * duration
         yield "eval_spatial", spatial
         yield "eval_duration", duration
+
+
+def model_state_on_host(state: Any) -> Any:
+    """The model part of a train state as numpy, on every process (a collective when multi-host)."""
+    from jax.experimental import multihost_utils
+
+    model_state = state["nn"][0]  # (model, optimizer) pair: the model's variables
+    if jax.process_count() > 1:
+        model_state = multihost_utils.process_allgather(model_state, tiled=True)
+    return jax.tree.map(np.asarray, model_state)
+
+
+class ScanpathMetricsEvaluator:
+    """Sampled scanpaths on the eval split scored with the metrics protocol (see module docstring).
+
+    Sampling and scoring run on process 0 with a local copy of the model; the values are then
+    broadcast, so every process selects checkpoints alike.
+    """
+
+    def __init__(self, config, eval_items, *, tracker=None, figure_dir=None):
+        from ctsearcher_jax.metrics.registry import metrics_of
+
+        self.config = config
+        self.items = list(eval_items)
+        self.tracker = tracker
+        self.figure_dir = figure_dir
+        self.metric_names = tuple(metrics_of(list(config.eval.metrics)))
+        self._model = None
+
+    def _local_model(self):
+        if self._model is None:
+            from flax import nnx
+
+            from ctsearcher_jax.model.ct_searcher import CTSearcher
+
+            self._model = CTSearcher(self.config.model, rngs=nnx.Rngs(0))
+        return self._model
+
+    def _score(self, model_state, step: int) -> dict[str, float]:
+        from flax import nnx
+
+        from ctsearcher_jax.metrics.protocol import original_protocol
+        from ctsearcher_jax.predict import records_to_scanpaths, sample_records
+
+        config = self.config
+        model = self._local_model()
+        nnx.update(model, model_state)
+        names = [it.name for it in self.items]
+        readers = {it.name: list(it.readers) for it in self.items}
+        records = sample_records(model, config, names, config.data.feature_dir,
+                                 samples=config.eval.repeats, seed=config.eval.seed,
+                                 readers=readers)
+        predicted = records_to_scanpaths(records)
+        # sample_records emits, per CT, `repeats` blocks of one scanpath per reader, in reader
+        # order: exactly the layout the original protocol pairs (prediction i vs reader i).
+        gt_cts = [[r.as_array() for r in it.readers] for it in self.items]
+        pred_cts = [[p.as_array() for p in predicted[n]] for n in names]
+        result = original_protocol(gt_cts, pred_cts, families=list(config.eval.metrics),
+                                   repeats=config.eval.repeats,
+                                   multimatch_alignment=config.eval.multimatch_alignment,
+                                   sed_code=config.eval.sed_code)
+        if self.tracker is not None and self.figure_dir is not None:
+            from ctsearcher_jax.viz.scanpaths import plot_drilling
+
+            first = names[0]
+            path = plot_drilling(readers[first], predicted[first],
+                                 self.figure_dir / f"eval_step{step:07d}_{first}.png",
+                                 title=f"{first}, step {step}")
+            self.tracker.log_image(step, "eval/scanpaths", path)
+        return {n: float(result.summary[n]["mean"]) for n in self.metric_names
+                if n in result.summary}
+
+    def run(self, state: Any, step: int) -> Iterable[tuple[str, float]]:
+        model_state = model_state_on_host(state)
+        values = np.full(len(self.metric_names), np.nan)
+        if jax.process_index() == 0:
+            scored = self._score(model_state, step)
+            values = np.array([scored.get(n, np.nan) for n in self.metric_names])
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            values = np.asarray(multihost_utils.broadcast_one_to_all(values))
+        yield from zip(self.metric_names, (float(v) for v in values))

@@ -6,6 +6,7 @@
     workdir/checkpoints/      Orbax steps (train state, grain iterator, metadata)
     workdir/tb/               TensorBoard (tensorboardX) events
     workdir/metrics.jsonl     the same scalars as JSON lines
+    workdir/figures/          sampled vs ground-truth drilling plot at each evaluation
 
 If `workdir/checkpoints` holds a finalised step, the run continues from it exactly (same data
 order, dropout masks and optimizer state as an uninterrupted run); a config that would change
@@ -104,7 +105,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
     from ctsearcher_jax.train import checkpoint as ckpt_lib
     from ctsearcher_jax.train import sharding as sh
     from ctsearcher_jax.train import step as step_lib
-    from ctsearcher_jax.train.evaluators import LossEvaluator, scalar
+    from ctsearcher_jax.train.evaluators import (LossEvaluator, ScanpathMetricsEvaluator,
+                                                 scalar)
     from ctsearcher_jax.train.optimizer import lr_schedule, make_optimizer
     from ctsearcher_jax.train.tracker import make_tracker
 
@@ -141,6 +143,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
         ckpt_lib.check_compatible(checkpoints.read_meta(start_step), config,
                                   num_train_cts=len(train_items),
                                   checkpoint_dir=checkpoints.directory)
+    tracker = make_tracker(workdir, process_index=process_index, start_step=start_step)
 
     # ---- state (shape first, then materialised sharded)
     schedule = lr_schedule(train_cfg, steps_per_epoch)
@@ -159,6 +162,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
             dataset=eval_dataset(eval_source, batch_size=train_cfg.batch_size,
                                  process_index=process_index, process_count=process_count),
             mesh=mesh, rng_state=rng_state, duration_weight=train_cfg.duration_loss_weight))
+        if train_cfg.eval_scanpath_metrics:
+            evaluators.append(ScanpathMetricsEvaluator(config, eval_items, tracker=tracker,
+                                                       figure_dir=workdir / "figures"))
         if extra_evaluators is not None:
             evaluators.extend(extra_evaluators(config, graphdef, rng_state, mesh, eval_items))
     available = [n for e in evaluators for n in e.metric_names]
@@ -178,7 +184,6 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
 
     train_step = step_lib.make_train_step(graphdef, train_cfg, schedule, shardings,
                                           sh.replicated(mesh))
-    tracker = make_tracker(workdir, process_index=process_index, start_step=start_step)
     if start_step == 0:
         tracker.log_hparams(_flat_hparams(config))
 
@@ -218,7 +223,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
             if evaluate:
                 eval_metrics = {}
                 for evaluator in evaluators:
-                    eval_metrics.update(dict(evaluator.run(state)))
+                    eval_metrics.update(dict(evaluator.run(state, step)))
                 last_eval = eval_metrics
                 tracker.log_scalars(step, eval_metrics, prefix="eval")
                 say(f"step {step} epoch {epoch}: " + " ".join(

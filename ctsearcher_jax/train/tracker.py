@@ -12,13 +12,15 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
+import numpy as np
+
 from ctsearcher_jax.io import atomic_write_text
 
 
 class Tracker(Protocol):
     def log_scalars(self, step: int, scalars: Mapping[str, float], *, prefix: str = "") -> None: ...
     def log_hparams(self, hparams: Mapping[str, Any]) -> None: ...
-    def log_figure(self, step: int, name: str, figure: Any) -> None: ...
+    def log_image(self, step: int, name: str, png_path: Path) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
 
@@ -32,7 +34,7 @@ class NullTracker:
     def log_hparams(self, hparams):
         pass
 
-    def log_figure(self, step, name, figure):
+    def log_image(self, step, name, png_path):
         pass
 
     def flush(self):
@@ -87,8 +89,11 @@ class TensorBoardTracker(NullTracker):
         text = "\n".join(f"    {k}: {v}" for k, v in sorted(hparams.items()))
         self.writer.add_text("config", text, 0)
 
-    def log_figure(self, step, name, figure):
-        self.writer.add_figure(name, figure, int(step), close=True)
+    def log_image(self, step, name, png_path):
+        from PIL import Image
+
+        image = np.asarray(Image.open(png_path).convert("RGB"))
+        self.writer.add_image(name, image, int(step), dataformats="HWC")
 
     def flush(self):
         self.writer.flush()
@@ -109,9 +114,9 @@ class MultiTracker(NullTracker):
         for t in self.trackers:
             t.log_hparams(hparams)
 
-    def log_figure(self, step, name, figure):
+    def log_image(self, step, name, png_path):
         for t in self.trackers:
-            t.log_figure(step, name, figure)
+            t.log_image(step, name, png_path)
 
     def flush(self):
         for t in self.trackers:

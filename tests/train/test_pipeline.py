@@ -97,3 +97,28 @@ def test_batch_not_divisible_by_processes_is_config_error(source):
         train_dataset(source, batch_size=3, seed=0, num_steps=1, process_count=2)
     with pytest.raises(ConfigError, match="exceeds"):
         train_dataset(source, batch_size=64, seed=0, num_steps=1)
+
+
+def test_z_extent_volume_bins_z_over_the_ct_slice_count(tmp_path):
+    import dataclasses
+    import json
+
+    from ctsearcher_jax.data.schema import CTItem, Scanpath
+
+    root = tinydata.write_tiny_dataset(tmp_path, num_train=2, num_test=0)
+    config = from_dict(tinydata.tiny_config_dict(root))  # grid (2, 2, 2)
+    z = np.array([60.0, 300.0])
+    reader = Scanpath(name="ct_000", subject=1, split="train", x=np.array([10.0, 10.0]),
+                      y=np.array([10.0, 10.0]), z=z, t=np.array([0.2, 0.3]))
+    item = CTItem(name="ct_000", split="train", readers=(reader,))
+    manifest = {"format": "ctsearcher-features/1",
+                "volumes": {"ct_000": {"volume_shape": [512, 512, 100]}}}
+    (root / "features" / "manifest.json").write_text(json.dumps(manifest))
+
+    fixed = CTExampleSource((item,), config, 1)[0]["spatial"][0]
+    volume_cfg = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                      z_extent="volume"))
+    volume = CTExampleSource((item,), volume_cfg, 1)[0]["spatial"][0]
+    # class = 1 + iy*Gx*Gz + ix*Gz + iz with iy = ix = 0: the Z cell alone
+    assert list(fixed[:2].argmax(-1)) == [1, 1 + 1]  # 512 slices: z 60 -> cell 0, 300 -> cell 1
+    assert list(volume[:2].argmax(-1)) == [1 + 1, 1 + 1]  # 100 slices: both in the upper half

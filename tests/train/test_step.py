@@ -86,7 +86,10 @@ def test_resume_invariants_and_metric_directions():
     assert metric_higher_is_better("scanmatch_with_duration")
     assert metric_higher_is_better("multimatch_vector")
     assert not metric_higher_is_better("sed")
+    assert not metric_higher_is_better("saliency_kld")
     assert not metric_higher_is_better("eval_loss")
+    with pytest.raises(ConfigError, match="unknown"):
+        metric_higher_is_better("accuracy")
 
 
 def test_jsonl_tracker_drops_lines_after_the_resumed_step(tmp_path):

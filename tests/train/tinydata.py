@@ -46,7 +46,8 @@ def write_tiny_dataset(out: Path, *, num_train: int = 6, num_test: int = 3, seed
 def tiny_config_dict(root: Path, **train_overrides) -> dict:
     """Config mapping of a tiny model on the tiny dataset (plain data, YAML-writable)."""
     train = {"seed": 3, "lr": 3e-3, "warmup_epochs": 1, "epochs": 3, "batch_size": 4,
-             "log_every": 1, "eval_every_epochs": 1, "keep_last": 2, "keep_best": 1}
+             "log_every": 1, "eval_every_epochs": 1, "keep_last": 2, "keep_best": 1,
+             "eval_scanpath_metrics": False}
     train.update(train_overrides)
     return {
         "model": {"d_model": 16, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1,
