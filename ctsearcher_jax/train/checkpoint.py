@@ -187,6 +187,13 @@ class RunCheckpoints:
                                   f"into this model: {exc}") from exc
         return Restored(restored["state"], restored["meta"])
 
+    def restore_state(self, step: int, abstract_state: Any) -> Any:
+        """Only the train state of `step` (e.g. the best one, for export)."""
+        ocp = self._ocp
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state)))
+        return restored["state"]
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

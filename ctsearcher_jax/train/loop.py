@@ -7,6 +7,7 @@
     workdir/tb/               TensorBoard (tensorboardX) events
     workdir/metrics.jsonl     the same scalars as JSON lines
     workdir/figures/          sampled vs ground-truth drilling plot at each evaluation
+    workdir/model/            the best (else final) model, `save_model` format, at completion
 
 If `workdir/checkpoints` holds a finalised step, the run continues from it exactly (same data
 order, dropout masks and optimizer state as an uninterrupted run); a config that would change
@@ -174,10 +175,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
 
     # ---- resume: restore the newest finalised checkpoint of the workdir, if any
     if start_step:
-        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                              abstract, shardings)
         del state  # free the fresh arrays before restoring
-        state = checkpoints.restore(start_step, target, iterator).state
+        state = checkpoints.restore(start_step, target_of(abstract, shardings), iterator).state
         say(f"resumed from {checkpoints.directory / str(start_step)} (step {start_step}/{total_steps})")
     if process_index == 0:
         write_resolved(config, workdir)
@@ -248,5 +247,38 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
         checkpoints.wait()
         tracker.close()
     best = checkpoints.best_step()
+    if status == "completed":
+        exported = best if best is not None else step
+        if exported != step:
+            state = checkpoints.restore_state(exported, target_of(abstract, shardings))
+        export_model(config, state, workdir / "model")
+        say(f"exported the model of step {exported} to {workdir / 'model'}")
     checkpoints.close()
     return RunResult(status, step, total_steps, last_train, last_eval, best)
+
+
+def target_of(abstract, shardings):
+    """Restore target: ShapeDtypeStructs carrying the shardings to restore into."""
+    import jax
+
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract, shardings)
+
+
+def export_model(config: Config, state, out_dir: Path) -> None:
+    """Write the model of a train state in the `save_model` format (for `predict`/`evaluate`).
+
+    Every process takes part (gathering the parameters is a collective); process 0 writes.
+    """
+    import jax
+    from flax import nnx
+
+    from ctsearcher_jax.model.ct_searcher import CTSearcher
+    from ctsearcher_jax.model.serialization import save_model
+    from ctsearcher_jax.train.evaluators import model_state_on_host
+
+    host = model_state_on_host(state)
+    if jax.process_index() == 0:
+        model = CTSearcher(config.model, rngs=nnx.Rngs(0))
+        nnx.update(model, host)
+        save_model(out_dir, model, config)

@@ -71,12 +71,14 @@ def subprocess_env(cache: Path, devices: int = 1) -> dict[str, str]:
     return env
 
 
-def train_cmd(config: Path, workdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "ctsearcher_jax.cli", "train", "--config", str(config),
-            "--workdir", str(workdir), *extra]
+def train_cmd(config: Path | None, workdir: Path, *extra: str) -> list[str]:
+    """`ctsearcher train` (without --config when `config` is None: resume from the workdir's)."""
+    cfg = ["--config", str(config)] if config is not None else []
+    return [sys.executable, "-m", "ctsearcher_jax.cli", "train", *cfg, "--workdir", str(workdir),
+            *extra]
 
 
-def run_train(config: Path, workdir: Path, cache: Path, *extra: str, devices: int = 1,
+def run_train(config: Path | None, workdir: Path, cache: Path, *extra: str, devices: int = 1,
               timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(train_cmd(config, workdir, *extra), env=subprocess_env(cache, devices),
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
