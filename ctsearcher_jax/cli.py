@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "validate-data": "validate_data",
     "visualize": "visualize",
     "baselines": "baselines",
+    "convert-monai": "convert_monai",
     "extract": "extract",
     "evaluate": "evaluate",
     "train": "train",
