@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                               "SLURM/TPU auto-detection)")
     parser.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
     parser.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="always call jax.distributed.initialize() and let JAX detect the "
+                             "cluster (TPU pods, clusters the automatic check does not know)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         config_path = resolved
     config = load(config_path, args.overrides)
     maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
-                     process_id=args.process_id)
+                     process_id=args.process_id, force=args.distributed)
 
     import jax
 

@@ -6,7 +6,9 @@ Detected launches:
   * SLURM with more than one task (`SLURM_NTASKS > 1`): JAX reads the coordinator, process count
     and id from the SLURM variables itself;
   * a multi-host TPU slice (`TPU_WORKER_HOSTNAMES` lists several hosts, or a Megascale
-    coordinator is set): JAX reads the TPU metadata itself.
+    coordinator is set): JAX reads the TPU metadata itself;
+  * `--distributed` (force): call `jax.distributed.initialize()` and let JAX detect the cluster
+    (what scripts/train_tpu_pod.sh passes, whatever the environment of the ssh session holds).
 Otherwise it does nothing (one process sees all local devices). On CPU the cross-process
 collectives use gloo.
 """
@@ -34,13 +36,15 @@ def detect_launcher(env: Mapping[str, str] | None = None) -> str | None:
 
 
 def maybe_initialize(*, coordinator: str | None = None, num_processes: int | None = None,
-                     process_id: int | None = None,
+                     process_id: int | None = None, force: bool = False,
                      env: Mapping[str, str] | None = None) -> str | None:
     """Initialise jax.distributed if the launch is multi-process; return how it was launched."""
     explicit = [coordinator is not None, num_processes is not None, process_id is not None]
     if any(explicit) and not all(explicit):
         raise ConfigError("--coordinator, --num-processes and --process-id must be given together")
     launcher = "flags" if all(explicit) else detect_launcher(env)
+    if launcher is None and force:
+        launcher = "auto"
     if launcher is None:
         return None
     import jax
