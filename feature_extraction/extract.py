@@ -296,8 +296,13 @@ class ExtractSummary:
                f"{self.windows} windows in {self.encode_seconds:.1f} s = "
                f"{self.windows_per_second:.2f} windows/s (compile {self.compile_seconds:.1f} s, "
                f"total {self.seconds:.1f} s)"]
-        out += [f"FAILED {f}: {m}" for f, m in self.failed]
+        out += [f"FAILED {_with_file(f, m)}" for f, m in self.failed]
         return out
+
+
+def _with_file(file: str, message: str) -> str:
+    """`file: message`, unless the message already starts with the file name."""
+    return message if message.startswith(file) else f"{file}: {message}"
 
 
 def list_volumes(cts_dir: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -366,7 +371,7 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     summary = ExtractSummary(out_dir=str(out_dir))
     summary.failed.extend(bad if pidx == 0 else [])
     for f, m in summary.failed:
-        echo(f"{f}: {m}")
+        echo(_with_file(f, m))
 
     extractor = extractor or get_extractor(weights, config, seed=seed)
     if pcount == 1 and any(out_dir.glob(mf.PART_GLOB)):
@@ -392,7 +397,7 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                                   on_windows=on_windows if progress else None)
         except CTSearcherError as exc:
             summary.failed.append((str(path), str(exc)))
-            echo(f"{path}: {exc}")
+            echo(_with_file(str(path), str(exc)))
             continue
         except Exception as exc:  # an unexpected failure of one volume must not stop the batch
             msg = f"{type(exc).__name__}: {exc} (unexpected; rerun with --debug on this file)"
