@@ -255,13 +255,14 @@ def normalise(unnormalised: np.ndarray, screen: Sequence[float]) -> np.ndarray:
 
 def multimatch_batch(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
                      alignment: Alignment = "exact", screen: Sequence[float] = (512, 512, 512),
-                     return_paths: bool = False):
+                     return_paths: bool = False, chunk: int = 32):
     """MultiMatch of many (gt, pred) pairs, no padding applied (see `pad_like_original`).
 
     gt, pred: sequences of (n_i, D+1) float64 arrays, rows `[x, y, (z,) duration_s]`, D = 3 for
     3D (screen of 3 sizes) or 2 for 2D (screen of 2 sizes). Returns (B, 5) float64 similarities
     [vector, direction, length, position, duration]; rows with a scanpath shorter than 3
     fixations are NaN (as the original). With `return_paths`, also the list of (i, j) paths.
+    chunk: pairs per kernel call (bounds memory); results do not depend on it.
     """
     if len(gt) != len(pred):
         raise ValueError(f"multimatch_batch: {len(gt)} ground-truth vs {len(pred)} predicted scanpaths")
@@ -278,9 +279,23 @@ def multimatch_batch(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
     paths: list = [None] * n
     if not ok:
         return (out, paths) if return_paths else out
-    nb = pad_batch(len(ok))
-    fill = [ok[0]] * (nb - len(ok))  # batch padding repeats a real pair (results discarded)
-    sel = ok + fill
+    # Chunks sorted by size bound the memory of the dp choice tables and share little padding.
+    order = sorted(ok, key=lambda b: max(len(gt[b]), len(pred[b])))
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        med, pi, pj, pv = _align_and_measure(gt, pred, part, alignment, ndim)
+        out[part] = normalise(med[:len(part)], screen)
+        if return_paths:
+            for row, b in enumerate(part):
+                keep = pv[row]
+                paths[b] = (pi[row][keep], pj[row][keep])
+    return (out, paths) if return_paths else out
+
+
+def _align_and_measure(gt, pred, part, alignment, ndim):
+    """Medians (B, 5) and paths for the pairs `part` (all >= 3 fixations), one padded batch."""
+    nb = pad_batch(len(part))
+    sel = part + [part[0]] * (nb - len(part))  # batch padding repeats a real pair (discarded)
     fg, lg = pad_sequences([gt[b] for b in sel], bucket(max(len(gt[b]) for b in sel)))
     fp, lp = pad_sequences([pred[b] for b in sel], bucket(max(len(pred[b]) for b in sel)))
     pmax = fg.shape[1] + fp.shape[1] - 3
@@ -295,19 +310,13 @@ def multimatch_batch(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
             pi = np.zeros((nb, pmax), np.int64)
             pj = np.zeros((nb, pmax), np.int64)
             pv = np.zeros((nb, pmax), bool)
-            for row, b in enumerate(ok):
+            for row, b in enumerate(part):
                 ci, cj = dijkstra_path(saccade_matrix(gt[b][:, :ndim], pred[b][:, :ndim]))
                 pi[row, :len(ci)], pj[row, :len(cj)], pv[row, :len(ci)] = ci, cj, True
-            pi[len(ok):], pj[len(ok):], pv[len(ok):] = pi[0], pj[0], pv[0]
+            pi[len(part):], pj[len(part):], pv[len(part):] = pi[0], pj[0], pv[0]
         med = np.asarray(_stats_batch(jnp.asarray(fg), jnp.asarray(fp), jnp.asarray(pi),
                                       jnp.asarray(pj), jnp.asarray(pv)))
-    out[ok] = normalise(med[:len(ok)], screen)
-    if return_paths:
-        for row, b in enumerate(ok):
-            keep = pv[row]
-            paths[b] = (pi[row][keep], pj[row][keep])
-        return out, paths
-    return out
+    return med, pi, pj, pv
 
 
 def multimatch(gt: np.ndarray, pred: np.ndarray, alignment: Alignment = "exact",

@@ -19,9 +19,13 @@ Pipeline for one pair (as `src/utils/evaltools/scanmatch3d.py` of CT-ScanGaze co
 Original quirks kept: two empty symbol sequences (every fixation shorter than half a temporal
 bin) give `0 / 0 = NaN`, as the original does; one empty sequence gives 0.
 
-The batched kernel runs the DP over anti-diagonals (`lax.scan`, one step per diagonal, vector
-over rows), vmapped over pairs; cells beyond a pair's lengths are masked, so a pair's score does
-not depend on the other pairs in the batch.
+The batched kernel runs the DP over anti-diagonals (`lax.fori_loop` with a per-pair trip count,
+one step per diagonal, vector over rows), vmapped over pairs; cells beyond a pair's lengths are
+masked, so a pair's score does not depend on the other pairs in the batch.
+
+Cost: with durations, the sequences are the fixations expanded by their repeat counts (a 0.3 s
+fixation is 12 symbols), so a pair of 250-fixation scanpaths is a ~3000 x 3000 DP; this is the
+dominant cost of an evaluation (see `scripts/bench_metrics.py`). The DP is exact, in float64.
 """
 
 from __future__ import annotations
@@ -145,8 +149,12 @@ def _nw_max_one(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array,
         best = jnp.maximum(best, jnp.max(f))
         return (f, f1, best), None
 
+    def body(d, carry):
+        return step(carry, d)[0]
+
     init = (jnp.full((rows,), neg), jnp.full((rows,), neg), neg)
-    (_, _, best), _ = jax.lax.scan(step, init, jnp.arange(a.shape[0] + b.shape[0] + 1))
+    # Dynamic trip count: a pair stops at its own last diagonal, whatever the padded lengths.
+    _, _, best = jax.lax.fori_loop(0, la + lb + 1, body, init)
     return best
 
 
@@ -155,13 +163,20 @@ def _nw_max_batch(a, la, b, lb, sub_flat, gap, k):
     return jax.vmap(_nw_max_one, in_axes=(0, 0, 0, 0, None, None, None))(a, la, b, lb, sub_flat, k, gap)
 
 
+def default_chunk() -> int:
+    """Pairs per kernel call: small on CPU (the anti-diagonals of 1-2 pairs stay in cache; measured
+    fastest on a 2-core CPU), large on accelerators (parallel lanes)."""
+    return 2 if jax.default_backend() == "cpu" else 64
+
+
 def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
-                 params: ScanMatchParams, chunk: int = 8) -> np.ndarray:
+                 params: ScanMatchParams, chunk: int | None = None) -> np.ndarray:
     """max(F) of the Needleman-Wunsch matrix for many symbol-sequence pairs: (B,) float64.
 
-    Pairs are sorted by size and run in chunks of `chunk`, each padded to its own bucketed
-    lengths: long and short pairs do not share padding, and small chunks stay in cache.
+    Pairs are sorted by size and run in chunks of `chunk` (default `default_chunk()`), each
+    padded to its own bucketed lengths: long and short pairs do not share padding.
     """
+    chunk = default_chunk() if chunk is None else int(chunk)
     n = len(seq_a)
     out = np.zeros((n,), np.float64)
     if n == 0:
@@ -185,18 +200,19 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
 
 
 def scanmatch_batch(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
-                    params: ScanMatchParams = WITH_DURATION) -> np.ndarray:
+                    params: ScanMatchParams = WITH_DURATION, chunk: int | None = None) -> np.ndarray:
     """ScanMatch scores of many (gt, pred) pairs.
 
     gt, pred: sequences of (n_i, 4) float64 `[x, y, z, duration_seconds]` arrays (ground truth is
     the first sequence of the alignment, as in the original evaluation).
     Returns (B,) float64 in [.., 1]; NaN where both symbol sequences are empty (as the original).
+    chunk: pairs per kernel call (see `nw_max_batch`); results do not depend on it.
     """
     if len(gt) != len(pred):
         raise ValueError(f"scanmatch_batch: {len(gt)} ground-truth vs {len(pred)} predicted scanpaths")
     sa = [fixations_to_symbols(g, params) for g in gt]
     sb = [fixations_to_symbols(p, params) for p in pred]
-    max_f = nw_max_batch(sa, sb, params)
+    max_f = nw_max_batch(sa, sb, params, chunk)
     max_sub = float(np.max(substitution_matrix(params.bins, params.threshold)))
     scale = np.array([max_sub * max(len(x), len(y)) for x, y in zip(sa, sb)], dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
