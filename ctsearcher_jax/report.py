@@ -73,37 +73,35 @@ def read_evaluations(directory: Path) -> dict[str, dict[str, Any]]:
 
 
 def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path | None:
-    """Training (and eval) curves, one panel per logged quantity; None when nothing was logged."""
+    """Training and eval curves, one panel per quantity (train and eval of the same loss share
+    a panel; a few eval metrics follow); None when nothing was logged."""
     from matplotlib.figure import Figure
 
     from ctsearcher_jax.io import atomic_write
 
-    panels = []
-    for key in CURVE_KEYS:
-        for split in ("train", "eval"):
-            pts = [(r["step"], r[key]) for r in rows if r.get("split", "train") == split
-                   and isinstance(r.get(key), (int, float))]
-            if pts:
-                panels.append((key, split, pts))
-    evals = sorted({k for r in rows if r.get("split") == "eval" for k in r
-                    if k not in ("step", "split") and k not in CURVE_KEYS})
-    for key in evals[:4]:
-        pts = [(r["step"], r[key]) for r in rows if r.get("split") == "eval"
-               and isinstance(r.get(key), (int, float))]
-        if pts:
-            panels.append((key, "eval", pts))
-    if not panels:
+    series: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for r in rows:
+        split = r.get("split", "train")
+        for k, v in r.items():
+            if k in ("step", "split") or not isinstance(v, (int, float)):
+                continue
+            name = k[len("eval_"):] if split == "eval" and k.startswith("eval_") else k
+            series.setdefault(name, {}).setdefault(split, []).append((r["step"], v))
+    names = [k for k in CURVE_KEYS if k in series]
+    names += [k for k in ("scanmatch_with_duration", "multimatch_mean", "sed") if k in series]
+    if not names:
         return None
-    names = list(dict.fromkeys(p[0] for p in panels))
-    fig = Figure(figsize=(3.2 * len(names), 2.8), dpi=100)
+    cols = min(4, len(names))
+    nrows = -(-len(names) // cols)
+    fig = Figure(figsize=(3.4 * cols, 2.6 * nrows), dpi=100)
     for i, name in enumerate(names):
-        ax = fig.add_subplot(1, len(names), i + 1)
-        for key, split, pts in panels:
-            if key == name:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, ms=3, label=split)
-        ax.set_title(name)
-        ax.set_xlabel("step")
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        for split, pts in series[name].items():
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, ms=3, label=split)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()

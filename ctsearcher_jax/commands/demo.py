@@ -1,48 +1,108 @@
 """`ctsearcher demo`: the whole pipeline on the embedded synthetic dataset, on a CPU.
 
-Every stage listed here is real; a stage joins the list when its module exists.
+Each stage is the real command, run in this process (so compiled functions are shared) and
+printed as the command line a user would type:
+
+  synth -> validate-data -> extract (a small random-initialised Swin UNETR, labelled so)
+  -> train (configs/tiny.yaml) -> predict (test split) -> baselines -> evaluate -> report
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
-HELP = "run the pipeline on a small synthetic dataset and print where everything is"
+HELP = "run the whole pipeline on a small synthetic dataset and print where everything is"
+
+BASELINES = ("uniform", "centre", "drilling", "human")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    parser.add_argument("--cts", type=int, default=4, help="synthetic CTs (default 4)")
+    parser.add_argument("--cts", type=int, default=8, help="synthetic CTs (default 8)")
     parser.add_argument("--readers", type=int, default=2, help="readers per CT (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
+    parser.add_argument("--shape", type=int, nargs=3, default=(64, 64, 48), metavar=("I", "J", "K"),
+                        help="voxels per synthetic volume (default 64 64 48)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data, model and sampling")
+    parser.add_argument("--config", default=None,
+                        help="model/training config (default: configs/tiny.yaml of this checkout)")
     parser.add_argument("--force", action="store_true", help="replace an existing demo run directory")
 
 
+def default_config() -> Path:
+    """configs/tiny.yaml next to the package (an editable install or a source checkout)."""
+    import ctsearcher_jax
+
+    return Path(ctsearcher_jax.__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
 def run(args: argparse.Namespace) -> int:
-    from ctsearcher_jax.data.inspect import validate_dataset
-    from ctsearcher_jax.data.synthetic import synthesize
-    from ctsearcher_jax.errors import DataError
+    from ctsearcher_jax import cli
+    from ctsearcher_jax.errors import ConfigError, DataError
 
     out = Path(args.out)
-    data_dir = out / "data"
-    if data_dir.exists() and any(data_dir.iterdir()) and not args.force:
-        raise DataError(f"{data_dir} already exists; pass --force to replace the demo run or "
-                        f"choose another --out")
+    data, features, workdir = out / "data", out / "features", out / "run"
+    config = Path(args.config) if args.config else default_config()
+    if not config.is_file():
+        raise ConfigError(f"{config} does not exist; pass --config configs/tiny.yaml from a checkout")
+    if out.exists() and any(out.iterdir()):
+        if not args.force:
+            raise DataError(f"{out} already exists; pass --force to replace the demo run or choose "
+                            f"another --out")
+        import shutil
+
+        shutil.rmtree(out)
+    seed = str(args.seed)
+    common = ["--set", f"data.data_dir={data}", "--set", f"data.feature_dir={features}"]
+    stages: list[tuple[str, list[str]]] = [
+        ("synthesise a CT-ScanGaze-format dataset",
+         ["synth", "--out", str(data), "--cts", str(args.cts), "--readers", str(args.readers),
+          "--seed", seed, "--shape", *map(str, args.shape), "--min-fixations", "20",
+          "--max-fixations", "60"]),
+        ("validate it", ["validate-data", str(data)]),
+        ("extract Swin UNETR features (random-initialised encoder: no pretrained weights ship "
+         "with the demo)",
+         ["extract", "--cts", str(data / "cts"), "--weights", "random", "--out", str(features),
+          "--config", str(config), "--seed", seed, "--no-progress"]),
+        ("train CT-Searcher (tiny config)",
+         ["train", "--config", str(config), "--workdir", str(workdir), *common,
+          "--set", f"train.epochs={args.epochs}", "--set", f"train.seed={seed}"]),
+        ("predict scanpaths for the test CTs (one per reader)",
+         ["predict", "--data", str(data), "--split", "test", "--checkpoint", str(workdir),
+          "--features", str(features), "--out", str(workdir / "predictions"), "--seed", seed,
+          "--figures", "2"]),
+        ("baselines for the same CTs",
+         ["baselines", "--data", str(data), "--out", str(workdir / "baselines"), "--split", "test",
+          "--seed", seed, "--baseline", *BASELINES]),
+        ("score the model", _evaluate(workdir / "predictions" / "predictions.json", data,
+                                      workdir / "evaluation" / "model.json")),
+    ]
+    for name in BASELINES:
+        stages.append((f"score the {name} baseline",
+                       _evaluate(workdir / "baselines" / f"{name}.json", data,
+                                 workdir / "evaluation" / f"{name}.json")))
+    stages.append(("write the report", ["report", "--workdir", str(workdir),
+                                        "--title", "ctsearcher demo (synthetic data)"]))
+
     t0 = time.perf_counter()
-    print(f"[1/2] synth: {args.cts} CTs x {args.readers} readers -> {data_dir}")
-    synthesize(data_dir, num_cts=args.cts, num_readers=args.readers, seed=args.seed,
-               force=args.force)
-    print("[2/2] validate-data")
-    report = validate_dataset(data_dir)
-    for line in report.summary_lines():
-        print(f"      {line}")
-    if not report.ok:
-        for p in report.problems:
-            print(f"      problem: {p}")
-        raise DataError(f"{data_dir}: the synthetic dataset failed validation (a bug: please report)")
-    print(f"\ndemo finished in {time.perf_counter() - t0:.1f} s")
-    print(f"  dataset: {report.json_path}")
-    print(f"  volumes: {data_dir / 'cts'}")
+    for i, (what, argv) in enumerate(stages, 1):
+        print(f"\n[{i}/{len(stages)}] {what}\n$ ctsearcher {shlex.join(argv)}", flush=True)
+        t = time.perf_counter()
+        rc = cli.main(argv)
+        if rc != 0:
+            raise DataError(f"demo stage {i} (`ctsearcher {argv[0]}`) exited with {rc}; see above")
+        print(f"    ({time.perf_counter() - t:.1f} s)", flush=True)
+    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s")
+    print(f"  dataset:     {data}")
+    print(f"  features:    {features}")
+    print(f"  run:         {workdir}  (tensorboard --logdir {workdir / 'tb'})")
+    print(f"  predictions: {workdir / 'predictions' / 'predictions.json'}")
+    print(f"  report:      {workdir / 'report' / 'report.html'}")
     return 0
+
+
+def _evaluate(pred: Path, data: Path, out: Path) -> list[str]:
+    return ["evaluate", "--pred", str(pred), "--gt", str(data), "--split", "test", "--out", str(out)]
