@@ -25,6 +25,7 @@ import datetime as _dt
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -185,26 +186,47 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _extract_one(path: Path, out_dir: Path, extractor: Extractor, known: dict[str, Any],
-                 own: dict[str, Any], manifest_file: Path, *, force: bool,
-                 on_windows: Callable[[int, int], None] | None = None) -> VolumeResult:
-    """Extract `path` unless `known` (every manifest entry) already has it unchanged.
+@dataclasses.dataclass
+class _Prepared:
+    """A volume read from disk (or found up to date), ready for the encoder."""
 
-    The new entry is added to `own` (this process's entries), which is written to `manifest_file`.
+    path: Path
+    name: str
+    size: int
+    digest: str
+    skip_entry: dict[str, Any] | None = None
+    volume: Any = None
+
+
+def _prepare(path: Path, out_dir: Path, extractor: Extractor, known: dict[str, Any],
+             force: bool) -> _Prepared:
+    """Hash `path`; load and scale it unless `known` (every manifest entry) already has it unchanged.
+
+    Runs in a background thread for the next volume while the current one is encoded (hashing
+    and gzip decompression release the GIL), so the accelerator does not wait for the disk.
     """
     config = extractor.config
     name = volume_name(path)
-    settings = _settings(config, extractor.weights)
     try:
         size = path.stat().st_size
         digest = mf.file_sha256(path)
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
+    settings = _settings(config, extractor.weights)
     if not force and mf.entry_is_current(known.get(name), source_sha256=digest, settings=settings,
                                          weights_sha256=extractor.weights["sha256"], out_dir=out_dir):
-        return VolumeResult(name=name, source=str(path), skipped=True, entry=known[name])
-
+        return _Prepared(path, name, size, digest, skip_entry=known[name])
     volume = load_volume(path, hu_min=config.hu_min, hu_max=config.hu_max, canonical=config.canonical)
+    return _Prepared(path, name, size, digest, volume=volume)
+
+
+def _encode_and_write(prep: _Prepared, out_dir: Path, extractor: Extractor, own: dict[str, Any],
+                      manifest_file: Path,
+                      on_windows: Callable[[int, int], None] | None = None) -> VolumeResult:
+    """Encode a prepared volume, write its pair of arrays, then add its entry to `own` and write it."""
+    if prep.skip_entry is not None:
+        return VolumeResult(name=prep.name, source=str(prep.path), skipped=True, entry=prep.skip_entry)
+    config, path, volume = extractor.config, prep.path, prep.volume
     plan = plan_windows(volume.array.shape, config.roi, config.overlap)
     extractor.warmup()
     if on_windows is not None:
@@ -219,20 +241,21 @@ def _extract_one(path: Path, out_dir: Path, extractor: Extractor, known: dict[st
     if not (np.isfinite(dec4).all() and np.isfinite(hidden).all()):
         raise DataError(f"{path}: the encoder produced NaN/inf features (weights or dtype problem); "
                         "nothing written")
-    paths = output_paths(out_dir, name)
+    paths = output_paths(out_dir, prep.name)
     _write_pair(paths, (dec4, hidden))
     entry = {
-        "source": str(path.resolve()), "source_size": size, "source_sha256": digest,
+        "source": str(path.resolve()), "source_size": prep.size, "source_sha256": prep.digest,
         "volume_shape": list(plan.shape), "padded_shape": list(plan.padded_shape),
         "grid_shape": list(plan.grid_shape), "spacing": list(volume.spacing),
         "channels": int(dec4.shape[0]), "windows": plan.num_windows,
-        "weights": dict(extractor.weights), "settings": settings, "dtype": "float32",
+        "weights": dict(extractor.weights), "settings": _settings(config, extractor.weights),
+        "dtype": "float32",
         "outputs": {"dec4": paths[0].name, "hidden_states_out_4": paths[1].name},
         "created": _now(),
     }
-    own[name] = entry
+    own[prep.name] = entry
     mf.write_manifest(manifest_file, own)
-    return VolumeResult(name=name, source=str(path), skipped=False, windows=plan.num_windows,
+    return VolumeResult(name=prep.name, source=str(path), skipped=False, windows=plan.num_windows,
                         seconds=seconds, entry=entry)
 
 
@@ -256,7 +279,8 @@ def extract_volume(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     if any(out_dir.glob(mf.PART_GLOB)):
         mf.merge_parts(out_dir)  # leftovers of a multi-process run
     manifest = mf.read_manifest(out_dir)
-    return _extract_one(path, out_dir, extractor, manifest, manifest, manifest_file, force=force)
+    prep = _prepare(path, out_dir, extractor, manifest, force)
+    return _encode_and_write(prep, out_dir, extractor, manifest, manifest_file)
 
 
 # ----------------------------------------------------------------------------- a directory
@@ -389,27 +413,37 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         else:
             win_bar.update(n)
 
-    for path in vol_bar:
-        vol_bar.set_postfix_str(path.name)
-        # Skip decisions see every process's entries; this process writes only its own file.
-        try:
-            result = _extract_one(path, out_dir, extractor, known, own, manifest_file, force=force,
-                                  on_windows=on_windows if progress else None)
-        except CTSearcherError as exc:
-            summary.failed.append((str(path), str(exc)))
-            echo(_with_file(str(path), str(exc)))
-            continue
-        except Exception as exc:  # an unexpected failure of one volume must not stop the batch
-            msg = f"{type(exc).__name__}: {exc} (unexpected; rerun with --debug on this file)"
-            summary.failed.append((str(path), msg))
-            echo(f"{path}: {msg}")
-            continue
-        if result.skipped:
-            summary.skipped.append(result.name)
-        else:
-            summary.processed.append(result.name)
-            summary.windows += result.windows
-            summary.encode_seconds += result.seconds
+    # One background thread reads the next volume while this one is encoded.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-prefetch")
+    pending = {0: pool.submit(_prepare, files[0], out_dir, extractor, known, force)} if files else {}
+    try:
+        for i, path in enumerate(vol_bar):
+            vol_bar.set_postfix_str(path.name)
+            if i + 1 < len(files):
+                pending[i + 1] = pool.submit(_prepare, files[i + 1], out_dir, extractor, known, force)
+            try:
+                prep = pending.pop(i).result()
+                result = _encode_and_write(prep, out_dir, extractor, own, manifest_file,
+                                           on_windows=on_windows if progress else None)
+            except CTSearcherError as exc:
+                summary.failed.append((str(path), str(exc)))
+                echo(_with_file(str(path), str(exc)))
+                continue
+            except Exception as exc:  # an unexpected failure of one volume must not stop the batch
+                msg = f"{type(exc).__name__}: {exc} (unexpected; rerun with --debug on this file)"
+                summary.failed.append((str(path), msg))
+                echo(_with_file(str(path), msg))
+                continue
+            if result.skipped:
+                summary.skipped.append(result.name)
+            else:
+                summary.processed.append(result.name)
+                summary.windows += result.windows
+                summary.encode_seconds += result.seconds
+    finally:
+        for future in pending.values():
+            future.cancel()
+        pool.shutdown(wait=True)
     win_bar.close()
     vol_bar.close()
     if pcount > 1:

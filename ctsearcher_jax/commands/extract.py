@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of --weights random")
     parser.add_argument("--force", action="store_true", help="re-extract volumes already up to date")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host without SLURM/TPU "
+                                              "auto-detection); each process takes its share of CTs")
+    parser.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
+    parser.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{exc} (from the command-line flags)") from None
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be >= 1")
+
+    from ctsearcher_jax.train.distributed import maybe_initialize
+
+    maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
+                     process_id=args.process_id)
 
     from feature_extraction.extract import extract_directory
 
