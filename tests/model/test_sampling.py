@@ -87,9 +87,11 @@ def test_statistics_match_softmax():
 def test_legacy_duration_sampling_scales_by_sigma2():
     logits, mu, log_sigma2 = _logits_case()
     key = jax.random.key(3)
-    new = draw_from_outputs(logits, mu, log_sigma2, key, grid=(1, 2, 2), num_samples=3, min_length=6)
-    old = draw_from_outputs(logits, mu, log_sigma2, key, grid=(1, 2, 2), num_samples=3, min_length=6,
-                            legacy_duration_sampling=True)
+    draw = jax.jit(lambda legacy: draw_from_outputs(logits, mu, log_sigma2, key, grid=(1, 2, 2),
+                                                    num_samples=3, min_length=6,
+                                                    legacy_duration_sampling=legacy),
+                   static_argnums=0)
+    new, old = draw(False), draw(True)
     # same eps: (log t - mu) / sigma == (log t_legacy - mu) / sigma2
     sigma2 = np.exp(np.asarray(log_sigma2))[:, None]
     eps_new = (np.log(np.asarray(new.durations)) - np.asarray(mu)[:, None]) / np.sqrt(sigma2)
