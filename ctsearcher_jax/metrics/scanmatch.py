@@ -158,6 +158,42 @@ def _nw_max_one(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array,
     return best
 
 
+def _nw_last_gap0_one(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array,
+                      sub_flat: jax.Array, k: int) -> jax.Array:
+    """F[la, lb] of one padded pair with gap 0 (then F is monotone, so this is max(F)).
+
+    Same recurrence as `_nw_max_one` without the masks: cells beyond a pair's lengths are never
+    read by cells inside them, and the loop stops at the pair's own last diagonal. The symbols
+    of b along a diagonal are a contiguous slice of b reversed (no gather).
+    """
+    rows = a.shape[0] + 1
+    i = jnp.arange(rows)
+    a_prev = jnp.concatenate([a[:1], a])
+    row_base = a_prev * k
+    # brev_pad[rows + t] = b[Lb - 1 - t], so b[d - i - 1] = brev_pad[rows + Lb - d + i].
+    brev_pad = jnp.concatenate([jnp.zeros((rows,), b.dtype), b[::-1], jnp.zeros((rows,), b.dtype)])
+    zero = jnp.zeros((), sub_flat.dtype)
+
+    def body(d, carry):
+        f1, f2 = carry
+        bj = jax.lax.dynamic_slice(brev_pad, (rows + b.shape[0] - d,), (rows,))
+        s = sub_flat[row_base + bj]
+        up = jnp.concatenate([f1[:1], f1[:-1]])
+        diag = jnp.concatenate([f2[:1], f2[:-1]])
+        f = jnp.maximum(jnp.maximum(diag + s, up), f1)
+        f = jnp.where((i == 0) | (i >= d), zero, f)  # borders F[0, j] = F[i, 0] = 0 (and j < 0)
+        return f, f1
+
+    init = (jnp.zeros((rows,), sub_flat.dtype), jnp.zeros((rows,), sub_flat.dtype))
+    f, _ = jax.lax.fori_loop(0, la + lb + 1, body, init)
+    return f[la]
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _nw_last_gap0_batch(a, la, b, lb, sub_flat, k):
+    return jax.vmap(_nw_last_gap0_one, in_axes=(0, 0, 0, 0, None, None))(a, la, b, lb, sub_flat, k)
+
+
 @functools.partial(jax.jit, static_argnames=("k",))
 def _nw_max_batch(a, la, b, lb, sub_flat, gap, k):
     return jax.vmap(_nw_max_one, in_axes=(0, 0, 0, 0, None, None, None))(a, la, b, lb, sub_flat, k, gap)
@@ -177,6 +213,11 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
     padded to its own bucketed lengths: long and short pairs do not share padding.
     """
     chunk = default_chunk() if chunk is None else int(chunk)
+    # NW with a symmetric substitution matrix is symmetric in its arguments (F(B, A) = F(A, B)^T),
+    # so the shorter sequence goes on the rows: the diagonals (the vector width) are shorter.
+    swapped = [(b, a) if len(b) < len(a) else (a, b) for a, b in zip(seq_a, seq_b)]
+    seq_a = [x for x, _ in swapped]
+    seq_b = [y for _, y in swapped]
     n = len(seq_a)
     out = np.zeros((n,), np.float64)
     if n == 0:
@@ -193,8 +234,11 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
             cb = [seq_b[i] for i in idx] + [np.zeros(0, np.int32)] * (nb - len(idx))
             a, la = pad_sequences(ca, bucket(max(len(s) for s in ca)), dtype=np.int32)
             b, lb = pad_sequences(cb, bucket(max(len(s) for s in cb)), dtype=np.int32)
-            res = _nw_max_batch(jnp.asarray(a), jnp.asarray(la), jnp.asarray(b), jnp.asarray(lb),
-                                sub_j, gap, k=params.num_symbols)
+            args = (jnp.asarray(a), jnp.asarray(la), jnp.asarray(b), jnp.asarray(lb), sub_j)
+            if params.gap == 0:  # the paper's setting: the cheaper unmasked kernel
+                res = _nw_last_gap0_batch(*args, k=params.num_symbols)
+            else:
+                res = _nw_max_batch(*args, gap, k=params.num_symbols)
             out[idx] = np.asarray(res, dtype=np.float64)[:len(idx)]
     return out
 

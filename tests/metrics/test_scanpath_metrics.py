@@ -227,3 +227,27 @@ def test_multimatch_2d_equals_multimatch_gaze():
         preds.append(b)
     got = mm.multimatch_batch(gts, preds, "exact", screen=(1280, 720))
     np.testing.assert_allclose(got, np.asarray(refs, float), rtol=0, atol=1e-9)
+
+
+def _nw_reference(a, b, sub, gap):
+    """The original's fill (init F[i, 0] = gap*(i+1), F[0, j] = gap*(j+1)), written out."""
+    f = np.zeros((len(a) + 1, len(b) + 1))
+    f[:, 0] = gap * (np.arange(len(a) + 1) + 1)
+    f[0, :] = gap * (np.arange(len(b) + 1) + 1)
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            f[i, j] = max(f[i - 1, j - 1] + sub[a[i - 1], b[j - 1]], f[i - 1, j] + gap, f[i, j - 1] + gap)
+    return f.max()
+
+
+@pytest.mark.parametrize("gap", [0.0, -0.5, 0.25])
+def test_needleman_wunsch_kernels_equal_the_written_out_dp(gap):
+    rng = np.random.default_rng(11)
+    params = sm.ScanMatchParams(gap=gap)
+    sub = sm.substitution_matrix(params.bins, params.threshold)
+    seqs = [(rng.integers(0, 192, rng.integers(0, 30)).astype(np.int32),
+             rng.integers(0, 192, rng.integers(0, 30)).astype(np.int32)) for _ in range(6)]
+    seqs.append((np.zeros(0, np.int32), np.array([3, 4], np.int32)))
+    got = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, chunk=4)
+    ref = [_nw_reference(a, b, sub, gap) for a, b in seqs]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
