@@ -73,8 +73,6 @@ def build_pairs(gt_items: list, pred_scanpaths: list, protocol: str, pred_source
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ctsearcher_jax.data.schema import find_dataset_json, group_by_ct, load_records
     from ctsearcher_jax.errors import DataError
     from ctsearcher_jax.io import atomic_write_json
@@ -143,7 +141,6 @@ def run(args: argparse.Namespace) -> int:
         }
         atomic_write_json(args.out, report)
         print(f"wrote {args.out}", file=sys.stderr)
-    del np
     return 0
 
 

@@ -137,3 +137,17 @@ def test_registry_directions():
     assert metrics_of(["sed"]) == ["sed"]
     with pytest.raises(KeyError):
         metrics_of(["nope"])
+
+
+def test_metrics_import_no_model_code_and_keep_x64_scoped():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, jax.numpy as jnp\n"
+            "from ctsearcher_jax.metrics import protocol\n"
+            "g = [np.array([[1., 2., 3., .2], [40., 50., 60., .3], [9., 9., 9., .1]])]\n"
+            "protocol.score_pairs(g, g, ['sed', 'multimatch'])\n"
+            "assert not [m for m in sys.modules if m.startswith('ctsearcher_jax.model')]\n"
+            "assert jnp.zeros(1).dtype == jnp.float32\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
