@@ -59,8 +59,13 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights only" not in str(exc).lower():
+            raise WeightsError(f"{path}: unreadable PyTorch checkpoint ({first[:200]}); the file may "
+                               "be truncated: download it again") from exc
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "Unpickler error" in ln), first)
+        detail = detail.split(". Please")[0]  # not torch's advice to allowlist the global
         raise WeightsError(f"{path}: refused to load: the pickle holds objects or code that a plain "
-                           f"tensor checkpoint does not ({first[:200]}); nothing was executed. "
+                           f"tensor checkpoint does not ({detail[:200]}); nothing was executed. "
                            "Re-save it as a state dict (torch.save(model.state_dict(), ...))") from exc
     except Exception as exc:  # torch raises RuntimeError/EOFError/zipfile errors for damaged files
         raise WeightsError(f"{path}: unreadable PyTorch checkpoint ({type(exc).__name__}: "
