@@ -105,6 +105,10 @@ def build_extractor(weights: str | os.PathLike[str], config: ExtractConfig, *, s
         record = {"kind": "random", "seed": seed, "sha256": wts.params_sha256(flat)}
     else:
         path = Path(weights)
+        if path.suffix.lower() in (".pt", ".pth", ".ckpt"):
+            raise WeightsError(f"{path}: a PyTorch checkpoint; convert it first with `ctsearcher "
+                               f"convert-monai {path} --out {path.with_suffix('.safetensors')}` "
+                               "and pass the .safetensors file")
         model = wts.load_model(path, parts="encoder", dtype=config.dtype)
         cfg = model.config
         if cfg.feature_size != config.feature_size:

@@ -69,6 +69,7 @@ def original_extract(net, path):
     return (dec4 / count[0]).numpy(), (hid4 / count[0]).numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 def test_extraction_matches_original_procedure_with_monai(tmp_path):
     torch.manual_seed(0)

@@ -218,3 +218,13 @@ def test_cli_exit_codes(tmp_path, extractor, monkeypatch, capsys):
     assert cli.main(argv) == 2
     assert "no .nii/.nii.gz files" in capsys.readouterr().err
     assert cli.main(argv[:-1] + ["--overlap", "1.5"]) == 2
+
+
+def test_torch_checkpoint_or_missing_weights_refused(tmp_path):
+    from ctsearcher_jax.errors import WeightsError
+
+    (tmp_path / "model.pt").write_bytes(b"\x80\x04junk")
+    with pytest.raises(WeightsError, match="convert-monai"):
+        ex.build_extractor(tmp_path / "model.pt", ExtractConfig(feature_size=12))
+    with pytest.raises(WeightsError, match="no such weights file"):
+        ex.get_extractor(tmp_path / "missing.safetensors", ExtractConfig(feature_size=12))
