@@ -87,8 +87,8 @@ def build_extractor(weights: str | os.PathLike[str], config: ExtractConfig, *, s
 
     Args:
       weights: a converted weights file, or "random".
-      config: feature_size and merging_order apply to random weights (a file carries its own;
-        a different `config.feature_size` is refused); dtype, roi and batch apply to both.
+      config: feature_size and merging_order apply to random weights (a file carries its own,
+        which replace them); dtype, roi, batch and the rest apply to both.
       seed: initialisation seed of random weights.
     """
     from flax import nnx
@@ -111,10 +111,9 @@ def build_extractor(weights: str | os.PathLike[str], config: ExtractConfig, *, s
                                "and pass the .safetensors file")
         model = wts.load_model(path, parts="encoder", dtype=config.dtype)
         cfg = model.config
-        if cfg.feature_size != config.feature_size:
-            raise WeightsError(f"{path}: holds feature_size {cfg.feature_size} but the extraction "
-                               f"config asks for {config.feature_size}; pass --feature-size "
-                               f"{cfg.feature_size} (or set extract.feature_size)")
+        # The file decides the architecture; keep the config consistent with it.
+        config = dataclasses.replace(config, feature_size=cfg.feature_size,
+                                     merging_order=cfg.merging_order)
         record = {"kind": "file", "path": str(path.resolve()), "sha256": wts.file_sha256(path)}
     record.update(feature_size=cfg.feature_size, merging_order=cfg.merging_order)
 

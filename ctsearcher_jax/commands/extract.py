@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{exc} (from the command-line flags)") from None
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be >= 1")
+    if args.feature_size is not None and args.weights != "random":
+        _check_file_feature_size(args.weights, args.feature_size)
 
     from ctsearcher_jax.train.distributed import maybe_initialize
 
@@ -72,3 +74,21 @@ def run(args: argparse.Namespace) -> int:
         for line in summary.lines():
             print(line)
     return 0 if summary.ok else 1
+
+
+def _check_file_feature_size(path: str, wanted: int) -> None:
+    """Refuse an explicit --feature-size that contradicts the weights file (reads its header only)."""
+    import json
+
+    from ctsearcher_jax.errors import WeightsError
+
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="numpy") as f:
+            have = json.loads((f.metadata() or {})["config"])["feature_size"]
+    except Exception:
+        return  # unreadable: the weights loader reports it with the full reason
+    if have != wanted:
+        raise WeightsError(f"{path}: holds feature_size {have} but --feature-size is {wanted}; "
+                           "drop the flag (a weights file sets its own width)")

@@ -228,3 +228,19 @@ def test_torch_checkpoint_or_missing_weights_refused(tmp_path):
         ex.build_extractor(tmp_path / "model.pt", ExtractConfig(feature_size=12))
     with pytest.raises(WeightsError, match="no such weights file"):
         ex.get_extractor(tmp_path / "missing.safetensors", ExtractConfig(feature_size=12))
+
+
+def test_cli_refuses_feature_size_that_contradicts_the_weights_file(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from ctsearcher_jax import cli
+
+    weights = tmp_path / "w.safetensors"
+    save_file({"x": np.zeros(1, np.float32)}, str(weights),
+              metadata={"config": json.dumps({"feature_size": 24})})
+    write_ct(tmp_path / "cts" / "a.nii.gz", seed=1)
+    argv = ["extract", "--cts", str(tmp_path / "cts"), "--weights", str(weights), "--out",
+            str(tmp_path / "out"), "--feature-size", "12"]
+    assert cli.main(argv) == 2
+    assert "holds feature_size 24" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
