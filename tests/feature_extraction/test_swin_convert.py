@@ -229,3 +229,13 @@ def test_weights_file_of_another_kind(tmp_path):
     save_file({"a": np.zeros(2, np.float32)}, str(other))
     with pytest.raises(WeightsError, match="convert-monai"):
         load_weights(other)
+
+
+def test_encode_checks_layout_and_size(weights_file):
+    model = load_model(weights_file)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        model.encode(np.zeros((1, 48, 64, 64, 1), np.float32))
+    with pytest.raises(ValueError, match="from_torch_layout"):
+        model.encode(np.zeros((1, 1, 64, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="no decoder"):
+        model(np.zeros((1, 64, 64, 64, 1), np.float32))
