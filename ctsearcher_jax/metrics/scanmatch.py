@@ -98,6 +98,13 @@ def substitution_matrix(bins: tuple[int, int, int], threshold: float) -> np.ndar
     return np.abs(dist - max_d) - (max_d - threshold)
 
 
+def _score_constants(bins: tuple[int, int, int], threshold: float) -> np.ndarray:
+    """[max_d, max_d - threshold] as `substitution_matrix` computes them (max of sqrt = sqrt of max)."""
+    xb, yb, zb = bins
+    max_d = np.sqrt(np.float64((xb - 1) ** 2 + (yb - 1) ** 2 + (zb - 1) ** 2))
+    return np.array([max_d, max_d - threshold], dtype=np.float64)
+
+
 def fixations_to_symbols(fixations: np.ndarray, params: ScanMatchParams = WITH_DURATION) -> np.ndarray:
     """Symbol sequence of one scanpath.
 
@@ -159,39 +166,53 @@ def _nw_max_one(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array,
 
 
 def _nw_last_gap0_one(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array,
-                      sub_flat: jax.Array, k: int) -> jax.Array:
+                      consts: jax.Array, bins: tuple[int, int, int]) -> jax.Array:
     """F[la, lb] of one padded pair with gap 0 (then F is monotone, so this is max(F)).
 
     Same recurrence as `_nw_max_one` without the masks: cells beyond a pair's lengths are never
     read by cells inside them, and the loop stops at the pair's own last diagonal. The symbols
-    of b along a diagonal are a contiguous slice of b reversed (no gather).
+    of b along a diagonal are a contiguous slice of b reversed, and the substitution score is
+    computed from the bin coordinates instead of gathered from the table (a gather per cell is
+    the slowest part of the loop on CPU): `|sqrt(d2) - max_d| - (max_d - threshold)` with the
+    integer squared bin distance d2 -- the same float operations that build the table, so the
+    values are bit-identical (checked in the tests).
+    consts: (2,) float64 [max_d, max_d - threshold].
     """
+    xbins, _, zbins = bins  # bins are (x, y, z)
     rows = a.shape[0] + 1
     i = jnp.arange(rows)
     a_prev = jnp.concatenate([a[:1], a])
-    row_base = a_prev * k
     # brev_pad[rows + t] = b[Lb - 1 - t], so b[d - i - 1] = brev_pad[rows + Lb - d + i].
-    brev_pad = jnp.concatenate([jnp.zeros((rows,), b.dtype), b[::-1], jnp.zeros((rows,), b.dtype)])
-    zero = jnp.zeros((), sub_flat.dtype)
+    brev = jnp.concatenate([jnp.zeros((rows,), b.dtype), b[::-1], jnp.zeros((rows,), b.dtype)])
+
+    def coords(sym):
+        return sym // (xbins * zbins), (sym // zbins) % xbins, sym % zbins
+
+    ay, ax, az = coords(a_prev)
+    by, bx, bz = coords(brev)
+    max_d, offset = consts[0], consts[1]
+    zero = jnp.zeros((), consts.dtype)
 
     def body(d, carry):
-        f1, f2 = carry
-        bj = jax.lax.dynamic_slice(brev_pad, (rows + b.shape[0] - d,), (rows,))
-        s = sub_flat[row_base + bj]
-        up = jnp.concatenate([f1[:1], f1[:-1]])
-        diag = jnp.concatenate([f2[:1], f2[:-1]])
+        f1, diag = carry  # diagonal d-1, and diagonal d-2 already shifted to row i-1
+        start = rows + b.shape[0] - d
+        dy = ay - jax.lax.dynamic_slice(by, (start,), (rows,))
+        dx = ax - jax.lax.dynamic_slice(bx, (start,), (rows,))
+        dz = az - jax.lax.dynamic_slice(bz, (start,), (rows,))
+        s = jnp.abs(jnp.sqrt((dx * dx + dy * dy + dz * dz).astype(consts.dtype)) - max_d) - offset
+        up = jnp.concatenate([f1[:1], f1[:-1]])  # F[i-1, j]; next step's diagonal term
         f = jnp.maximum(jnp.maximum(diag + s, up), f1)
         f = jnp.where((i == 0) | (i >= d), zero, f)  # borders F[0, j] = F[i, 0] = 0 (and j < 0)
-        return f, f1
+        return f, up
 
-    init = (jnp.zeros((rows,), sub_flat.dtype), jnp.zeros((rows,), sub_flat.dtype))
+    init = (jnp.zeros((rows,), consts.dtype), jnp.zeros((rows,), consts.dtype))
     f, _ = jax.lax.fori_loop(0, la + lb + 1, body, init)
     return f[la]
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
-def _nw_last_gap0_batch(a, la, b, lb, sub_flat, k):
-    return jax.vmap(_nw_last_gap0_one, in_axes=(0, 0, 0, 0, None, None))(a, la, b, lb, sub_flat, k)
+@functools.partial(jax.jit, static_argnames=("bins",))
+def _nw_last_gap0_batch(a, la, b, lb, consts, bins):
+    return jax.vmap(_nw_last_gap0_one, in_axes=(0, 0, 0, 0, None, None))(a, la, b, lb, consts, bins)
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -227,6 +248,7 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
     with x64():
         sub_j = jnp.asarray(sub.ravel())
         gap = jnp.float64(params.gap)
+        consts = jnp.asarray(_score_constants(params.bins, params.threshold))
         for start in range(0, n, chunk):
             idx = order[start:start + chunk]
             nb = pad_batch(len(idx))
@@ -234,11 +256,11 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
             cb = [seq_b[i] for i in idx] + [np.zeros(0, np.int32)] * (nb - len(idx))
             a, la = pad_sequences(ca, bucket(max(len(s) for s in ca)), dtype=np.int32)
             b, lb = pad_sequences(cb, bucket(max(len(s) for s in cb)), dtype=np.int32)
-            args = (jnp.asarray(a), jnp.asarray(la), jnp.asarray(b), jnp.asarray(lb), sub_j)
+            args = (jnp.asarray(a), jnp.asarray(la), jnp.asarray(b), jnp.asarray(lb))
             if params.gap == 0:  # the paper's setting: the cheaper unmasked kernel
-                res = _nw_last_gap0_batch(*args, k=params.num_symbols)
+                res = _nw_last_gap0_batch(*args, consts, bins=params.bins)
             else:
-                res = _nw_max_batch(*args, gap, k=params.num_symbols)
+                res = _nw_max_batch(*args, sub_j, gap, k=params.num_symbols)
             out[idx] = np.asarray(res, dtype=np.float64)[:len(idx)]
     return out
 
