@@ -100,22 +100,23 @@ def grid_graph(m: np.ndarray) -> sp.csr_matrix:
     so this is exactly the CSR that `coo_matrix((w, (rows, cols))).tocsr()` gives the original.
     """
     r, c = m.shape
-    node = np.arange(r * c).reshape(r, c)
-    ii, jj = np.meshgrid(np.arange(r), np.arange(c), indexing="ij")
-    last_row, last_col = ii == r - 1, jj == c - 1
-    # Three candidate edges per node: right, down, diagonal (targets and weights).
-    targets = np.stack([node + 1, node + c, node + c + 1], axis=-1)
-    m_pad = np.pad(m, ((0, 1), (0, 1)))
-    weights = np.stack([m_pad[ii, jj + 1], m_pad[ii + 1, jj], m_pad[ii + 1, jj + 1]], axis=-1)
-    keep = np.stack([~last_col, ~last_row, ~last_row & ~last_col], axis=-1)
-    # Last node: a single self loop of weight 0.
-    targets[r - 1, c - 1, 0] = node[r - 1, c - 1]
-    weights[r - 1, c - 1, 0] = 0.0
-    keep[r - 1, c - 1, 0] = True
-    counts = keep.sum(-1).ravel()
+    m = np.asarray(m, dtype=np.float64)
+    # Rows 0..r-2: per node j < c-1 the targets (+1, +c, +c+1), then the last column's (+c).
+    j = np.arange(c - 1, dtype=np.int64)
+    pattern = np.concatenate([(j[:, None] + np.array([1, c, c + 1])).ravel(), [2 * c - 1]])
+    upper_idx = (np.arange(r - 1, dtype=np.int64) * c)[:, None] + pattern[None, :]
+    upper_w = np.concatenate(
+        [np.stack([m[:-1, 1:], m[1:, :-1], m[1:, 1:]], axis=-1).reshape(r - 1, 3 * (c - 1)),
+         m[1:, c - 1:]], axis=1)
+    # Last row: right moves, then the 0-weight self loop of the last node.
+    last = r * c - 1
+    lower_idx = np.concatenate([(r - 1) * c + j + 1, [last]])
+    lower_w = np.concatenate([m[r - 1, 1:], [0.0]])
+    indices = np.concatenate([upper_idx.ravel(), lower_idx]).astype(np.int32)
+    data = np.concatenate([upper_w.ravel(), lower_w])
+    counts = np.concatenate([np.tile(np.concatenate([np.full(c - 1, 3), [1]]), r - 1),
+                             np.ones(c, np.int64)])
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    indices = targets[keep].astype(np.int32)
-    data = weights[keep].astype(np.float64)
     return sp.csr_matrix((data, indices, indptr), shape=(r * c, r * c))
 
 
