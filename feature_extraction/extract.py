@@ -400,7 +400,8 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     for f, m in summary.failed:
         echo(_with_file(f, m))
 
-    extractor = extractor or get_extractor(weights, config, seed=seed)
+    if extractor is None and files:  # no encoder needed when this process has nothing to read
+        extractor = get_extractor(weights, config, seed=seed)
     if pcount == 1 and any(out_dir.glob(mf.PART_GLOB)):
         mf.merge_parts(out_dir)  # leftovers of a multi-process run
     manifest_file = mf.manifest_path(out_dir, pidx, pcount)
@@ -455,6 +456,6 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         multihost_utils.sync_global_devices("ctsearcher-extract-done")
         if pidx == 0:
             mf.merge_parts(out_dir)
-    summary.compile_seconds = extractor.compile_seconds
+    summary.compile_seconds = extractor.compile_seconds if extractor is not None else 0.0
     summary.seconds = time.perf_counter() - t_start
     return summary

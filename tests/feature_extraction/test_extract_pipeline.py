@@ -244,3 +244,16 @@ def test_cli_refuses_feature_size_that_contradicts_the_weights_file(tmp_path, ca
     assert cli.main(argv) == 2
     assert "holds feature_size 24" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_only_non_nifti_files_fail_without_loading_weights(tmp_path, monkeypatch):
+    (tmp_path / "cts").mkdir()
+    (tmp_path / "cts" / "scan.dcm").write_bytes(b"DICM")
+
+    def boom(*a, **k):
+        raise AssertionError("the encoder must not be built")
+
+    monkeypatch.setattr(ex, "get_extractor", boom)
+    s = ex.extract_directory(tmp_path / "cts", tmp_path / "out", "random", ExtractConfig(),
+                             progress=False, echo=lambda s: None)
+    assert not s.ok and Path(s.failed[0][0]).name == "scan.dcm" and s.processed == []
