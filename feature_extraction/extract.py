@@ -434,7 +434,7 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                 echo(_with_file(str(path), str(exc)))
                 continue
             except Exception as exc:  # an unexpected failure of one volume must not stop the batch
-                msg = f"{type(exc).__name__}: {exc} (unexpected; rerun with --debug on this file)"
+                msg = f"{type(exc).__name__}: {exc} (unexpected error: please report it)"
                 summary.failed.append((str(path), msg))
                 echo(_with_file(str(path), msg))
                 continue
