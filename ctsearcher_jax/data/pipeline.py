@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -170,9 +170,3 @@ def make_iterator(dataset, *, num_threads: int = 2, prefetch: int = 2):
 
     return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                           prefetch_buffer_size=prefetch)))
-
-
-def batch_spec(source: CTExampleSource, batch_size: int) -> dict[str, tuple[tuple[int, ...], Any]]:
-    """Global (shape, dtype) of each batch field (for building abstract inputs)."""
-    example = source[0]
-    return {k: ((batch_size,) + np.shape(v), np.asarray(v).dtype) for k, v in example.items()}

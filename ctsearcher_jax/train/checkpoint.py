@@ -78,6 +78,8 @@ def metric_higher_is_better(name: str) -> bool:
 
 @dataclasses.dataclass
 class Restored:
+    """A restored checkpoint: the train state pytree and its metadata."""
+
     state: Any
     meta: dict[str, Any]
 
@@ -175,16 +177,27 @@ class RunCheckpoints:
 
     def restore(self, step: int, abstract_state: Any, iterator: Any) -> Restored:
         """Restore `step` into arrays laid out like `abstract_state` (ShapeDtypeStructs with
-        shardings) and set `iterator` to the saved position."""
+        shardings) and set `iterator` to the saved position.
+
+        Resuming on a different number of processes (the saved iterator states are per process)
+        is exact too: the pipeline's order is a function of the global step alone, so each
+        process's iterator is set to `step` consumed local batches.
+        """
+        import jax
+
         ocp = self._ocp
+        own = (self.directory / str(step) / "data" /
+               f"process_{jax.process_index()}-of-{jax.process_count()}.json")
+        items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
+        if own.is_file():
+            items["data"] = self._grain.checkpoint.CheckpointRestore(iterator)
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=self._grain.checkpoint.CheckpointRestore(iterator),
-                meta=ocp.args.JsonRestore()))
+            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         except (ValueError, KeyError, FileNotFoundError) as exc:
             raise CheckpointError(f"checkpoint {self.directory / str(step)} cannot be restored "
                                   f"into this model: {exc}") from exc
+        if not own.is_file():
+            iterator.set_state({"next_index": step})
         return Restored(restored["state"], restored["meta"])
 
     def restore_state(self, step: int, abstract_state: Any) -> Any:
@@ -199,8 +212,3 @@ class RunCheckpoints:
 
     def close(self) -> None:
         self.manager.close()
-
-
-def resolved_config_dict(config: Config) -> dict[str, Any]:
-    """The config as stored in checkpoint metadata."""
-    return to_dict(config)

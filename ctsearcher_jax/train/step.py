@@ -25,7 +25,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -184,18 +183,3 @@ def make_eval_step(graphdef, train: TrainConfig):
                 "duration_sum": duration * md, "duration_total": md}
 
     return jax.jit(eval_step)
-
-
-def model_from_state(graphdef, rng_state, state: TrainState) -> CTSearcher:
-    """The model (dropout streams attached) held by a train state."""
-    model, _ = nnx.merge(graphdef, rng_state, state["nn"])
-    return model
-
-
-def to_host(tree: Any) -> Any:
-    """Fetch a pytree of (possibly multi-process) arrays as numpy on every process."""
-    from jax.experimental import multihost_utils
-
-    if jax.process_count() > 1:
-        tree = multihost_utils.process_allgather(tree, tiled=True)
-    return jax.tree.map(np.asarray, tree)

@@ -6,7 +6,6 @@ session's JAX. Usage: python step_probe.py DATASET_ROOT
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import sys

@@ -5,6 +5,7 @@ All give the same loss at every step and the same final parameters (within 1e-5)
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import numpy as np
@@ -57,4 +58,12 @@ def test_two_processes_two_devices_each_match_one_device(helpers, tiny_root, xla
         assert p.returncode == 0, err[-3000:]
     # process 0 alone logs: one line per step, not two
     assert "completed" in outputs[0][0] and "completed" not in outputs[1][0]
+    _assert_same_run(helpers, tmp_path / "run", baseline)
+
+    # elastic resume: drop the last checkpoint, then let ONE process on one device continue the
+    # 2-process run from step 19 (state resharded, iterator position derived from the step)
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / str(helpers.SCALE_STEPS))
+    again = helpers.run_train(None, tmp_path / "run", xla_cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stdout and "completed" in again.stdout
     _assert_same_run(helpers, tmp_path / "run", baseline)

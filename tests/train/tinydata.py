@@ -5,7 +5,6 @@ Also runnable as a script (used by subprocess tests): `python tinydata.py OUT_DI
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
