@@ -156,9 +156,17 @@ def ref_multimatch(gt, pred, screen=(512, 512, 512)):
 
 # ------------------------------------------------------------------------------ timing helpers
 
+CPU_TIMES: dict[str, float] = {}
+
+
 def timed(fn, *args, **kwargs):
-    t = time.perf_counter()
+    """(result, wall seconds); the process CPU seconds go to CPU_TIMES[label] when label= is given
+    (CPU time is less sensitive than wall time to other jobs on a shared machine)."""
+    label = kwargs.pop("label", None)
+    t, c = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
+    if label:
+        CPU_TIMES[label] = time.process_time() - c
     return out, time.perf_counter() - t
 
 
@@ -196,12 +204,14 @@ def main() -> int:
                                ("multimatch exact", ["multimatch"], "exact"),
                                ("sed", ["sed"], "exact")]:
         _, cold = timed(proto.score_pairs, pairs_gt, pairs_pred, fams, multimatch_alignment=align)
-        res, warm = timed(proto.score_pairs, pairs_gt, pairs_pred, fams, multimatch_alignment=align)
+        res, warm = timed(proto.score_pairs, pairs_gt, pairs_pred, fams, multimatch_alignment=align,
+                          label=f"ours: {label}")
         results[label] = res
         rows.append((f"ours: {label}", cold, warm))
     for align in ("dp", "exact"):
         _, cold = timed(proto.all_pairs_protocol, [gt], [pred], multimatch_alignment=align)
-        _, warm = timed(proto.all_pairs_protocol, [gt], [pred], multimatch_alignment=align)
+        _, warm = timed(proto.all_pairs_protocol, [gt], [pred], multimatch_alignment=align,
+                        label=f"ours: whole CT, every metric, {align}")
         rows.append((f"ours: whole CT, every metric, {align}", cold, warm))
     rss_ours = peak_rss_mb()
 
@@ -209,9 +219,14 @@ def main() -> int:
     k = min(args.ref_pairs, n)
     sub = ref_sub_matrix()
     ref_sm, t_sm = timed(lambda: [(ref_scanmatch(g, p, 25, sub), ref_scanmatch(g, p, 0, sub))
-                                  for g, p in zip(pairs_gt[:k], pairs_pred[:k])])
-    ref_mm, t_mm = timed(lambda: [ref_multimatch(g, p) for g, p in zip(pairs_gt[:k], pairs_pred[:k])])
-    ref_sd, t_sd = timed(lambda: [ref_sed(g, p) for g, p in zip(pairs_gt[:k], pairs_pred[:k])])
+                                  for g, p in zip(pairs_gt[:k], pairs_pred[:k])],
+                       label="reference: scanmatch (both)")
+    ref_mm, t_mm = timed(lambda: [ref_multimatch(g, p) for g, p in zip(pairs_gt[:k], pairs_pred[:k])],
+                         label="reference: multimatch (scipy Dijkstra)")
+    ref_sd, t_sd = timed(lambda: [ref_sed(g, p) for g, p in zip(pairs_gt[:k], pairs_pred[:k])],
+                         label="reference: sed")
+    CPU_TIMES["reference: whole CT"] = sum(CPU_TIMES[x] for x in (
+        "reference: scanmatch (both)", "reference: multimatch (scipy Dijkstra)", "reference: sed"))
     ref_rows = [("reference: scanmatch (both)", t_sm), ("reference: multimatch (scipy Dijkstra)", t_mm),
                 ("reference: sed", t_sd), ("reference: whole CT", t_sm + t_mm + t_sd)]
 
@@ -257,11 +272,11 @@ def main() -> int:
         tie_gap = {"pairs": len(tied), "max_abs_diff": dict(zip(mm.NAMES, np.abs(a - b).max(0).round(4).tolist()))}
 
     # Report.
-    print(f"\n{'what':<46} {'cold s':>8} {'warm s':>8} {'pairs/s':>9}")
+    print(f"\n{'what':<46} {'cold s':>8} {'warm s':>8} {'cpu s':>8} {'pairs/s':>9}")
     for label, cold, warm in rows:
-        print(f"{label:<46} {cold:>8.2f} {warm:>8.2f} {n / warm:>9.1f}")
+        print(f"{label:<46} {cold:>8.2f} {warm:>8.2f} {CPU_TIMES[label]:>8.2f} {n / warm:>9.1f}")
     for label, t in ref_rows:
-        print(f"{label + f' ({k} pairs)':<46} {'':>8} {t:>8.2f} {k / t:>9.2f}")
+        print(f"{label + f' ({k} pairs)':<46} {'':>8} {t:>8.2f} {CPU_TIMES[label]:>8.2f} {k / t:>9.2f}")
     print(f"{'multimatch-gaze 2D (' + str(m2) + ' pairs)':<46} {'':>8} {t_mmg:>8.2f} {m2 / t_mmg:>9.3f}")
     print(f"{'ours: multimatch 2D exact (100 pairs)':<46} {'':>8} {t_ours2:>8.2f} {n / t_ours2:>9.1f}")
     print(f"{'ours: multimatch 2D dp (100 pairs)':<46} {'':>8} {t_ours2dp:>8.2f} {n / t_ours2dp:>9.1f}")
@@ -282,7 +297,7 @@ def main() -> int:
             "pairs": n, "rows": [{"what": r[0], "cold_s": r[1], "warm_s": r[2]} for r in rows],
             "reference": [{"what": r[0], "s": r[1], "pairs": k} for r in ref_rows],
             "multimatch_gaze": {"pairs": m2, "s": t_mmg}, "ours_2d_exact_s": t_ours2,
-            "peak_rss_mb": rss_ours, "agreement": agree, "dp_gap": dp_gap.tolist(), "tie_gap": tie_gap,
+            "peak_rss_mb": rss_ours, "cpu_s": CPU_TIMES, "agreement": agree, "dp_gap": dp_gap.tolist(), "tie_gap": tie_gap,
         }, indent=1))
     return 0
 

@@ -254,8 +254,11 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
             nb = pad_batch(len(idx))
             ca = [seq_a[i] for i in idx] + [np.zeros(0, np.int32)] * (nb - len(idx))
             cb = [seq_b[i] for i in idx] + [np.zeros(0, np.int32)] * (nb - len(idx))
+            # The row length sets the vector width (the cost): fine buckets. The column length
+            # only sizes a lookup array: powers of two, so fewer shapes are compiled (and held).
             a, la = pad_sequences(ca, bucket(max(len(s) for s in ca)), dtype=np.int32)
-            b, lb = pad_sequences(cb, bucket(max(len(s) for s in cb)), dtype=np.int32)
+            b, lb = pad_sequences(cb, 1 << max(3, (max(len(s) for s in cb) - 1).bit_length()),
+                                  dtype=np.int32)
             args = (jnp.asarray(a), jnp.asarray(la), jnp.asarray(b), jnp.asarray(lb))
             if params.gap == 0:  # the paper's setting: the cheaper unmasked kernel
                 res = _nw_last_gap0_batch(*args, consts, bins=params.bins)
