@@ -142,6 +142,8 @@ class TrainConfig:
     share_forward_across_readers: bool = True
     # Give the very first step lr 0, as the original's LambdaLR does.
     legacy_first_step_lr_zero: bool = False
+    # Spatial loss as the original: -sum t*log(softmax+1e-7) (default: stable log_softmax).
+    legacy_loss_epsilon: bool = False
     # Devices on the `fsdp` mesh axis (1 = parameters replicated).
     fsdp: int = 1
     # Log training metrics every N steps.

@@ -30,16 +30,19 @@ RESUME_INVARIANT = {
     "data": ("frame", "z_extent", "blur_sigma", "train_split"),
     "train": ("seed", "lr", "beta1", "beta2", "eps", "weight_decay", "warmup_epochs", "epochs",
               "batch_size", "duration_loss_weight", "clip_grad_norm", "grad_accum_steps",
-              "share_forward_across_readers", "legacy_first_step_lr_zero"),
+              "share_forward_across_readers", "legacy_first_step_lr_zero",
+              "legacy_loss_epsilon"),
 }
 
 
 def incompatible_keys(saved: dict[str, Any], config: Config) -> list[str]:
     """Dotted keys whose value differs between a saved resolved config and `config`."""
     current = to_dict(config)
+    defaults = to_dict(Config())  # a key added after the checkpoint was written had its default
     out = []
     for section, keys in RESUME_INVARIANT.items():
-        old, new = saved.get(section, {}), current[section]
+        old = {**defaults[section], **saved.get(section, {})}
+        new = current[section]
         for key in (keys if keys is not None else sorted(set(old) | set(new))):
             if old.get(key) != new.get(key):
                 out.append(f"{section}.{key}: checkpoint {old.get(key)!r}, now {new.get(key)!r}")

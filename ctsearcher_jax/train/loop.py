@@ -7,7 +7,9 @@
     workdir/tb/               TensorBoard (tensorboardX) events
     workdir/metrics.jsonl     the same scalars as JSON lines
     workdir/figures/          sampled vs ground-truth drilling plot at each evaluation
-    workdir/model/            the best (else final) model, `save_model` format, at completion
+    workdir/eval_metrics.json the latest evaluation (step, metrics)
+    workdir/model/            the best (else final) model, `save_model` format, at completion,
+                              with export.json (step, selecting metric and its value)
 
 If `workdir/checkpoints` holds a finalised step, the run continues from it exactly (same data
 order, dropout masks and optimizer state as an uninterrupted run); a config that would change
@@ -18,6 +20,8 @@ and returns with status "preempted". Every process calls this function; only pro
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import signal
 import sys
 import time
@@ -26,6 +30,7 @@ from typing import Any, Callable
 
 from ctsearcher_jax.config import Config, to_dict, write_resolved
 from ctsearcher_jax.errors import ConfigError, DataError
+from ctsearcher_jax.io import atomic_write_json
 
 
 @dataclasses.dataclass
@@ -225,6 +230,12 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
                     eval_metrics.update(dict(evaluator.run(state, step)))
                 last_eval = eval_metrics
                 tracker.log_scalars(step, eval_metrics, prefix="eval")
+                if process_index == 0:
+                    # the latest evaluation, for `ctsearcher report` (NaN is not JSON: null)
+                    atomic_write_json(workdir / "eval_metrics.json", {
+                        "step": step, "epoch": epoch,
+                        "metrics": {k: (v if math.isfinite(v) else None)
+                                    for k, v in eval_metrics.items()}})
                 say(f"step {step} epoch {epoch}: " + " ".join(
                     f"{k}={v:.4f}" for k, v in eval_metrics.items()))
             preempted = stop.agreed()
@@ -251,7 +262,10 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
         exported = best if best is not None else step
         if exported != step:
             state = checkpoints.restore_state(exported, target_of(abstract, shardings))
-        export_model(config, state, workdir / "model")
+        selected = best_metric if exported == best else None
+        info = {"step": exported, "total_steps": total_steps, "selected_by": selected,
+                "value": checkpoint_metric(workdir, exported, selected)}
+        export_model(config, state, workdir / "model", info)
         say(f"exported the model of step {exported} to {workdir / 'model'}")
     checkpoints.close()
     return RunResult(status, step, total_steps, last_train, last_eval, best)
@@ -265,8 +279,21 @@ def target_of(abstract, shardings):
                         abstract, shardings)
 
 
-def export_model(config: Config, state, out_dir: Path) -> None:
-    """Write the model of a train state in the `save_model` format (for `predict`/`evaluate`).
+def checkpoint_metric(workdir: Path, step: int, name: str | None) -> float | None:
+    """`name` as evaluated at `step` (from metrics.jsonl), or None."""
+    path = workdir / "metrics.jsonl"
+    if name is None or not path.is_file():
+        return None
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("step") == step and row.get("split") == "eval" and name in row:
+            return row[name]
+    return None
+
+
+def export_model(config: Config, state, out_dir: Path, info: dict[str, Any]) -> None:
+    """Write the model of a train state in the `save_model` format (for `predict`/`evaluate`),
+    plus `export.json` saying which step it is (`info`).
 
     Every process takes part (gathering the parameters is a collective); process 0 writes.
     """
@@ -282,3 +309,4 @@ def export_model(config: Config, state, out_dir: Path) -> None:
         model = CTSearcher(config.model, rngs=nnx.Rngs(0))
         nnx.update(model, host)
         save_model(out_dir, model, config)
+        atomic_write_json(out_dir / "export.json", info)

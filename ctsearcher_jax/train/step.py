@@ -99,7 +99,8 @@ def loss_terms(model: CTSearcher, batch: Batch, *, train: TrainConfig,
         outputs = model(repeat_for_readers(tokens, readers), deterministic=deterministic)
     _, parts = scanpath_loss(outputs, batch_targets(batch), batch["reader_mask"],
                              duration_weight=train.duration_loss_weight,
-                             share_forward=train.share_forward_across_readers)
+                             share_forward=train.share_forward_across_readers,
+                             legacy_epsilon=train.legacy_loss_epsilon)
     return parts["spatial"], parts["duration"]
 
 

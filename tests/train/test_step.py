@@ -110,3 +110,37 @@ def test_jsonl_tracker_drops_lines_after_the_resumed_step(tmp_path):
     assert rows[-1]["loss"] == 40.0
     assert isinstance(make_tracker(tmp_path / "w", process_index=1), NullTracker)
     assert not (tmp_path / "w").exists()
+
+
+def test_legacy_loss_epsilon_flag_reaches_the_loss(helpers, tmp_path):
+    """train.legacy_loss_epsilon gives the original's -sum t*log(softmax + 1e-7) in the step."""
+    import dataclasses
+
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from ctsearcher_jax.data.pipeline import CTExampleSource, max_readers
+    from ctsearcher_jax.data.schema import load_dataset
+    from ctsearcher_jax.model.ct_searcher import CTSearcher
+    from ctsearcher_jax.model.losses import scanpath_loss
+    from ctsearcher_jax.train.step import batch_targets, loss_terms
+
+    root = helpers.tinydata.write_tiny_dataset(tmp_path, num_train=3, num_test=0)
+    config = from_dict(helpers.tinydata.tiny_config_dict(root))
+    items = load_dataset(root / "data")
+    source = CTExampleSource(tuple(items), config, max_readers(items))
+    batch = {k: jnp.stack([jnp.asarray(source[i][k]) for i in range(3)]) for k in source[0]}
+    model = CTSearcher(config.model, rngs=nnx.Rngs(0))
+    # an untrained model with confident logits, so that softmax underflows below 1e-7 somewhere
+    model.spatial_fc.kernel[...] = model.spatial_fc.kernel[...] * 200.0
+    outputs = model(batch["tokens"])
+    expected = {flag: scanpath_loss(outputs, batch_targets(batch), batch["reader_mask"],
+                                    duration_weight=1.0, legacy_epsilon=flag)[1]["spatial"]
+                for flag in (False, True)}
+    got = {}
+    for flag in (False, True):
+        train = dataclasses.replace(config.train, legacy_loss_epsilon=flag)
+        got[flag] = loss_terms(model, batch, train=train, deterministic=True)[0]
+    assert float(expected[True]) != pytest.approx(float(expected[False]), rel=1e-3)
+    for flag in (False, True):
+        assert float(got[flag]) == pytest.approx(float(expected[flag]), rel=1e-6)

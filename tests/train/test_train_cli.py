@@ -86,6 +86,12 @@ def test_train_command_evaluates_logs_selects_and_exports(helpers, tmp_path, xla
         ckpt_key = "['nn']['0']" + "".join(f"['{part}']" for part in name.split(".")) + "['value']"
         np.testing.assert_array_equal(array, saved[ckpt_key], err_msg=name)
 
+    info = json.loads((work / "model" / "export.json").read_text())
+    assert info["step"] == best and info["selected_by"] == "scanmatch_with_duration"
+    assert info["value"] == scores[best]
+    latest = json.loads((work / "eval_metrics.json").read_text())
+    assert latest["step"] == 6 and latest["metrics"]["eval_loss"] == eval_rows[-1]["eval_loss"]
+
     # a finished run resumes to "done" without --config (reads WORKDIR/config.yaml)
     again = helpers.run_train(None, work, xla_cache)
     assert again.returncode == 0, again.stderr[-3000:]
