@@ -91,7 +91,7 @@ def test_evaluate_errors_name_the_problem(files):
 
 def test_evaluate_human_consistency(files):
     root, _ = files
-    res = _run("--gt", str(root / "gt.json"), "--protocol", "human", "--metrics", "sed", "scanmatch",
+    res = _run("--gt", str(root / "gt.json"), "--protocol", "human", "--metrics", "sed", "saliency",
                "--split", "all")
     assert res.returncode == 0, res.stderr
-    assert "3 CTs, 6 pairs" in res.stdout
+    assert "3 CTs, 6 pairs" in res.stdout and "saliency_auc_judd" in res.stdout
