@@ -148,11 +148,12 @@ def set_params(model: Any, params: dict[str, np.ndarray]) -> None:
 
 
 def load_model(path: str | Path, parts: str | None = None, dtype: str | None = None,
-               precision: str | None = None) -> Any:
+               precision: str | None = None, attention_batch: int | None = None) -> Any:
     """Build a `SwinUNETR` from a weights file.
 
-    `parts` may narrow the file's parts ("full" file -> "encoder" model for extraction); `dtype`
-    and `precision` override the stored compute options (parameters stay float32).
+    `parts` may narrow the file's parts ("full" file -> "encoder" model for extraction); `dtype`,
+    `precision` and `attention_batch` override the stored compute options (parameters stay
+    float32).
     """
     import dataclasses
 
@@ -164,7 +165,8 @@ def load_model(path: str | Path, parts: str | None = None, dtype: str | None = N
     parts = parts or file_parts
     if PARTS.index(parts) < PARTS.index(file_parts):
         raise WeightsError(f"{path}: holds only parts={file_parts!r}, cannot build parts={parts!r}")
-    changes = {k: v for k, v in (("dtype", dtype), ("precision", precision)) if v is not None}
+    changes = {k: v for k, v in (("dtype", dtype), ("precision", precision),
+                                 ("attention_batch", attention_batch)) if v is not None}
     config = dataclasses.replace(config, **changes)
     wanted = model_param_shapes(config, parts)
     params = {k: v for k, v in params.items() if k in wanted}

@@ -151,13 +151,15 @@ def test_window_attention(size, shift):
     assert rel_err(got, ref) < 1e-5
 
 
-@pytest.mark.parametrize("size,shifted", [((8, 12, 14), True), ((4, 6, 8), True), ((8, 8, 8), False)])
-def test_swin_block(size, shifted):
+@pytest.mark.parametrize("size,shifted,attention_batch", [
+    ((8, 12, 14), True, 1), ((8, 12, 14), True, 0), ((4, 6, 8), True, 1), ((8, 8, 8), False, 1)])
+def test_swin_block(size, shifted, attention_batch):
     torch.manual_seed(11)
     shift = (3, 3, 3) if shifted else (0, 0, 0)
     tm = monai_swin.SwinTransformerBlock(24, 3, (7, 7, 7), shift).eval()
     perturb(tm)
-    om = ours_mod.SwinBlock(24, 3, (7, 7, 7), shifted, CFG, OPTS, rngs=nnx.Rngs(0))
+    cfg = ours_mod.SwinUNETRConfig(attention_batch=attention_batch)
+    om = ours_mod.SwinBlock(24, 3, (7, 7, 7), shifted, cfg, OPTS, rngs=nnx.Rngs(0))
     load_sub(om, tm)
     window, wshift = monai_swin.get_window_size(size, (7, 7, 7), shift)
     padded = [int(np.ceil(s / w)) * w for s, w in zip(size, window)]
