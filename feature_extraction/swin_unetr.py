@@ -28,6 +28,12 @@ sharded along the batch axis (`NamedSharding(mesh, P("data"))`); the function ha
 Attention masks and relative-position indices are NumPy constants computed once per shape at trace
 time, so a fixed window size compiles exactly once.
 
+Numerics and memory. Parameters are float32; `dtype="bfloat16"` computes in bfloat16 (LayerNorm,
+InstanceNorm and softmax statistics stay float32) and returns bfloat16 outputs: cast them when
+writing features. `precision="highest"` (default) keeps float32 matmuls/convs exact on GPUs whose
+default is TF32. `attention_batch=1` (default) runs the window attention one sample at a time
+(`lax.map`), bounding the attention-score memory to one sample; 0 attends the whole batch at once.
+
 Behaviour copied from MONAI on purpose (it decides the numbers):
 - window shrink: along an axis whose feature size is <= the window, the window becomes that size and
   the shift 0 (`get_window_size`); the relative-position index is then the full-window index sliced
