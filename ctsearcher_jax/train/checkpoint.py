@@ -16,6 +16,7 @@ evaluation metrics, e.g. on SIGTERM, count only as "last").
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -138,14 +139,25 @@ class RunCheckpoints:
             multihost_utils.sync_global_devices("ctsearcher checkpoints checked")
         train = config.train
         policies = [pp.LatestN(n=train.keep_last)]
-        if best_metric is not None and train.keep_best > 0:
+        best_fn, best_mode = None, "max"
+        if best_metric is not None:
             higher = metric_higher_is_better(best_metric)
-            # BestN keeps the last n after sorting ascending, so lower-is-better sorts reversed.
-            policies.append(pp.BestN(get_metric_fn=lambda m: float(m[best_metric]),
-                                     reverse=not higher, n=train.keep_best,
-                                     keep_checkpoints_without_metrics=False))
+            worst = -math.inf if higher else math.inf
+
+            def best_fn(metrics: dict[str, Any]) -> float:
+                value = metrics.get(best_metric)
+                # a NaN or missing value never counts as the best
+                return worst if value is None or math.isnan(float(value)) else float(value)
+
+            best_mode = "max" if higher else "min"
+            if train.keep_best > 0:
+                # BestN keeps the last n after sorting ascending, so lower-is-better sorts reversed.
+                policies.append(pp.BestN(get_metric_fn=best_fn, reverse=not higher,
+                                         n=train.keep_best, keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=pp.AnyPreservationPolicy(policies),
+            # best_fn makes Orbax record each step's metrics and answer best_step()
+            best_fn=best_fn, best_mode=best_mode,
             enable_async_checkpointing=enable_async,
             cleanup_tmp_directories=True,
             create=True)

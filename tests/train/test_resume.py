@@ -132,3 +132,29 @@ def test_incompatible_config_is_a_clear_error(baseline, tmp_path, capsys):
     assert "train.lr" in err and "--workdir" in err
     # nothing written or deleted
     assert sorted(p.name for p in (work / "checkpoints").iterdir()) == before
+
+
+@pytest.mark.parametrize("metric, expected_best", [("scanmatch_with_duration", 2), ("sed", 3)])
+def test_keep_last_and_best_by_declared_direction(tmp_path, metric, expected_best):
+    import grain
+    import jax.numpy as jnp
+
+    from ctsearcher_jax.config import from_dict
+    from ctsearcher_jax.data.pipeline import make_iterator
+
+    config = from_dict({"train": {"keep_last": 2, "keep_best": 1}})
+    manager = RunCheckpoints(tmp_path, config, best_metric=metric)
+    iterator = make_iterator(grain.MapDataset.range(10).batch(1))
+    values = [0.5, 0.9, 0.1, 0.3, 0.2]  # step 2 highest, step 3 lowest
+    try:
+        for step, value in enumerate(values, start=1):
+            next(iterator)
+            manager.save(step, {"w": jnp.full((2,), float(step))}, iterator, {"step": step},
+                         metrics={metric: value, "other": 0.0})
+        manager.save(6, {"w": jnp.zeros(2)}, iterator, {"step": 6})  # e.g. SIGTERM: no metrics
+        manager.wait()
+        assert manager.best_step() == expected_best
+        kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+        assert kept == sorted({5, 6, expected_best})
+    finally:
+        manager.close()
