@@ -22,12 +22,14 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "synth": "synth",
     "validate-data": "validate_data",
-    "visualize": "visualize",
-    "baselines": "baselines",
     "convert-monai": "convert_monai",
     "extract": "extract",
-    "evaluate": "evaluate",
     "train": "train",
+    "predict": "predict",
+    "evaluate": "evaluate",
+    "baselines": "baselines",
+    "visualize": "visualize",
+    "report": "report",
     "import-upstream": "import_upstream",
 }
 
