@@ -37,7 +37,6 @@ the alignment and the parity bar is 1e-6.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Literal, Sequence
 

@@ -29,7 +29,6 @@ All functions take a batch axis first; they are jit-compiled and vmapped.
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import jax

@@ -19,7 +19,6 @@ The Levenshtein DP runs over anti-diagonals (int32, exact) with masking, vmapped
 
 from __future__ import annotations
 
-import functools
 from typing import Literal, Sequence
 
 import jax

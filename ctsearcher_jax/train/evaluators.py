@@ -100,7 +100,7 @@ class ScanpathMetricsEvaluator:
         from flax import nnx
 
         from ctsearcher_jax.metrics.protocol import original_protocol
-        from ctsearcher_jax.predict import records_to_scanpaths, sample_records
+        from ctsearcher_jax.model.generate import records_to_scanpaths, sample_records
 
         config = self.config
         model = self._local_model()
