@@ -81,3 +81,16 @@ def test_validate_data_checks_volumes(tmp_path):
     assert out.returncode == 2
     assert "broken.nii.gz: not a readable NIfTI" in out.stderr
     assert "CT 'ct_a'" in out.stderr and "has no volume" in out.stderr
+
+
+def test_weight_converters_refuse_missing_and_bad_files(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    for command in ("convert-monai", "import-upstream"):
+        out = ctsearcher(command, tmp_path / "missing.pt", "--out", tmp_path / "o")
+        assert out.returncode == 2, (command, out.stderr)
+        assert "missing.pt" in out.stderr and out.stderr.strip().count("\n") == 0
+        out = ctsearcher(command, bad, "--out", tmp_path / "o")
+        assert out.returncode == 2, (command, out.stderr)
+        assert "bad.pt" in out.stderr
+    assert not (tmp_path / "o").exists()
