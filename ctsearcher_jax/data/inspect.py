@@ -16,16 +16,15 @@ from ctsearcher_jax.config import GAZE_FRAME
 from ctsearcher_jax.data import schema
 from ctsearcher_jax.errors import DataError
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
 def volume_stem(path: str | os.PathLike[str]) -> str | None:
-    """CT name of a NIfTI file: the file name without `.nii` / `.nii.gz` (None if not NIfTI)."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
+    """CT name of a NIfTI file: the file name without `.nii` / `.nii.gz` (None if not NIfTI).
+
+    The same rule as feature extraction's output names, so dataset names, volumes and feature
+    files line up.
+    """
+    from feature_extraction.preprocess import is_nifti_name, volume_name
+
+    return volume_name(path) if is_nifti_name(path) and volume_name(path) else None
 
 
 def find_volumes(cts_dir: str | os.PathLike[str]) -> dict[str, Path]:
