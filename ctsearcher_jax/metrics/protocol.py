@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -74,21 +75,35 @@ def score_pairs(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise KeyError(f"unknown metric families {unknown}; choose from {list(FAMILIES)}")
-    out: dict[str, np.ndarray] = {}
-    if "scanmatch" in families:
-        out["scanmatch_with_duration"] = sm.scanmatch_batch(gt, pred, sm.WITH_DURATION)
-        out["scanmatch_without_duration"] = sm.scanmatch_batch(gt, pred, sm.WITHOUT_DURATION)
-    if "multimatch" in families:
+
+    def scanmatch():
+        return {"scanmatch_with_duration": sm.scanmatch_batch(gt, pred, sm.WITH_DURATION),
+                "scanmatch_without_duration": sm.scanmatch_batch(gt, pred, sm.WITHOUT_DURATION)}
+
+    def multimatch():
         if multimatch_padding:
             padded = [mm.pad_like_original(g, p) for g, p in zip(gt, pred)]
             mg, mp = [x[0] for x in padded], [x[1] for x in padded]
         else:
             mg, mp = list(gt), list(pred)
         res = mm.multimatch_batch(mg, mp, multimatch_alignment)
-        for k, name in enumerate(mm.NAMES):
-            out[f"multimatch_{name}"] = res[:, k]
-    if "sed" in families:
-        out["sed"] = sed_mod.sed_batch(gt, pred, sed_code).astype(np.float64)
+        return {f"multimatch_{name}": res[:, k] for k, name in enumerate(mm.NAMES)}
+
+    def sed():
+        return {"sed": sed_mod.sed_batch(gt, pred, sed_code).astype(np.float64)}
+
+    jobs = [job for name, job in (("scanmatch", scanmatch), ("multimatch", multimatch), ("sed", sed))
+            if name in families]
+    # The families are independent: on a multi-core host they run side by side (the kernels
+    # release the GIL), which fills the cores while one family's last pairs finish.
+    if len(jobs) > 1 and sm.default_threads() > 1:
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            parts = list(pool.map(lambda job: job(), jobs))
+    else:
+        parts = [job() for job in jobs]
+    out: dict[str, np.ndarray] = {}
+    for part in parts:
+        out.update(part)
     return out
 
 

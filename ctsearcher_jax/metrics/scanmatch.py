@@ -19,19 +19,26 @@ Pipeline for one pair (as `src/utils/evaltools/scanmatch3d.py` of CT-ScanGaze co
 Original quirks kept: two empty symbol sequences (every fixation shorter than half a temporal
 bin) give `0 / 0 = NaN`, as the original does; one empty sequence gives 0.
 
-The batched kernel runs the DP over anti-diagonals (`lax.fori_loop` with a per-pair trip count,
-one step per diagonal, vector over rows), vmapped over pairs; cells beyond a pair's lengths are
-masked, so a pair's score does not depend on the other pairs in the batch.
+Kernels. With gap 0 (the paper's setting) F is monotone, so max(F) = F[la, lb], and each pair
+runs `_stripe_kernel`: the rows are cut into stripes of 256, each swept by anti-diagonals (one
+vector of 256 cells per step) with the previous stripe's last row as its border; padding uses
+null symbols that never score, so there are no masks. On CPU one pair runs per call, pairs spread
+over host threads (one per core, largest first); on accelerators chunks of pairs are vmapped.
+Other gap values use `_nw_max_one` (whole anti-diagonals, masked, vmapped). A pair's score never
+depends on the other pairs, the chunking or the threads.
 
 Cost: with durations, the sequences are the fixations expanded by their repeat counts (a 0.3 s
 fixation is 12 symbols), so a pair of 250-fixation scanpaths is a ~3000 x 3000 DP; this is the
-dominant cost of an evaluation (see `scripts/bench_metrics.py`). The DP is exact, in float64.
+dominant cost of an evaluation. The DP is exact, in float64; about 1.3 ns per cell per core on
+the project's CPU (`scripts/bench_metrics.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import jax
@@ -165,54 +172,87 @@ def _nw_max_one(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array,
     return best
 
 
-def _nw_last_gap0_one(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array,
-                      consts: jax.Array, bins: tuple[int, int, int]) -> jax.Array:
-    """F[la, lb] of one padded pair with gap 0 (then F is monotone, so this is max(F)).
+# Null coordinates (bin units) that pad the row and the column sequences: farther from every
+# real bin, and from each other, than any two real bins, so their substitution score is negative
+# (see `_stripe_kernel`). Squared distances stay within int32.
+_NULL_ROW, _NULL_COL = 1 << 12, -(1 << 12)
 
-    Same recurrence as `_nw_max_one` without the masks: cells beyond a pair's lengths are never
-    read by cells inside them, and the loop stops at the pair's own last diagonal. The symbols
-    of b along a diagonal are a contiguous slice of b reversed, and the substitution score is
-    computed from the bin coordinates instead of gathered from the table (a gather per cell is
-    the slowest part of the loop on CPU): `|sqrt(d2) - max_d| - (max_d - threshold)` with the
-    integer squared bin distance d2 -- the same float operations that build the table, so the
+
+def _stripe_kernel(ac: jax.Array, la: jax.Array, bc: jax.Array, lb: jax.Array, consts: jax.Array,
+                   width: int) -> jax.Array:
+    """F[la, lb] of one pair with gap 0 (F is then monotone, so this is max(F)).
+
+    ac: (3, N) int32 bin coordinates (y, x, z) of the row sequence, N >= la + width;
+    bc: (3, N) of the column sequence, N >= lb + width + 2; padded with `_NULL_ROW` / `_NULL_COL`.
+    consts: (2,) float64 [max_d, max_d - threshold]. Returns () float64.
+
+    The rows are cut into stripes of `width` rows; each stripe is swept by anti-diagonals (one
+    vector of `width` cells per step) with the previous stripe's last row as its top border.
+    Compared with whole-matrix anti-diagonals this skips the empty corners of the diagonal
+    sweep (about half the work for square pairs) and keeps the working set in cache.
+
+    Padding needs no masks: a null symbol scores below 0 against everything, so padded rows and
+    columns leave F[la, lb] unchanged (F[i, j] = F[la, lb] for padded i > la, j > lb) and the
+    cells left of column 1 stay 0. The substitution score is computed from the bin coordinates
+    (a table lookup per cell is slower on CPU): `|sqrt(d2) - max_d| - (max_d - threshold)` with
+    the integer squared bin distance d2, the same float operations that build the table, so the
     values are bit-identical (checked in the tests).
-    consts: (2,) float64 [max_d, max_d - threshold].
     """
-    xbins, _, zbins = bins  # bins are (x, y, z)
-    rows = a.shape[0] + 1
-    i = jnp.arange(rows)
-    a_prev = jnp.concatenate([a[:1], a])
-    # brev_pad[rows + t] = b[Lb - 1 - t], so b[d - i - 1] = brev_pad[rows + Lb - d + i].
-    brev = jnp.concatenate([jnp.zeros((rows,), b.dtype), b[::-1], jnp.zeros((rows,), b.dtype)])
-
-    def coords(sym):
-        return sym // (xbins * zbins), (sym // zbins) % xbins, sym % zbins
-
-    ay, ax, az = coords(a_prev)
-    by, bx, bz = coords(brev)
+    nb = bc.shape[1]
+    null = jnp.full((width + 4,), _NULL_COL, jnp.int32)
+    # Column sequence reversed: on diagonal e, stripe row t meets column e - t, i.e. brev[nb-1-e+t].
+    by, bx, bz = (jnp.concatenate([bc[k, ::-1], null]) for k in range(3))
     max_d, offset = consts[0], consts[1]
-    zero = jnp.zeros((), consts.dtype)
+    zero_i = jnp.int32(0)
+    pairs_of_diagonals = (width + lb) // 2  # width + lb - 1 diagonals, two per loop step
 
-    def body(d, carry):
-        f1, diag = carry  # diagonal d-1, and diagonal d-2 already shifted to row i-1
-        start = rows + b.shape[0] - d
-        dy = ay - jax.lax.dynamic_slice(by, (start,), (rows,))
-        dx = ax - jax.lax.dynamic_slice(bx, (start,), (rows,))
-        dz = az - jax.lax.dynamic_slice(bz, (start,), (rows,))
-        s = jnp.abs(jnp.sqrt((dx * dx + dy * dy + dz * dz).astype(consts.dtype)) - max_d) - offset
-        up = jnp.concatenate([f1[:1], f1[:-1]])  # F[i-1, j]; next step's diagonal term
-        f = jnp.maximum(jnp.maximum(diag + s, up), f1)
-        f = jnp.where((i == 0) | (i >= d), zero, f)  # borders F[0, j] = F[i, 0] = 0 (and j < 0)
-        return f, up
+    def stripe(s, top):
+        a_s = jax.lax.dynamic_slice(ac, (zero_i, s * width), (3, width))
+        ay, ax, az = a_s[0], a_s[1], a_s[2]
 
-    init = (jnp.zeros((rows,), consts.dtype), jnp.zeros((rows,), consts.dtype))
-    f, _ = jax.lax.fori_loop(0, la + lb + 1, body, init)
-    return f[la]
+        def diagonal(e, f1, f2, bottom):
+            # f1, f2: diagonals e-1 and e-2, by stripe row.
+            start = nb - 1 - e
+            dy = ay - jax.lax.dynamic_slice(by, (start,), (width,))
+            dx = ax - jax.lax.dynamic_slice(bx, (start,), (width,))
+            dz = az - jax.lax.dynamic_slice(bz, (start,), (width,))
+            root = jnp.sqrt((dx * dx + dy * dy + dz * dz).astype(consts.dtype))
+            # |D - max_d| == max_d - D bit for bit for real bins (D <= max_d; rounding is
+            # symmetric); for null symbols (D > max_d) this is very negative, i.e. "skip".
+            score = (max_d - root) - offset
+            border = jax.lax.dynamic_slice(top, (e,), (2,))  # F[top, e], F[top, e + 1]
+            up = jnp.concatenate([border[1:], f1[:-1]])      # F[i-1, j]
+            diag = jnp.concatenate([border[:1], f2[:-1]])    # F[i-1, j-1]
+            f = jnp.maximum(jnp.maximum(diag + score, up), f1)
+            # The stripe's last row reaches column e - width + 2 on this diagonal.
+            col = jnp.clip(e - width + 2, 0, bottom.shape[0] - 1).astype(jnp.int32)
+            return f, jax.lax.dynamic_update_slice(bottom, f[width - 1:], (col,))
+
+        def two_diagonals(k, carry):
+            # Two diagonals per step, written back into the slots they came from: a swap of
+            # buffers in the loop carry makes XLA copy them; also half the loop overhead.
+            (f_even, f_odd), bottom = carry
+            f_even, bottom = diagonal(2 * k, f_odd, f_even, bottom)
+            f_odd, bottom = diagonal(2 * k + 1, f_even, f_odd, bottom)
+            return (f_even, f_odd), bottom
+
+        zeros = jnp.zeros((width,), consts.dtype)
+        _, bottom = jax.lax.fori_loop(zero_i, pairs_of_diagonals, two_diagonals,
+                                      ((zeros, zeros), jnp.zeros_like(top)))
+        return bottom.at[0].set(0.0)
+
+    top = jax.lax.fori_loop(zero_i, (la + width - 1) // width, stripe,
+                            jnp.zeros((nb + width + 4,), consts.dtype))
+    return top[lb]
 
 
-@functools.partial(jax.jit, static_argnames=("bins",))
-def _nw_last_gap0_batch(a, la, b, lb, consts, bins):
-    return jax.vmap(_nw_last_gap0_one, in_axes=(0, 0, 0, 0, None, None))(a, la, b, lb, consts, bins)
+_stripe_one = jax.jit(_stripe_kernel, static_argnames=("width",))
+
+
+@functools.partial(jax.jit, static_argnames=("width",))
+def _stripe_batch(ac, la, bc, lb, consts, width):
+    kernel = functools.partial(_stripe_kernel, width=width)
+    return jax.vmap(kernel, in_axes=(0, 0, 0, 0, None))(ac, la, bc, lb, consts)
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -220,22 +260,53 @@ def _nw_max_batch(a, la, b, lb, sub_flat, gap, k):
     return jax.vmap(_nw_max_one, in_axes=(0, 0, 0, 0, None, None, None))(a, la, b, lb, sub_flat, k, gap)
 
 
+STRIPE = 256  # rows per stripe: long enough to amortise the loop, short enough to stay in cache
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(3, (int(n) - 1).bit_length())
+
+
+def _coords(symbols: np.ndarray, length: int, bins: tuple[int, int, int], null: int) -> np.ndarray:
+    """(3, length) int32 bin coordinates (y, x, z) of a symbol sequence, padded with `null`."""
+    xbins, _, zbins = bins
+    out = np.full((3, length), null, np.int32)
+    s = np.asarray(symbols, np.int64)
+    out[0, :len(s)] = s // (xbins * zbins)
+    out[1, :len(s)] = (s // zbins) % xbins
+    out[2, :len(s)] = s % zbins
+    return out
+
+
+def default_threads() -> int:
+    """Host threads for per-pair kernels on CPU: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def default_chunk() -> int:
-    """Pairs per kernel call: small on CPU (the anti-diagonals of 1-2 pairs stay in cache; measured
-    fastest on a 2-core CPU), large on accelerators (parallel lanes)."""
-    return 2 if jax.default_backend() == "cpu" else 64
+    """Pairs per kernel call: 1 on CPU (one pair per host thread, see `nw_max_batch`), 64 on
+    accelerators (parallel lanes)."""
+    return 1 if jax.default_backend() == "cpu" else 64
 
 
 def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
-                 params: ScanMatchParams, chunk: int | None = None) -> np.ndarray:
+                 params: ScanMatchParams, chunk: int | None = None,
+                 threads: int | None = None) -> np.ndarray:
     """max(F) of the Needleman-Wunsch matrix for many symbol-sequence pairs: (B,) float64.
 
-    Pairs are sorted by size and run in chunks of `chunk` (default `default_chunk()`), each
-    padded to its own bucketed lengths: long and short pairs do not share padding.
+    With gap 0 (the paper's setting) each pair runs the striped kernel (`_stripe_kernel`).
+    chunk = 1 (the CPU default) runs one pair per call on `threads` host threads (default: the
+    usable cores), largest pairs first; a larger chunk vmaps that many pairs of similar size per
+    call (accelerators). Other gaps use the masked whole-matrix kernel, `chunk` pairs per call.
+    Results do not depend on chunk or threads.
     """
-    chunk = default_chunk() if chunk is None else int(chunk)
+    chunk = default_chunk() if chunk is None else max(1, int(chunk))
+    threads = default_threads() if threads is None else max(1, int(threads))
     # NW with a symmetric substitution matrix is symmetric in its arguments (F(B, A) = F(A, B)^T),
-    # so the shorter sequence goes on the rows: the diagonals (the vector width) are shorter.
+    # so the shorter sequence goes on the rows: fewer, shorter stripes / diagonals.
     swapped = [(b, a) if len(b) < len(a) else (a, b) for a, b in zip(seq_a, seq_b)]
     seq_a = [x for x, _ in swapped]
     seq_b = [y for _, y in swapped]
@@ -243,27 +314,50 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
     out = np.zeros((n,), np.float64)
     if n == 0:
         return out
-    sub = substitution_matrix(params.bins, params.threshold)
-    order = np.argsort([max(len(x), len(y)) for x, y in zip(seq_a, seq_b)], kind="stable")
+    order = np.argsort([-len(x) * len(y) for x, y in zip(seq_a, seq_b)], kind="stable")
+    if params.gap == 0:
+        consts = _score_constants(params.bins, params.threshold)
+        # One padded length for the whole call (loop trip counts follow each pair's own lengths,
+        # so padding costs memory, not time): few compiled shapes, (stripe width, length).
+        length = _pow2(max(len(x) for x in seq_b) + STRIPE + 2)
+        calls = []
+        for start in range(0, n, chunk):
+            idx = order[start:start + chunk]
+            width = min(STRIPE, _pow2(max(len(seq_a[i]) for i in idx)))
+            ac = np.stack([_coords(seq_a[i], length, params.bins, _NULL_ROW) for i in idx])
+            bc = np.stack([_coords(seq_b[i], length, params.bins, _NULL_COL) for i in idx])
+            la = np.array([len(seq_a[i]) for i in idx], np.int32)
+            lb = np.array([len(seq_b[i]) for i in idx], np.int32)
+            calls.append((idx, ac, la, bc, lb, width))
+
+        def run(call):
+            idx, ac, la, bc, lb, width = call
+            with x64():  # a thread-local switch: each worker thread sets it
+                if chunk == 1:
+                    res = _stripe_one(ac[0], la[0], bc[0], lb[0], consts, width=width)
+                else:
+                    res = _stripe_batch(ac, la, bc, lb, consts, width=width)
+                out[idx] = np.asarray(res, np.float64).reshape(-1)
+
+        if threads > 1 and len(calls) > 1:
+            with ThreadPoolExecutor(min(threads, len(calls))) as pool:
+                list(pool.map(run, calls))  # list(): re-raises a worker's exception here
+        else:
+            for call in calls:
+                run(call)
+        return out
     with x64():
-        sub_j = jnp.asarray(sub.ravel())
+        sub_j = jnp.asarray(substitution_matrix(params.bins, params.threshold).ravel())
         gap = jnp.float64(params.gap)
-        consts = jnp.asarray(_score_constants(params.bins, params.threshold))
         for start in range(0, n, chunk):
             idx = order[start:start + chunk]
             nb = pad_batch(len(idx))
             ca = [seq_a[i] for i in idx] + [np.zeros(0, np.int32)] * (nb - len(idx))
             cb = [seq_b[i] for i in idx] + [np.zeros(0, np.int32)] * (nb - len(idx))
-            # The row length sets the vector width (the cost): fine buckets. The column length
-            # only sizes a lookup array: powers of two, so fewer shapes are compiled (and held).
             a, la = pad_sequences(ca, bucket(max(len(s) for s in ca)), dtype=np.int32)
-            b, lb = pad_sequences(cb, 1 << max(3, (max(len(s) for s in cb) - 1).bit_length()),
-                                  dtype=np.int32)
-            args = (jnp.asarray(a), jnp.asarray(la), jnp.asarray(b), jnp.asarray(lb))
-            if params.gap == 0:  # the paper's setting: the cheaper unmasked kernel
-                res = _nw_last_gap0_batch(*args, consts, bins=params.bins)
-            else:
-                res = _nw_max_batch(*args, sub_j, gap, k=params.num_symbols)
+            b, lb = pad_sequences(cb, bucket(max(len(s) for s in cb)), dtype=np.int32)
+            res = _nw_max_batch(jnp.asarray(a), jnp.asarray(la), jnp.asarray(b), jnp.asarray(lb),
+                                sub_j, gap, k=params.num_symbols)
             out[idx] = np.asarray(res, dtype=np.float64)[:len(idx)]
     return out
 

@@ -255,3 +255,28 @@ def test_needleman_wunsch_kernels_equal_the_written_out_dp(gap, bins, threshold)
     got = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, chunk=4)
     ref = [_nw_reference(a, b, sub, gap) for a, b in seqs]
     assert got.tolist() == [float(r) for r in ref]
+
+
+def _runs(rng, k, n_runs, max_run):
+    """A symbol sequence shaped like a duration-expanded scanpath: runs of repeated symbols."""
+    return np.repeat(rng.integers(0, k, n_runs), rng.integers(1, max_run, n_runs)).astype(np.int32)
+
+
+@pytest.mark.parametrize("bins,threshold", [((6, 4, 8), 3.5), ((2, 2, 2), 3.5)])
+def test_striped_kernel_long_sequences_bit_identical(bins, threshold):
+    """Several stripes, runs, partial last stripes, a threshold above the largest distance (every
+    real pair scores > 0, only the padding may not), the vmapped (accelerator) path and the
+    one-pair-per-thread (CPU) path: all bit-identical to the written-out DP."""
+    rng = np.random.default_rng(5)
+    params = sm.ScanMatchParams(bins=bins, threshold=threshold)
+    k = params.num_symbols
+    seqs = [(_runs(rng, k, 40, 14), _runs(rng, k, 45, 14)),   # ~280 x ~300: two stripes
+            (_runs(rng, k, 70, 12), _runs(rng, k, 8, 6)),     # long rows vs short columns (swapped)
+            (_runs(rng, k, 3, 4), _runs(rng, k, 90, 10)),     # a few rows, many columns
+            (np.array([5], np.int32), np.array([5], np.int32))]
+    sub = np.maximum(sm.substitution_matrix(params.bins, params.threshold), 0)
+    ref = [float(_nw_reference(a, b, sub, 0.0)) for a, b in seqs]
+    per_thread = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, threads=2)
+    vmapped = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, chunk=3, threads=1)
+    assert per_thread.tolist() == ref
+    assert vmapped.tolist() == ref
