@@ -13,7 +13,12 @@ Scanpaths come from the synthetic generator (`ctsearcher_jax.data.synthetic`): o
 100-400 fixations each. Times are wall-clock seconds on whatever machine runs this (the numbers
 in README were measured on the project's 2-core CPU while other jobs were running).
 
+The whole evaluation of the CT (every metric, `dp` and `exact`) is timed in a fresh Python
+process each, which also reports that process's peak memory (RSS: Python, JAX, the data and the
+evaluation), so the other runs of this script do not inflate it.
+
 Usage: python scripts/bench_metrics.py [--seed 0] [--mmg-pairs 4] [--ref-pairs 100] [--json out.json]
+       [--skip-reference]   (ours only: e.g. on an accelerator machine without multimatch-gaze)
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import math
 import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -174,6 +180,22 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def measure_whole(seed: int, align: str) -> dict:
+    """Cold and warm time and peak RSS of the whole evaluation of one CT, in this process."""
+    from ctsearcher_jax.metrics import protocol as proto
+
+    gt, pred = make_ct(seed)
+    _, cold = timed(proto.all_pairs_protocol, [gt], [pred], multimatch_alignment=align)
+    _, warm = timed(proto.all_pairs_protocol, [gt], [pred], multimatch_alignment=align, label="whole")
+    return {"cold_s": cold, "warm_s": warm, "cpu_s": CPU_TIMES["whole"], "peak_rss_mb": peak_rss_mb()}
+
+
+def whole_in_subprocess(seed: int, align: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--seed", str(seed), "--whole", align],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -182,7 +204,13 @@ def main() -> int:
     parser.add_argument("--mmg-pairs", type=int, default=4,
                         help="pairs scored by multimatch-gaze (slow: Python graph loops)")
     parser.add_argument("--json", help="write the measurements here")
+    parser.add_argument("--skip-reference", action="store_true",
+                        help="time ours only (no per-pair reference, no multimatch-gaze)")
+    parser.add_argument("--whole", choices=("dp", "exact"), help=argparse.SUPPRESS)  # subprocess mode
     args = parser.parse_args()
+    if args.whole:
+        print(json.dumps(measure_whole(args.seed, args.whole)))
+        return 0
 
     from ctsearcher_jax.metrics import multimatch as mm
     from ctsearcher_jax.metrics import protocol as proto
@@ -208,12 +236,20 @@ def main() -> int:
                           label=f"ours: {label}")
         results[label] = res
         rows.append((f"ours: {label}", cold, warm))
+    whole_runs = {}
     for align in ("dp", "exact"):
-        _, cold = timed(proto.all_pairs_protocol, [gt], [pred], multimatch_alignment=align)
-        _, warm = timed(proto.all_pairs_protocol, [gt], [pred], multimatch_alignment=align,
-                        label=f"ours: whole CT, every metric, {align}")
-        rows.append((f"ours: whole CT, every metric, {align}", cold, warm))
+        w = whole_runs[align] = whole_in_subprocess(args.seed, align)
+        label = f"ours: whole CT, every metric, {align}"
+        CPU_TIMES[label] = w["cpu_s"]
+        rows.append((label, w["cold_s"], w["warm_s"]))
     rss_ours = peak_rss_mb()
+    if args.skip_reference:
+        print(f"\n{'what':<46} {'cold s':>8} {'warm s':>8} {'cpu s':>8} {'pairs/s':>9}")
+        for label, cold, warm in rows:
+            print(f"{label:<46} {cold:>8.2f} {warm:>8.2f} {CPU_TIMES[label]:>8.2f} {n / warm:>9.1f}")
+        print("peak RSS of the whole evaluation (fresh process): "
+              + ", ".join(f"{a} {w['peak_rss_mb']:.0f} MB" for a, w in whole_runs.items()))
+        return 0
 
     # Per-pair reference on the first `ref_pairs` pairs.
     k = min(args.ref_pairs, n)
@@ -285,7 +321,9 @@ def main() -> int:
     print(f"\nspeed-up vs reference (whole CT): dp {ref_whole / whole['ours: whole CT, every metric, dp']:.1f}x, "
           f"exact {ref_whole / whole['ours: whole CT, every metric, exact']:.1f}x; "
           f"2D MultiMatch vs multimatch-gaze: {(n / t_ours2) / (m2 / t_mmg):.0f}x (exact)")
-    print(f"peak RSS: {rss0:.0f} MB after imports and data, {rss_ours:.0f} MB after ours")
+    print("peak RSS of the whole evaluation (fresh process: Python, JAX, data, evaluation): "
+          + ", ".join(f"{a} {w['peak_rss_mb']:.0f} MB" for a, w in whole_runs.items())
+          + f"; this process: {rss0:.0f} MB after imports and data, {rss_ours:.0f} MB after ours")
     print(f"agreement ours vs reference: {agree}")
     print(f"MultiMatch dp vs exact on these 100 pairs, max |diff| per dimension: "
           f"{dict(zip(mm.NAMES, dp_gap.round(4).tolist()))}")
@@ -297,7 +335,7 @@ def main() -> int:
             "pairs": n, "rows": [{"what": r[0], "cold_s": r[1], "warm_s": r[2]} for r in rows],
             "reference": [{"what": r[0], "s": r[1], "pairs": k} for r in ref_rows],
             "multimatch_gaze": {"pairs": m2, "s": t_mmg}, "ours_2d_exact_s": t_ours2,
-            "peak_rss_mb": rss_ours, "cpu_s": CPU_TIMES, "agreement": agree, "dp_gap": dp_gap.tolist(), "tie_gap": tie_gap,
+            "peak_rss_mb": rss_ours, "whole": whole_runs, "cpu_s": CPU_TIMES, "agreement": agree, "dp_gap": dp_gap.tolist(), "tie_gap": tie_gap,
         }, indent=1))
     return 0
 

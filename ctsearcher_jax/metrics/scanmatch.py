@@ -292,18 +292,27 @@ def default_chunk() -> int:
     return 1 if jax.default_backend() == "cpu" else 64
 
 
+def default_stripe() -> int | None:
+    """Stripe height: STRIPE rows on CPU (cache-sized vectors); None = one stripe of the whole
+    height on accelerators, where each loop step costs kernel launches, so fewer, longer steps
+    (whole anti-diagonals) win."""
+    return STRIPE if jax.default_backend() == "cpu" else None
+
+
 def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
                  params: ScanMatchParams, chunk: int | None = None,
-                 threads: int | None = None) -> np.ndarray:
+                 threads: int | None = None, stripe: int | None | str = "auto") -> np.ndarray:
     """max(F) of the Needleman-Wunsch matrix for many symbol-sequence pairs: (B,) float64.
 
     With gap 0 (the paper's setting) each pair runs the striped kernel (`_stripe_kernel`).
     chunk = 1 (the CPU default) runs one pair per call on `threads` host threads (default: the
     usable cores), largest pairs first; a larger chunk vmaps that many pairs of similar size per
-    call (accelerators). Other gaps use the masked whole-matrix kernel, `chunk` pairs per call.
-    Results do not depend on chunk or threads.
+    call (accelerators). stripe: rows per stripe ("auto": `default_stripe()`; None: the whole
+    height). Other gaps use the masked whole-matrix kernel, `chunk` pairs per call.
+    Results do not depend on chunk, threads or stripe.
     """
     chunk = default_chunk() if chunk is None else max(1, int(chunk))
+    stripe = default_stripe() if stripe == "auto" else stripe
     threads = default_threads() if threads is None else max(1, int(threads))
     # NW with a symmetric substitution matrix is symmetric in its arguments (F(B, A) = F(A, B)^T),
     # so the shorter sequence goes on the rows: fewer, shorter stripes / diagonals.
@@ -319,11 +328,13 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
         consts = _score_constants(params.bins, params.threshold)
         # One padded length for the whole call (loop trip counts follow each pair's own lengths,
         # so padding costs memory, not time): few compiled shapes, (stripe width, length).
-        length = _pow2(max(len(x) for x in seq_b) + STRIPE + 2)
+        rows = _pow2(max(len(x) for x in seq_a))
+        width_max = rows if stripe is None else min(int(stripe), rows)
+        length = _pow2(max(len(x) for x in seq_b) + width_max + 2)
         calls = []
         for start in range(0, n, chunk):
             idx = order[start:start + chunk]
-            width = min(STRIPE, _pow2(max(len(seq_a[i]) for i in idx)))
+            width = min(width_max, _pow2(max(len(seq_a[i]) for i in idx)))
             ac = np.stack([_coords(seq_a[i], length, params.bins, _NULL_ROW) for i in idx])
             bc = np.stack([_coords(seq_b[i], length, params.bins, _NULL_COL) for i in idx])
             la = np.array([len(seq_a[i]) for i in idx], np.int32)

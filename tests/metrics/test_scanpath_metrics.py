@@ -278,5 +278,8 @@ def test_striped_kernel_long_sequences_bit_identical(bins, threshold):
     ref = [float(_nw_reference(a, b, sub, 0.0)) for a, b in seqs]
     per_thread = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, threads=2)
     vmapped = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, chunk=3, threads=1)
+    whole_height = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, chunk=4,
+                                   threads=1, stripe=None)  # the accelerator default
     assert per_thread.tolist() == ref
     assert vmapped.tolist() == ref
+    assert whole_height.tolist() == ref
