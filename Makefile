@@ -1,9 +1,11 @@
 # Set-up commands of the README: `make demo` and `make test` create .venv when missing,
-# install the project with its test extra, and run.
+# install the project with its test extra, and run. The install pins the JAX-family versions CI
+# tests (constraints/ci.txt); pyproject.toml itself declares ranges.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CONSTRAINTS := constraints/ci.txt
 PYTEST_ARGS ?=
 
 .PHONY: demo test install clean
@@ -11,9 +13,9 @@ PYTEST_ARGS ?=
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "visualize": "visualize",
     "report": "report",
     "import-upstream": "import_upstream",
+    "devices": "devices",
 }
 
 
@@ -40,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="CT-Searcher in JAX: 3D radiologist scanpaths on CT volumes.")
     parser.add_argument("--debug", action="store_true",
                         help="show full tracebacks instead of one-line error messages")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not read or write the persistent XLA compilation cache "
+                             "(default: on, in ~/.cache/ctsearcher-jax/jax; env "
+                             "CTSEARCHER_COMPILE_CACHE=0 also turns it off, =DIR moves it)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in COMMANDS.items():
@@ -47,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show full tracebacks instead of one-line error messages")
+        p.add_argument("--no-compile-cache", action="store_true", default=argparse.SUPPRESS,
+                       help="do not use the persistent XLA compilation cache")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -55,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ctsearcher_jax.runtime import compile_cache
+
+    compile_cache.configure(enabled=not args.no_compile_cache)
     try:
         return int(args._run(args) or 0)
     except CTSearcherError as exc:

@@ -36,6 +36,13 @@ RESUBMIT_COUNT=${RESUBMIT_COUNT:-0}
 # One process per node sees all local GPUs; keep XLA from grabbing all memory up front.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
 
+# Refuse to train on CPU by accident: the CUDA build of jaxlib must be installed and see the GPUs
+# (REQUIRE_BACKEND=cpu accepts a CPU run, e.g. to try the script).
+if ! "$PYTHON" -m ctsearcher_jax.cli devices --require "${REQUIRE_BACKEND:-gpu}"; then
+    echo "no GPU backend in $PYTHON: install it with  $PYTHON -m pip install -e '.[cuda]'" >&2
+    exit 2
+fi
+
 # srun forwards SIGTERM to every task (the training processes agree on one step to stop at).
 srun --kill-on-bad-exit=1 "$PYTHON" -m ctsearcher_jax.cli train \
     --config "$CONFIG" --workdir "$WORKDIR" "$@"

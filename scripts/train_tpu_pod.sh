@@ -12,6 +12,7 @@
 # * train.batch_size must be a multiple of the number of TPU chips (x grad_accum_steps).
 # * Preemption (spot/preemptible TPUs) sends SIGTERM: a checkpoint is saved and the command exits 0;
 #   run the script again to resume exactly where it stopped.
+# * INSTALL=1 installs the TPU build ('.[tpu]') into REPO/.venv on every worker before the check.
 # * Logs: process 0 writes WORKDIR/tb and WORKDIR/metrics.jsonl; other workers log nothing.
 set -euo pipefail
 
@@ -25,6 +26,14 @@ WORKDIR=${WORKDIR:?set WORKDIR to a directory shared by every worker}
 ARGS=""
 for a in "$@"; do ARGS+=" $(printf '%q' "$a")"; done
 
+# Every worker first checks that its jaxlib is the TPU build and sees its chips (exit 2 with the
+# install command otherwise; INSTALL=1 installs '.[tpu]' on every worker first).
+SETUP="cd $(printf '%q' "$REPO")"
+if [[ "${INSTALL:-0}" == 1 ]]; then
+    SETUP+=" && .venv/bin/python -m pip install --quiet -e '.[tpu]'"
+fi
+SETUP+=" && .venv/bin/python -m ctsearcher_jax.cli devices --require tpu"
+
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" $PROJECT_FLAG --worker=all --command \
-    "cd $(printf '%q' "$REPO") && .venv/bin/python -m ctsearcher_jax.cli train --distributed \
+    "$SETUP && .venv/bin/python -m ctsearcher_jax.cli train --distributed \
      --config $(printf '%q' "$CONFIG") --workdir $(printf '%q' "$WORKDIR")$ARGS"

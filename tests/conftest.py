@@ -8,6 +8,9 @@ from pathlib import Path
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Never read or write the user's persistent compilation cache (~/.cache/ctsearcher-jax/jax):
+# tests that exercise the cache point CTSEARCHER_COMPILE_CACHE at a temporary directory.
+os.environ["CTSEARCHER_COMPILE_CACHE"] = "0"
 
 import pytest  # noqa: E402
 

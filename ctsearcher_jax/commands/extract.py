@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
     maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
                      process_id=args.process_id)
+    from ctsearcher_jax.runtime.devices import startup_line
+
+    print(startup_line(), flush=True)  # every process: a host that sees no accelerator stands out
 
     from feature_extraction.extract import extract_directory
 

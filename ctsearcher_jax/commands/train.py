@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     config = load(config_path, args.overrides)
     maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
                      process_id=args.process_id, force=args.distributed)
+    from ctsearcher_jax.runtime.devices import startup_line
+
+    print(startup_line(), flush=True)  # every process: a host that sees no accelerator stands out
 
     import jax
 

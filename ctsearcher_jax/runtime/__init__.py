@@ -1,0 +1,1 @@
+"""Process-level set-up shared by every command: which devices JAX sees, the compilation cache."""

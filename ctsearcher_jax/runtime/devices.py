@@ -1,0 +1,93 @@
+"""What JAX sees on this process: backend, device kind and count, process index/count, versions.
+
+`describe()` returns it as a dict (for `ctsearcher devices --json`, manifests and benchmarks);
+`startup_line()` is the one line `train`, `extract` and `predict` print at start-up, e.g.
+
+    JAX 0.10.2 (jaxlib 0.10.2): backend gpu, 8 x NVIDIA H100 80GB HBM3 (8 local), process 0/1
+
+Both start the JAX backend, so call them after `jax.distributed.initialize()` (multi-host).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ctsearcher_jax.errors import ConfigError
+
+# What `require()` accepts: JAX's platform names.
+BACKENDS = ("cpu", "gpu", "tpu")
+
+# How to get each accelerator build (README "Running on GPUs and TPUs").
+INSTALL_HINT = {
+    "gpu": "install the CUDA build: pip install -e '.[cuda]' (CUDA 12 wheels; '.[cuda13]' for CUDA 13)",
+    "tpu": "install the TPU build: pip install -e '.[tpu]'",
+    "cpu": "set JAX_PLATFORMS=cpu",
+}
+
+
+def describe() -> dict[str, Any]:
+    """Backend, devices and versions of this process (starts the backend)."""
+    import jax
+    import jaxlib
+
+    devices = jax.devices()
+    local = jax.local_devices()
+    kinds = sorted({d.device_kind for d in devices})
+    info: dict[str, Any] = {
+        "backend": jax.default_backend(),
+        "device_kind": kinds[0] if len(kinds) == 1 else kinds,
+        "device_count": len(devices),
+        "local_device_count": len(local),
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+    }
+    if info["backend"] == "gpu":
+        info["cuda"] = _cuda_versions()
+    return info
+
+
+def startup_line(info: dict[str, Any] | None = None) -> str:
+    """One line naming the JAX version, backend, device kind and count, and process index/count."""
+    info = describe() if info is None else info
+    kind = info["device_kind"]
+    kind = kind if isinstance(kind, str) else " + ".join(kind)
+    line = (f"JAX {info['jax']} (jaxlib {info['jaxlib']}): backend {info['backend']}, "
+            f"{info['device_count']} x {kind} ({info['local_device_count']} local), "
+            f"process {info['process_index']}/{info['process_count']}")
+    if info.get("cuda"):
+        line += f", {info['cuda']}"
+    return line
+
+
+def require(backend: str) -> dict[str, Any]:
+    """Raise ConfigError (with the install command) unless JAX's default backend is `backend`."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--require must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    try:
+        info = describe()
+    except RuntimeError as exc:  # e.g. JAX_PLATFORMS=cuda without a CUDA plugin or driver
+        raise ConfigError(f"JAX could not start a backend ({str(exc).splitlines()[0]}); "
+                          f"{INSTALL_HINT[backend]}") from None
+    if info["backend"] != backend:
+        raise ConfigError(f"JAX's backend is {info['backend']} ({startup_line(info)}), not "
+                          f"{backend}; {INSTALL_HINT[backend]}")
+    return info
+
+
+def _cuda_versions() -> str | None:
+    """'CUDA runtime X, cuDNN Y' as the CUDA plugin reports them (None when it does not say)."""
+    try:
+        from jax._src.lib import cuda_versions  # the plugin's own version query
+    except ImportError:
+        return None
+    if cuda_versions is None:
+        return None
+    parts = []
+    for label, fn in (("CUDA runtime", "cuda_runtime_get_version"), ("cuDNN", "cudnn_get_version")):
+        try:
+            parts.append(f"{label} {getattr(cuda_versions, fn)()}")
+        except Exception:  # noqa: BLE001 - versions are informative only
+            pass
+    return ", ".join(parts) or None
