@@ -35,6 +35,8 @@ def _check(condition: bool, key: str, message: str) -> None:
 class ModelConfig:
     """CT-Searcher architecture (shapes: tokens = prod(grid), classes = 1 + tokens)."""
 
+    # Architecture built by `model.build` (a name in `model/factory.py`'s ARCHITECTURES).
+    arch: str = "ct_searcher"
     # Width of every transformer layer (the original's --hidden_dim).
     d_model: int = 768
     # Attention heads per layer (--nhead); must divide d_model.
@@ -61,6 +63,9 @@ class ModelConfig:
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
+        from ctsearcher_jax.model.factory import ARCHITECTURES  # a table of names, no Flax
+
+        _check(self.arch in ARCHITECTURES, "model.arch", f"unknown; choose from {sorted(ARCHITECTURES)}")
         for key in ("d_model", "num_heads", "num_encoder_layers", "num_decoder_layers",
                     "dim_feedforward", "feature_dim", "max_length"):
             _check(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")

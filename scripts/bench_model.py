@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ctsearcher_jax import config as config_lib  # noqa: E402
 from ctsearcher_jax.config import ModelConfig  # noqa: E402
 from ctsearcher_jax.data.targets import ScanpathTargets  # noqa: E402
-from ctsearcher_jax.model.ct_searcher import CTSearcher  # noqa: E402
+from ctsearcher_jax.model.factory import build  # noqa: E402
 from ctsearcher_jax.model.losses import repeat_for_readers, scanpath_loss  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def timed(fn, args, iters: int) -> float:
 
 def bench_jax(config: ModelConfig, readers: int, batch: int, iters: int) -> dict:
     rng = np.random.default_rng(0)
-    model = CTSearcher(config, rngs=nnx.Rngs(params=0, dropout=1))
+    model = build(config, nnx.Rngs(params=0, dropout=1))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tokens = jnp.asarray(rng.normal(size=(batch, config.num_tokens, config.feature_dim)), jnp.float32)
     targets, reader_mask = random_targets(rng, batch, readers, config)

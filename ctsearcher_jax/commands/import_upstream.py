@@ -83,11 +83,11 @@ def import_state_dict(state: dict, *, source: str, num_heads: int = 8):
     from flax import nnx
 
     from ctsearcher_jax.config import Config
-    from ctsearcher_jax.model.ct_searcher import CTSearcher
+    from ctsearcher_jax.model.factory import build
     from ctsearcher_jax.model.upstream import infer_config, load_upstream_state
 
     model_config = infer_config(state, source, num_heads=num_heads)
-    model = CTSearcher(model_config, rngs=nnx.Rngs(0))
+    model = build(model_config, nnx.Rngs(0))
     load_upstream_state(model, state, source)
     return model, Config(model=model_config)
 

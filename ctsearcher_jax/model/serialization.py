@@ -75,7 +75,7 @@ def save_model(out_dir: str | os.PathLike[str], model: Any, config: Config | Mod
 
 
 def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple[Any, Config]:
-    """Read a directory written by `save_model`: (CTSearcher, Config).
+    """Read a directory written by `save_model`: (model of `config.model.arch`, Config).
 
     Raises CheckpointError naming the file for a missing file, a hash mismatch, or tensors that do
     not fit the config. `rng_seed` seeds the dropout stream of the rebuilt model.
@@ -84,7 +84,7 @@ def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
-    from ctsearcher_jax.model.ct_searcher import CTSearcher
+    from ctsearcher_jax.model.factory import build
 
     model_dir = Path(model_dir)
     weights, config_path = model_dir / WEIGHTS, model_dir / CONFIG
@@ -104,7 +104,7 @@ def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple
     if metadata.get("sha256") != _digest(tensors):
         raise CheckpointError(f"{weights}: sha256 of the tensors does not match its metadata; "
                               "the file is corrupt, export it again")
-    model = CTSearcher(config.model, rngs=nnx.Rngs(params=rng_seed, dropout=rng_seed))
+    model = build(config.model, nnx.Rngs(params=rng_seed, dropout=rng_seed))
     variables = _saved_variables(model)
     unknown, missing = sorted(set(tensors) - set(variables)), sorted(set(variables) - set(tensors))
     wrong = [f"{k}: {tensors[k].shape} != {variables[k].shape}" for k in variables

@@ -162,9 +162,9 @@ def _torch_flat_shape(key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 def check_state(state: Mapping[str, np.ndarray], config: ModelConfig,
                 source: str = "<state dict>") -> None:
     """Raise WeightsError listing unknown keys, missing keys and shape mismatches."""
-    from ctsearcher_jax.model.ct_searcher import CTSearcher
+    from ctsearcher_jax.model.factory import build
 
-    abstract = nnx.eval_shape(lambda: CTSearcher(config, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: build(config, nnx.Rngs(0)))
     expected = {}
     for key, path, transform in key_map(config):
         shape = tuple(get_path(abstract, path).shape)

@@ -19,9 +19,14 @@ import numpy as np
 
 
 class Evaluator(Protocol):
+    """What the training loop runs at each evaluation (every process, same values)."""
+
+    # Names `run` yields, known before the run starts (checked against eval.best_metric).
     metric_names: tuple[str, ...]
 
-    def run(self, state: Any, step: int) -> Iterable[tuple[str, float]]: ...
+    def run(self, state: Any, step: int) -> Iterable[tuple[str, float]]:
+        """(name, value) pairs for the train state after optimizer step `step`."""
+        ...
 
 
 def scalar(x: jax.Array) -> float:
@@ -91,9 +96,9 @@ class ScanpathMetricsEvaluator:
         if self._model is None:
             from flax import nnx
 
-            from ctsearcher_jax.model.ct_searcher import CTSearcher
+            from ctsearcher_jax.model.factory import build
 
-            self._model = CTSearcher(self.config.model, rngs=nnx.Rngs(0))
+            self._model = build(self.config.model, nnx.Rngs(0))
         return self._model
 
     def _score(self, model_state, step: int) -> dict[str, float]:

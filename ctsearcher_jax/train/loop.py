@@ -26,11 +26,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ctsearcher_jax.config import Config, to_dict, write_resolved
 from ctsearcher_jax.errors import ConfigError, DataError
 from ctsearcher_jax.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from ctsearcher_jax.train.evaluators import Evaluator
 
 
 @dataclasses.dataclass
@@ -96,12 +99,12 @@ def _flat_hparams(config: Config) -> dict[str, Any]:
 
 
 def train_and_evaluate(config: Config, workdir: str | Path, *,
-                       extra_evaluators: Callable[..., list] | None = None,
+                       extra_evaluators: Callable[..., Sequence[Evaluator]] | None = None,
                        echo: Callable[[str], None] | None = None) -> RunResult:
     """Train (or resume) the run in `workdir`; see the module docstring.
 
-    extra_evaluators: optional factory `(config, graphdef, rng_state, mesh, eval_items) -> list`
-    of further evaluators (e.g. sampling + scanpath metrics).
+    extra_evaluators: optional factory `(config, graphdef, rng_state, mesh, eval_items) ->
+    [Evaluator, ...]` of further evaluators (see `train/evaluators.py`).
     """
     import jax
     from tqdm import tqdm
@@ -160,7 +163,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
                                                            shardings=shardings)
 
     # ---- evaluators
-    evaluators = []
+    evaluators: list[Evaluator] = []
     if eval_items:
         eval_source = CTExampleSource(eval_items, config, r_max)
         evaluators.append(LossEvaluator(
@@ -300,13 +303,13 @@ def export_model(config: Config, state, out_dir: Path, info: dict[str, Any]) -> 
     import jax
     from flax import nnx
 
-    from ctsearcher_jax.model.ct_searcher import CTSearcher
+    from ctsearcher_jax.model.factory import build
     from ctsearcher_jax.model.serialization import save_model
     from ctsearcher_jax.train.evaluators import model_state_on_host
 
     host = model_state_on_host(state)
     if jax.process_index() == 0:
-        model = CTSearcher(config.model, rngs=nnx.Rngs(0))
+        model = build(config.model, nnx.Rngs(0))
         nnx.update(model, host)
         save_model(out_dir, model, config)
         atomic_write_json(out_dir / "export.json", info)

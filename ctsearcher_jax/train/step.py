@@ -29,7 +29,7 @@ import optax
 from flax import nnx
 
 from ctsearcher_jax.config import Config, TrainConfig
-from ctsearcher_jax.model.ct_searcher import CTSearcher
+from ctsearcher_jax.model.factory import build as build_model
 from ctsearcher_jax.model.losses import repeat_for_readers, scanpath_loss
 from ctsearcher_jax.data.targets import ScanpathTargets
 
@@ -37,14 +37,14 @@ TrainState = dict[str, Any]
 Batch = dict[str, jax.Array]
 
 
-def build(config: Config, tx: optax.GradientTransformation) -> tuple[CTSearcher, nnx.Optimizer]:
+def build(config: Config, tx: optax.GradientTransformation) -> tuple[nnx.Module, nnx.Optimizer]:
     """A freshly initialised model and its optimizer (parameters from `train.seed`)."""
     seed = config.train.seed
-    model = CTSearcher(config.model, rngs=nnx.Rngs(params=seed, dropout=seed))
+    model = build_model(config.model, nnx.Rngs(params=seed, dropout=seed))
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-def split(model: CTSearcher, optimizer: nnx.Optimizer):
+def split(model: nnx.Module, optimizer: nnx.Optimizer):
     """(graphdef, rng streams, everything else) of the (model, optimizer) pair."""
     return nnx.split((model, optimizer), nnx.RngState, ...)
 
@@ -87,7 +87,7 @@ def mask_totals(batch: Batch) -> tuple[jax.Array, jax.Array]:
     return (jnp.sum(batch["action_mask"] * readers), jnp.sum(batch["duration_mask"] * readers))
 
 
-def loss_terms(model: CTSearcher, batch: Batch, *, train: TrainConfig,
+def loss_terms(model: nnx.Module, batch: Batch, *, train: TrainConfig,
                deterministic: bool) -> tuple[jax.Array, jax.Array]:
     """(spatial, duration) losses of one (micro-)batch, each normalised by its own mask sums."""
     tokens = batch["tokens"]

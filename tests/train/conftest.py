@@ -7,7 +7,6 @@ and control flow, not speed, and the CI machine has two cores.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -20,12 +19,11 @@ import numpy as np
 import pytest
 import yaml
 
+import tinydata  # tests/train is on the path (pyproject: pythonpath)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
-_spec = importlib.util.spec_from_file_location("tinydata", HERE / "tinydata.py")
-tinydata = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tinydata)
 
 # The scale / resume config: 16 training CTs, global batch 8 (divisible by 1, 4 and 8 devices),
 # 2 steps per epoch, 10 epochs = 20 steps, dropout on (masks must match across layouts too).

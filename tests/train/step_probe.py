@@ -6,7 +6,6 @@ session's JAX. Usage: python step_probe.py DATASET_ROOT
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -21,9 +20,7 @@ from ctsearcher_jax.train import optimizer as opt
 from ctsearcher_jax.train import sharding as sh
 from ctsearcher_jax.train import step as st
 
-_spec = importlib.util.spec_from_file_location("tinydata", Path(__file__).with_name("tinydata.py"))
-tinydata = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tinydata)
+import tinydata  # run as a script: its folder is sys.path[0]
 
 
 def run(root: Path, steps: int = 3, *, model=None, **train) -> dict:

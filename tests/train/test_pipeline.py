@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,9 +11,7 @@ from ctsearcher_jax.data.pipeline import (CTExampleSource, eval_dataset, make_it
 from ctsearcher_jax.data.schema import load_dataset
 from ctsearcher_jax.errors import ConfigError
 
-_spec = importlib.util.spec_from_file_location("tinydata", Path(__file__).with_name("tinydata.py"))
-tinydata = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tinydata)
+import tinydata  # tests/train is on the path (pyproject: pythonpath)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Train step: exact gradient accumulation, per-reader mode, bf16 compute; start-up checks; tracker."""
+"""Train step: exact gradient accumulation, per-reader mode, bf16 compute, the legacy loss flag."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from ctsearcher_jax.config import TrainConfig, from_dict
-from ctsearcher_jax.errors import ConfigError
-from ctsearcher_jax.train.checkpoint import incompatible_keys, metric_higher_is_better
-from ctsearcher_jax.train.distributed import detect_launcher, maybe_initialize
-from ctsearcher_jax.train.tracker import JsonlTracker, NullTracker, make_tracker
+from ctsearcher_jax.config import from_dict
 
 
 @pytest.fixture(scope="module")
@@ -46,70 +42,6 @@ def test_bf16_compute_keeps_float32_parameters(probe):
     for a, b in zip(bf16["losses"], plain["losses"]):
         assert np.isfinite(a["loss"]) and a["loss"] == pytest.approx(b["loss"], rel=5e-2)
         assert a["loss"] != b["loss"]  # the compute dtype really changed
-
-
-def test_batch_that_does_not_divide_devices_is_config_error():
-    import jax
-
-    from ctsearcher_jax.train.sharding import check_batch_divides, make_mesh
-
-    mesh = make_mesh(TrainConfig())
-    n = len(jax.devices())
-    with pytest.raises(ConfigError, match="grad_accum_steps"):
-        check_batch_divides(TrainConfig(batch_size=3, grad_accum_steps=2), mesh, 1)
-    with pytest.raises(ConfigError, match="processes"):
-        check_batch_divides(TrainConfig(batch_size=3 * n), mesh, 2)
-    with pytest.raises(ConfigError, match="fsdp"):
-        make_mesh(TrainConfig(fsdp=n + 1))
-    check_batch_divides(TrainConfig(batch_size=2 * n, grad_accum_steps=2), mesh, 1)
-
-
-def test_launcher_detection():
-    assert detect_launcher({}) is None
-    assert detect_launcher({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
-    assert detect_launcher({"SLURM_NTASKS": "4", "SLURM_PROCID": "2"}) == "slurm"
-    assert detect_launcher({"TPU_WORKER_HOSTNAMES": "t0"}) is None
-    assert detect_launcher({"TPU_WORKER_HOSTNAMES": "t0,t1,t2,t3"}) == "tpu_pod"
-    assert maybe_initialize(env={}) is None
-    with pytest.raises(ConfigError, match="together"):
-        maybe_initialize(coordinator="localhost:1234", env={})
-
-
-def test_resume_invariants_and_metric_directions():
-    base = from_dict({})
-    changed = from_dict({"model": {"d_model": 64}, "train": {"log_every": 1, "fsdp": 2},
-                         "data": {"feature_dir": "elsewhere"}})
-    from ctsearcher_jax.config import to_dict
-
-    keys = incompatible_keys(to_dict(base), changed)
-    assert keys == ["model.d_model: checkpoint 768, now 64"]
-    assert metric_higher_is_better("scanmatch_with_duration")
-    assert metric_higher_is_better("multimatch_vector")
-    assert not metric_higher_is_better("sed")
-    assert not metric_higher_is_better("saliency_kld")
-    assert not metric_higher_is_better("eval_loss")
-    with pytest.raises(ConfigError, match="unknown"):
-        metric_higher_is_better("accuracy")
-
-
-def test_jsonl_tracker_drops_lines_after_the_resumed_step(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    t = JsonlTracker(path)
-    for s in range(1, 6):
-        t.log_scalars(s, {"loss": float(s)})
-    t.log_scalars(4, {"eval_loss": float("nan")}, prefix="eval")
-    t.close()
-    with open(path, "a") as f:
-        f.write('{"step": 6, "spl')  # cut by a kill
-    t = JsonlTracker(path, start_step=3)
-    t.log_scalars(4, {"loss": 40.0})
-    t.close()
-    rows = [json.loads(l) for l in path.read_text().splitlines()]
-    assert [(r["step"], r["split"]) for r in rows] == [(1, "train"), (2, "train"), (3, "train"),
-                                                        (4, "train")]
-    assert rows[-1]["loss"] == 40.0
-    assert isinstance(make_tracker(tmp_path / "w", process_index=1), NullTracker)
-    assert not (tmp_path / "w").exists()
 
 
 def test_legacy_loss_epsilon_flag_reaches_the_loss(helpers, tmp_path):

@@ -13,7 +13,7 @@ from ctsearcher_jax.data.schema import Scanpath
 from ctsearcher_jax.data.targets import build_ct_targets, build_targets
 from ctsearcher_jax.errors import DataError
 
-FIX = Path(__file__).parent / "fixtures" / "model"
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "model"
 
 
 def _readers():
