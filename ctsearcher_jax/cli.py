@@ -15,6 +15,7 @@ import importlib
 import sys
 import traceback
 
+from ctsearcher_jax._version import __version__
 from ctsearcher_jax.errors import CTSearcherError
 
 # Subcommand name -> module in ctsearcher_jax.commands (kept in the order `--help` lists them).
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not read or write the persistent XLA compilation cache "
                              "(default: on, in ~/.cache/ctsearcher-jax/jax; env "
                              "CTSEARCHER_COMPILE_CACHE=0 also turns it off, =DIR moves it)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in COMMANDS.items():

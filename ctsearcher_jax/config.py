@@ -427,13 +427,51 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def bundled_config_dir() -> Path:
+    """The folder of the configs that ship with the package.
+
+    Installed from a wheel: `ctsearcher_jax/configs/` (copied there from the top-level `configs/`
+    by setup.py's build step). In a source checkout or an editable install: `configs/` itself.
+    """
+    package = Path(__file__).resolve().parent
+    inside = package / "configs"
+    return inside if inside.is_dir() else package.parent / "configs"
+
+
+def bundled_configs() -> dict[str, Path]:
+    """Config name (file stem, e.g. "paper", "tiny") -> YAML file shipped with the package."""
+    folder = bundled_config_dir()
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    """A config given by path (`configs/tiny.yaml`, `/abs/run/config.yaml`) or by the name of a
+    bundled config (`tiny`, `paper`, also `tiny.yaml`). An existing file always wins over a name.
+
+    Raises ConfigError naming the path and the bundled names when neither exists.
+    """
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    bundled = bundled_configs()
+    text = str(path)
+    name = text[:-5] if text.endswith(".yaml") else text
+    if os.sep not in text and "/" not in text and name in bundled:
+        return bundled[name]
+    names = ", ".join(bundled) or "none found"
+    raise ConfigError(f"config file {path} does not exist; pass a YAML path or the name of a "
+                      f"bundled config ({names})")
+
+
 def load(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when `path` is None) and apply dotted overrides."""
+    """Load a YAML config (or the defaults when `path` is None) and apply dotted overrides.
+
+    `path` is a YAML file or the name of a bundled config (`"paper"`, `"tiny"`; see
+    `resolve_path`).
+    """
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
+        path = resolve_path(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

@@ -100,3 +100,15 @@ def test_resolved_config_round_trips(tmp_path, paper):
 def test_frozen(paper):
     with pytest.raises(dataclasses.FrozenInstanceError):
         paper.train.lr = 1.0
+
+
+def test_bundled_configs_resolve_by_name(repo_root, tmp_path, monkeypatch):
+    assert cfg.resolve_path("paper") == cfg.resolve_path("paper.yaml")
+    assert cfg.resolve_path("paper").read_bytes() == (repo_root / "configs" / "paper.yaml").read_bytes()
+    assert cfg.load("tiny") == cfg.load(repo_root / "configs" / "tiny.yaml")
+    # an existing file wins over a bundled name; a missing name lists the bundled ones
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").write_text("train:\n  epochs: 7\n")
+    assert cfg.load("tiny").train.epochs == 7
+    with pytest.raises(ConfigError, match=r"nope.*bundled config \(paper, tiny\)"):
+        cfg.load("nope")

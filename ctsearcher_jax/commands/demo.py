@@ -4,7 +4,7 @@ Each stage is the real command, run in this process (so compiled functions are s
 printed as the command line a user would type:
 
   synth -> validate-data -> extract (a small random-initialised Swin UNETR, labelled so)
-  -> train (configs/tiny.yaml) -> predict (test split) -> baselines -> evaluate -> report
+  -> train (the bundled tiny config, configs/tiny.yaml) -> predict (test split) -> baselines -> evaluate -> report
 """
 
 from __future__ import annotations
@@ -27,27 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="voxels per synthetic volume (default 64 64 48)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data, model and sampling")
-    parser.add_argument("--config", default=None,
-                        help="model/training config (default: configs/tiny.yaml of this checkout)")
+    parser.add_argument("--config", default="tiny",
+                        help="model/training config: a YAML file or a bundled name (default tiny)")
     parser.add_argument("--force", action="store_true", help="replace an existing demo run directory")
-
-
-def default_config() -> Path:
-    """configs/tiny.yaml next to the package (an editable install or a source checkout)."""
-    import ctsearcher_jax
-
-    return Path(ctsearcher_jax.__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax import cli
-    from ctsearcher_jax.errors import ConfigError, DataError
+    from ctsearcher_jax.config import resolve_path
+    from ctsearcher_jax.errors import DataError
 
     out = Path(args.out)
     data, features, workdir = out / "data", out / "features", out / "run"
-    config = Path(args.config) if args.config else default_config()
-    if not config.is_file():
-        raise ConfigError(f"{config} does not exist; pass --config configs/tiny.yaml from a checkout")
+    config = resolve_path(args.config)
     if out.exists() and any(out.iterdir()):
         if not args.force:
             raise DataError(f"{out} already exists; pass --force to replace the demo run or choose "

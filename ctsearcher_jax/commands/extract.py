@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="converted weights (`ctsearcher convert-monai`), or 'random' for a "
                              "seeded random-initialised encoder (testing only)")
     parser.add_argument("--out", required=True, help="feature folder to write (created if needed)")
-    parser.add_argument("--config", help="YAML config whose `extract` section gives the defaults")
+    parser.add_argument("--config", help="YAML config (file or bundled name: paper, tiny) whose "
+                                          "`extract` section gives the defaults")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set extract.hu_min=-200 (repeatable)")
     parser.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0, as the original)")

@@ -10,12 +10,15 @@ HELP = ("train CT-Searcher (resumes from WORKDIR's checkpoints by itself; SIGTER
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config (e.g. configs/paper.yaml); default when "
-                                         "resuming: WORKDIR/config.yaml")
-    parser.add_argument("--workdir", required=True,
-                        help="run folder: checkpoints/, tb/, metrics.jsonl, config.yaml")
+    parser.add_argument("--config", help="YAML config file or bundled config name (paper, tiny); "
+                                         "default when resuming: WORKDIR/config.yaml")
+    parser.add_argument("--workdir",
+                        help="run folder: checkpoints/, tb/, metrics.jsonl, config.yaml (required "
+                             "unless --print-config)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (file + --set) as YAML and exit")
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-process without "
                                               "SLURM/TPU auto-detection)")
     parser.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
@@ -26,17 +29,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsearcher_jax.config import load
+    from ctsearcher_jax.config import dumps, load
     from ctsearcher_jax.errors import ConfigError
     from ctsearcher_jax.train.distributed import maybe_initialize
 
     config_path = args.config
+    if args.workdir is None and not (args.print_config and config_path is not None):
+        raise ConfigError("--workdir is required (the run folder to create or resume)")
     if config_path is None:
         resolved = Path(args.workdir) / "config.yaml"
         if not resolved.is_file():
             raise ConfigError(f"--config is required: {resolved} does not exist (new run)")
         config_path = resolved
     config = load(config_path, args.overrides)
+    if args.print_config:
+        print(dumps(config), end="")
+        return 0
     maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
                      process_id=args.process_id, force=args.distributed)
     from ctsearcher_jax.runtime.devices import startup_line
