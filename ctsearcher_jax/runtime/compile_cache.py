@@ -5,8 +5,9 @@ A second run of the same shapes loads its XLA executables from disk instead of c
 
 Where: `$CTSEARCHER_COMPILE_CACHE` when it names a directory, else `$XDG_CACHE_HOME/ctsearcher-jax/jax`
 (`~/.cache/ctsearcher-jax/jax` without XDG_CACHE_HOME). Off: `ctsearcher --no-compile-cache ...`
-(or the flag after the command) or `CTSEARCHER_COMPILE_CACHE=0` (also `off`, `false`, `no`).
-A user who configured JAX's own cache (`JAX_COMPILATION_CACHE_DIR`) keeps it unless it is turned off.
+(or the flag after the command) turns off every persistent cache; `CTSEARCHER_COMPILE_CACHE=0`
+(also `off`, `false`, `no`) turns off ours. A user who configured JAX's own cache
+(`JAX_COMPILATION_CACHE_DIR`) keeps it unless the flag is given.
 
 Entries are keyed by JAX on the program, the jax/jaxlib versions, the backend and the device
 kind, so upgrading JAX or moving to another card compiles afresh; a stale or corrupt entry is
@@ -39,22 +40,26 @@ def configure(enabled: bool = True, env: dict[str, str] | None = None) -> Path |
     """Turn JAX's persistent compilation cache on (returns its directory) or off (returns None).
 
     Call before the first compilation. `enabled=False` (the `--no-compile-cache` flag) turns off
-    every persistent cache, JAX's own included; otherwise a directory the user gave JAX
-    (`JAX_COMPILATION_CACHE_DIR`) is kept. When JAX is not imported yet, this only sets JAX's
+    every persistent cache, JAX's own included. Otherwise a directory the user gave JAX
+    (`JAX_COMPILATION_CACHE_DIR`) is kept, and `CTSEARCHER_COMPILE_CACHE=0` only drops our default
+    directory (JAX's own settings stay as they are). When JAX is not imported yet, this only sets JAX's
     environment variables, so commands that never use JAX do not pay for importing it.
     """
     import sys
 
     settings: dict[str, object]
-    directory = cache_dir(env) if enabled else None
     user_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if "jax" in sys.modules:
         user_dir = user_dir or sys.modules["jax"].config.jax_compilation_cache_dir
-    if directory is None:
+    if not enabled:
         settings = {"jax_enable_compilation_cache": False}
+        directory = None
     elif user_dir:
-        return Path(user_dir)
+        return Path(user_dir)  # the user's own JAX cache wins
     else:
+        directory = cache_dir(env)
+        if directory is None:
+            return None  # CTSEARCHER_COMPILE_CACHE=0: leave JAX's defaults (no persistent cache)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError:
