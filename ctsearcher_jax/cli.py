@@ -17,6 +17,7 @@ import traceback
 
 from ctsearcher_jax._version import __version__
 from ctsearcher_jax.errors import CTSearcherError
+from ctsearcher_jax.paths import os_error
 
 # Subcommand name -> module in ctsearcher_jax.commands (kept in the order `--help` lists them).
 COMMANDS: dict[str, str] = {
@@ -77,6 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ctsearcher {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (OSError, MemoryError) as exc:
+        # A write or read the command did not wrap (disk full, permissions, out of memory):
+        # still one line naming the file and the cause; earlier results are intact.
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(exc, MemoryError):
+            what = "out of memory; use a smaller input or a machine with more memory"
+        else:
+            what = str(os_error(None, exc, "cannot read or write"))
+        print(f"ctsearcher {args.command}: error: {what}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -475,7 +475,12 @@ def load(path: str | os.PathLike[str] | None = None, overrides: list[str] | None
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: "
+                              f"{' '.join(str(exc).split())}") from None
+        except (RecursionError, ValueError, OSError) as exc:  # hostile nesting, huge ints, I/O
+            why = "nested too deeply" if isinstance(exc, RecursionError) else \
+                str(exc).splitlines()[0][:200]
+            raise ConfigError(f"config file {path} cannot be read ({why})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: top level must be a mapping of sections")
     data = apply_overrides(data, overrides or [])

@@ -25,3 +25,8 @@ class CheckpointError(CTSearcherError):
 
 class WeightsError(CTSearcherError):
     """A weights file (MONAI, upstream CT-Searcher) is unreadable, unsafe or mismatched."""
+
+
+class OutputError(CTSearcherError):
+    """An output cannot be written: it would replace an input, a folder is in the way, the
+    location is not writable, or the disk is full. Nothing already written is lost."""

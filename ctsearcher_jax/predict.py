@@ -2,8 +2,10 @@
 
 `predict_volumes` runs the whole chain for NIfTI files:
 
-1. features: `feature_extraction.extract` writes `<features>/<name>.npy` + manifest, reusing what the
-   cache already holds (same source bytes, settings and weights);
+1. features: reused from the cache (`<features>/<name>.npy` + manifest) when it holds the CT; with
+   `swin_weights` given, `feature_extraction.extract` writes what is missing. A cache entry made
+   with other weights or settings is never replaced (DataError naming the recorded weights), and
+   a random encoder is used only when asked for (`swin_weights="random"`);
 2. model: an exported CT-Searcher directory (`model.safetensors` + `config.yaml`, written by
    `ctsearcher import-upstream` or by training into `<workdir>/model`);
 3. sampling: one jit-compiled call per chunk of CTs draws the scanpaths (`model.sampling`);
@@ -66,6 +68,9 @@ class PredictSummary:
     scanpaths: int = 0
     figures: dict[str, dict[str, Path]] = dataclasses.field(default_factory=dict)
     failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    extracted: list[str] = dataclasses.field(default_factory=list)  # CTs encoded in this call
+    random_features: list[str] = dataclasses.field(default_factory=list)  # CTs whose features
+    # (reused or new) come from a random-initialised encoder, per the manifest
     seconds: float = 0.0
 
     @property
@@ -73,15 +78,77 @@ class PredictSummary:
         return not self.failed
 
 
+def check_feature_cache(volumes: Sequence[Path], feature_dir: Path, swin_weights: str | None,
+                        ext_cfg: ExtractConfig, seed: int) -> None:
+    """Refuse, before any work, a prediction that would replace or lack cached features.
+
+    swin_weights None: every CT must already have intact features of the model's width in
+    `feature_dir` (nothing is extracted). Otherwise no CT may have features made with other
+    weights (they would be overwritten); the message names the weights the manifest records.
+    """
+    from feature_extraction import manifest as mf
+    from feature_extraction.preprocess import volume_name
+    from feature_extraction.weights import file_sha256
+
+    manifest = mf.read_manifest(feature_dir) if feature_dir.is_dir() else {}
+    channels = 16 * ext_cfg.feature_size
+    if swin_weights is None:
+        missing = []
+        for path in volumes:
+            entry = manifest.get(volume_name(path))
+            why = "no features" if entry is None else mf.outputs_intact(entry, feature_dir)
+            if why is None and entry.get("channels") != channels:
+                why = f"{entry.get('channels')}-channel features, the model needs {channels}"
+            if why is not None:
+                missing.append((path, why))
+        if missing:
+            path, why = missing[0]
+            more = f" (and {len(missing) - 1} more CTs)" if len(missing) > 1 else ""
+            raise DataError(f"{feature_dir}: CT {volume_name(path)!r}: {why}{more}; predict reuses "
+                            f"cached features and extracts only when given --swin-weights "
+                            f"W.safetensors (converted with `ctsearcher convert-monai`; "
+                            f"`--swin-weights random` only for testing)")
+        return
+    if str(swin_weights) == "random":
+        def same(w: dict) -> bool:
+            return (w.get("kind") == "random" and w.get("seed") == seed
+                    and w.get("feature_size") == ext_cfg.feature_size
+                    and w.get("merging_order") == ext_cfg.merging_order)
+    else:
+        if not Path(swin_weights).is_file():
+            from ctsearcher_jax.errors import WeightsError
+
+            raise WeightsError(f"--swin-weights {swin_weights}: no such weights file; convert one "
+                               "with `ctsearcher convert-monai`")
+        digest = file_sha256(swin_weights)
+
+        def same(w: dict) -> bool:
+            return w.get("kind") == "file" and w.get("sha256") == digest
+    for path in volumes:
+        entry = manifest.get(volume_name(path))
+        recorded = (entry or {}).get("weights")
+        if entry and not (isinstance(recorded, dict) and same(recorded)):
+            hint = (f"--swin-weights {recorded.get('path')}" if isinstance(recorded, dict)
+                    and recorded.get("kind") == "file" else "--swin-weights random --seed "
+                    f"{recorded.get('seed')}" if isinstance(recorded, dict) else "")
+            raise DataError(
+                f"{feature_dir}: features of CT {volume_name(path)!r} were made with "
+                f"{mf.describe_weights(recorded)}; predict never replaces them. Leave out "
+                f"--swin-weights to reuse them{f' (or pass {hint})' if hint else ''}, or give "
+                f"another --features folder")
+
+
 def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
-                    out_dir: str | os.PathLike[str], *, swin_weights: str = "random",
+                    out_dir: str | os.PathLike[str], *, swin_weights: str | None = None,
                     samples: int = 1, seed: int = 0, feature_dir: str | os.PathLike[str] | None = None,
                     readers: Mapping[str, Sequence[Scanpath]] | None = None,
                     figures: bool = True, figure_limit: int = 4, overrides: Sequence[str] = (),
                     progress: bool = True, echo: Callable[[str], None] = print) -> PredictSummary:
     """Extract (or reuse) features, sample scanpaths, write predictions.json and figures.
 
-    volumes: NIfTI files (their names are the CT names). checkpoint: a model directory or a training
+    volumes: NIfTI files (their names are the CT names). swin_weights: None = reuse cached
+    features only; a converted weights file or "random" = extract what the cache lacks (never
+    replacing features of other weights). checkpoint: a model directory or a training
     workdir. readers: ground truth per CT name: figures show it beside the prediction and samples
     take the readers' subjects. overrides: `section.key=value` applied to the model's config
     (eval.min_length, data.z_extent, ...; model.* keys are refused). A CT whose features cannot be
@@ -92,6 +159,8 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
     from ctsearcher_jax.model.generate import records_to_scanpaths, sample_records
     from ctsearcher_jax.model.serialization import load_model
     from feature_extraction.extract import extract_volume
+    from feature_extraction.manifest import read_manifest
+    from feature_extraction.preprocess import volume_name
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -104,20 +173,32 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
         config = config_lib.from_dict(config_lib.apply_overrides(config_lib.to_dict(config),
                                                                  list(overrides)))
     ext_cfg = extraction_config(config)
+    check_feature_cache(volumes, feature_dir, swin_weights, ext_cfg, seed)
     summary = PredictSummary(out_dir=out_dir)
     names: list[str] = []
     sources: dict[str, Path] = {}
+    manifest = read_manifest(feature_dir) if feature_dir.is_dir() else {}
     for i, path in enumerate(volumes):
-        if progress:
-            echo(f"features [{i + 1}/{len(volumes)}] {path.name}")
-        try:
-            result = extract_volume(path, feature_dir, swin_weights, ext_cfg, seed=seed)
-        except (DataError,) as exc:
-            summary.failed.append((str(path), str(exc)))
-            print(f"{path}: {exc}", file=sys.stderr)
-            continue
-        names.append(result.name)
-        sources[result.name] = path
+        if swin_weights is None:  # checked above: the cache holds intact features of this CT
+            name = volume_name(path)
+            entry = manifest[name]
+        else:
+            if progress:
+                echo(f"features [{i + 1}/{len(volumes)}] {path.name}")
+            try:
+                result = extract_volume(path, feature_dir, swin_weights, ext_cfg, seed=seed,
+                                        keep_others=True)
+            except (DataError,) as exc:
+                summary.failed.append((str(path), str(exc)))
+                print(f"{path}: {exc}", file=sys.stderr)
+                continue
+            name, entry = result.name, result.entry or {}
+            if not result.skipped:
+                summary.extracted.append(name)
+        if (entry.get("weights") or {}).get("kind") == "random":
+            summary.random_features.append(name)
+        names.append(name)
+        sources[name] = path
     if not names:
         summary.seconds = time.perf_counter() - t0
         return summary

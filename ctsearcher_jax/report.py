@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.io import loads_json, read_json
 
 REPORT_DIR = "report"
 EVAL_DIR = "evaluation"
@@ -48,11 +48,11 @@ def read_metrics_log(path: Path) -> list[dict[str, Any]]:
     rows = []
     if not path.is_file():
         return rows
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+            row = loads_json(line, str(path))
+        except DataError:
+            continue  # a line cut by a kill (or damaged): the curves use the others
         if isinstance(row, dict) and "step" in row:
             rows.append(row)
     return rows
@@ -63,9 +63,9 @@ def read_evaluations(directory: Path) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for path in sorted(directory.glob("*.json")):
         try:
-            data = json.loads(path.read_text())
+            data = read_json(path)
             rows[path.stem] = data["summary"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (DataError, KeyError, TypeError):
             raise DataError(f"{path}: not a report of `ctsearcher evaluate --out`; remove it or "
                             f"re-run evaluate") from None
     order = sorted(rows, key=lambda n: (n != "model", n == "human", n))

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from ctsearcher_jax.errors import WeightsError
+from ctsearcher_jax.tensors import check_weight_tensors
+from ctsearcher_jax.torch_files import TORCH_EXTRA  # noqa: F401 - kept importable from here
 
-TORCH_EXTRA = "install the torch extra: pip install 'ctsearcher-jax[torch]'"
 _SHOW = 12  # keys listed in an error message
 
 
@@ -46,31 +47,9 @@ def _list(keys: Iterable[str]) -> str:
 
 def read_torch_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     """The tensors of a PyTorch checkpoint as float32/int64 NumPy arrays, unwrapped and unprefixed."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such file")
-    try:
-        import torch
-    except ImportError as exc:
-        raise WeightsError(f"{path}: reading PyTorch checkpoints needs torch; {TORCH_EXTRA}") from exc
-    import pickle
+    from ctsearcher_jax.torch_files import load_weights_only
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights only" not in str(exc).lower():
-            raise WeightsError(f"{path}: unreadable PyTorch checkpoint ({first[:200]}); the file may "
-                               "be truncated: download it again") from exc
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "Unpickler error" in ln), first)
-        detail = detail.split(". Please")[0]  # not torch's advice to allowlist the global
-        raise WeightsError(f"{path}: refused to load: the pickle holds objects or code that a plain "
-                           f"tensor checkpoint does not ({detail[:200]}); nothing was executed. "
-                           "Re-save it as a state dict (torch.save(model.state_dict(), ...))") from exc
-    except Exception as exc:  # torch raises RuntimeError/EOFError/zipfile errors for damaged files
-        raise WeightsError(f"{path}: unreadable PyTorch checkpoint ({type(exc).__name__}: "
-                           f"{str(exc)[:200]}); the file may be truncated: download it again") from exc
-    return flatten_checkpoint(obj, path)
+    return flatten_checkpoint(load_weights_only(path), path)
 
 
 def flatten_checkpoint(obj: Any, path: str | Path = "<checkpoint>") -> dict[str, np.ndarray]:
@@ -209,6 +188,9 @@ def convert_state_dict(sd: dict[str, np.ndarray], merging_order: str = "legacy",
 
     ignore = tuple(ignore)
     sd, _ = normalise_keys(sd)
+    # Ignored keys go first: they must not decide the parts (a stray `decoder99.*` would
+    # otherwise make the file look "full" and every decoder key missing).
+    sd = {k: v for k, v in sd.items() if not k.startswith(ignore)}
     config = infer_config(sd, merging_order, path)
     have = detect_parts(sd)
     parts = parts or have
@@ -222,8 +204,7 @@ def convert_state_dict(sd: dict[str, np.ndarray], merging_order: str = "legacy",
     all_keys = {torch_key(p) for p in model_param_shapes(config, "full")}
     dropped = {k for k in sd if k in all_keys and k not in wanted}
     index_keys = {k for k in sd if k.endswith(".attn.relative_position_index")}
-    unknown = sorted(k for k in sd if k not in wanted and k not in dropped and k not in index_keys
-                     and not k.startswith(ignore))
+    unknown = sorted(k for k in sd if k not in wanted and k not in dropped and k not in index_keys)
     missing = sorted(k for k in wanted if k not in sd)
     if unknown or missing:
         msg = [f"{path}: does not match a Swin UNETR ({parts}, feature_size {config.feature_size})"]
@@ -239,6 +220,10 @@ def convert_state_dict(sd: dict[str, np.ndarray], merging_order: str = "legacy",
         if stored.shape != expected.shape or not np.array_equal(stored, expected):
             raise WeightsError(f"{path}: {k} differs from the index recomputed for window "
                                f"{config.window_size}; the checkpoint is not a standard Swin UNETR")
+    # Integer or NaN/inf weights pass every key and shape check but make the encoder's output
+    # NaN or constant: refuse them here, naming the key (the original dtype decides: an integer
+    # tensor was converted to int64 by flatten_checkpoint).
+    check_weight_tensors({k: sd[k] for k in wanted}, str(path))
     params: dict[str, np.ndarray] = {}
     for tk, nnx_path in wanted.items():
         value = to_flax_layout(nnx_path, sd[tk]).astype(np.float32)

@@ -34,6 +34,7 @@ import numpy as np
 from ctsearcher_jax.config import ExtractConfig
 from ctsearcher_jax.errors import CTSearcherError, DataError, WeightsError
 from ctsearcher_jax.io import atomic_save_npy
+from ctsearcher_jax.paths import child_path
 from feature_extraction import manifest as mf
 from feature_extraction.merge import merge_windows
 from feature_extraction.preprocess import is_nifti_name, load_volume, volume_name
@@ -168,8 +169,7 @@ class VolumeResult:
 
 def output_paths(out_dir: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
     """`(<name>.npy, <name>_hidden_states_out_4.npy)` in `out_dir`."""
-    out_dir = Path(out_dir)
-    return out_dir / f"{name}.npy", out_dir / f"{name}{HIDDEN_SUFFIX}.npy"
+    return child_path(out_dir, name, ".npy"), child_path(out_dir, name, f"{HIDDEN_SUFFIX}.npy")
 
 
 def _write_pair(paths: tuple[Path, Path], arrays: tuple[np.ndarray, np.ndarray]) -> None:
@@ -202,9 +202,11 @@ class _Prepared:
 
 
 def _prepare(path: Path, out_dir: Path, extractor: Extractor, known: dict[str, Any],
-             force: bool) -> _Prepared:
+             force: bool, keep_others: bool = False) -> _Prepared:
     """Hash `path`; load and scale it unless `known` (every manifest entry) already has it unchanged.
 
+    keep_others: refuse (DataError naming the recorded weights) instead of replacing features that
+    were made with other weights or settings (`predict` sharing a cache made by `extract`).
     Runs in a background thread for the next volume while the current one is encoded (hashing
     and gzip decompression release the GIL), so the accelerator does not wait for the disk.
     """
@@ -219,6 +221,14 @@ def _prepare(path: Path, out_dir: Path, extractor: Extractor, known: dict[str, A
     if not force and mf.entry_is_current(known.get(name), source_sha256=digest, settings=settings,
                                          weights_sha256=extractor.weights["sha256"], out_dir=out_dir):
         return _Prepared(path, name, size, digest, skip_entry=known[name])
+    entry = known.get(name)
+    if keep_others and entry and (not mf.same_weights(entry, extractor.weights)
+                                  or entry.get("settings") != settings):
+        what = ("other settings" if mf.same_weights(entry, extractor.weights)
+                else mf.describe_weights(entry.get("weights")))
+        raise DataError(f"{output_paths(out_dir, name)[0]}: made with {what}; not replaced by "
+                        f"features of {mf.describe_weights(extractor.weights)}. Use the same "
+                        "weights, or a separate feature folder")
     volume = load_volume(path, hu_min=config.hu_min, hu_max=config.hu_max, canonical=config.canonical)
     return _Prepared(path, name, size, digest, volume=volume)
 
@@ -264,9 +274,11 @@ def _encode_and_write(prep: _Prepared, out_dir: Path, extractor: Extractor, own:
 
 def extract_volume(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                    weights: str | os.PathLike[str] = "random", config: ExtractConfig | None = None,
-                   *, seed: int = 0, force: bool = False,
+                   *, seed: int = 0, force: bool = False, keep_others: bool = False,
                    extractor: Extractor | None = None) -> VolumeResult:
     """Extract one CT into `out_dir` (skipped when the manifest already holds it unchanged).
+
+    keep_others: never replace features made with other weights or settings (DataError instead).
 
     Raises:
       DataError: the file is unusable (named in the message); nothing is written for it.
@@ -282,7 +294,7 @@ def extract_volume(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     if any(out_dir.glob(mf.PART_GLOB)):
         mf.merge_parts(out_dir)  # leftovers of a multi-process run
     manifest = mf.read_manifest(out_dir)
-    prep = _prepare(path, out_dir, extractor, manifest, force)
+    prep = _prepare(path, out_dir, extractor, manifest, force, keep_others)
     return _encode_and_write(prep, out_dir, extractor, manifest, manifest_file)
 
 

@@ -144,7 +144,12 @@ class SwinUNETRConfig:
 
     @classmethod
     def from_json(cls, text: str) -> SwinUNETRConfig:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("config JSON nested too deeply") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"config JSON is a {type(data).__name__}, not an object")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

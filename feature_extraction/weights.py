@@ -16,6 +16,7 @@ Loading gives the saved arrays bit for bit; `load_model` builds the NNX model ar
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 
 from ctsearcher_jax.errors import WeightsError
 from ctsearcher_jax.io import atomic_write, atomic_write_text
+from ctsearcher_jax.tensors import check_weight_tensors
 
 FORMAT = "ctsearcher-swin-unetr"
 FORMAT_VERSION = "1"
@@ -106,6 +108,9 @@ def load_weights(path: str | Path) -> tuple[Any, str, dict[str, np.ndarray], dic
         raise WeightsError(f"{path}: bad `parts` metadata {parts!r} (one of {PARTS})")
     if params_sha256(params) != meta.get("params_sha256"):
         raise WeightsError(f"{path}: tensors do not match their params_sha256; the file is corrupt")
+    # a file written by hand (or by an older converter) may hash correctly and still hold
+    # NaN/inf or integer weights
+    check_weight_tensors(params, str(path), int_keys=("relative_position_index",))
     return config, parts, params, meta
 
 
@@ -118,6 +123,12 @@ def _read_metadata(blob: bytes) -> dict[str, str]:
 
 def model_param_shapes(config: Any, parts: str) -> dict[str, tuple[tuple[int, ...], Any]]:
     """`{dotted NNX path: (shape, dtype)}` of every parameter, without allocating any."""
+    return dict(_param_shapes(config, parts))  # a copy: callers may change theirs
+
+
+@functools.lru_cache(maxsize=8)
+def _param_shapes(config: Any, parts: str) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """Memoised: tracing the model costs seconds and conversion asks for the same shapes twice."""
     from flax import nnx
 
     from feature_extraction.swin_unetr import SwinUNETR

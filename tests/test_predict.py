@@ -37,8 +37,9 @@ def test_predict_dataset_split_pairs_samples_with_readers(setup):
     vols = [root / "data" / "cts" / f"{it.name}.nii.gz" for it in items]
     readers = {it.name: it.readers for it in items}
     summary = predict_volumes(vols, root / "run", root / "out", samples=2, seed=1, readers=readers,
-                              figure_limit=1, progress=False)
+                              figure_limit=1, progress=False, swin_weights="random")
     assert summary.ok and summary.cts == [it.name for it in items]
+    assert summary.extracted == summary.random_features == summary.cts
     preds = schema.load_records(summary.predictions, require_split=False)
     assert len(preds) == 2 * 2 * len(items)  # samples x readers per CT
     for it in items:
@@ -54,6 +55,38 @@ def test_predict_dataset_split_pairs_samples_with_readers(setup):
     again = predict_volumes(vols, root / "run", root / "out2", samples=2, seed=1, readers=readers,
                             feature_dir=root / "out" / "features", figures=False, progress=False)
     assert json.loads(again.predictions.read_text()) == json.loads(summary.predictions.read_text())
+    assert again.extracted == [] and again.random_features == summary.cts
+
+
+def test_predict_never_replaces_cached_features_of_other_weights(setup):
+    """Issue 16.1: a cache made with other weights is refused, not overwritten; a random encoder
+    runs only when asked for."""
+    from ctsearcher_jax.errors import DataError
+    from ctsearcher_jax.predict import predict_volumes
+
+    root, _ = setup
+    cts = sorted((root / "data" / "cts").glob("*.nii.gz"))
+    cache = root / "out" / "features"
+    if not (cache / "manifest.json").is_file():
+        pytest.skip("needs the cache of test_predict_dataset_split_pairs_samples_with_readers")
+    before = {p.name: p.read_bytes() for p in cache.iterdir()}
+    # another random seed = other weights: refused, naming the recorded weights
+    with pytest.raises(DataError, match=r"made with a random-initialised encoder .*seed 1.*never "
+                                        r"replaces"):
+        predict_volumes(cts, root / "run", root / "o1", swin_weights="random", seed=7,
+                        feature_dir=cache, figures=False, progress=False)
+    # a weights file of other content: refused the same way
+    other = root / "other.safetensors"
+    other.write_bytes(b"not the weights the cache was made with")
+    with pytest.raises(DataError, match="never replaces"):
+        predict_volumes(cts, root / "run", root / "o2", swin_weights=other, seed=1,
+                        feature_dir=cache, figures=False, progress=False)
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == before
+    # no --swin-weights and nothing cached: refused, nothing extracted
+    with pytest.raises(DataError, match="extracts only when given --swin-weights"):
+        predict_volumes(cts, root / "run", root / "o3", feature_dir=root / "empty", figures=False,
+                        progress=False)
+    assert not (root / "empty").exists() and not (root / "o3").exists()
 
 
 def test_model_resolution_errors(setup, tmp_path):

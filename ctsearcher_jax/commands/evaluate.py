@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise DataError(f"--metrics: unknown families {unknown}; choose from {list(FAMILIES)}")
     gt_path = find_dataset_json(args.gt)
-    items = group_by_ct(load_records(gt_path))
+    items = group_by_ct(load_records(gt_path), gt_path)
     if args.split != "all":
         items = [it for it in items if it.split == args.split]
         if not items:

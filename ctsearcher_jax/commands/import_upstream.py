@@ -48,23 +48,13 @@ def read_torch_state_dict(path: str | Path) -> dict:
     """
     from ctsearcher_jax.errors import WeightsError
     from ctsearcher_jax.model.upstream import strip_prefix
+    from ctsearcher_jax.tensors import check_weight_tensors
+    from ctsearcher_jax.torch_files import load_weights_only
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint {path} does not exist")
-    try:
-        import torch
-    except ImportError:
-        raise WeightsError("reading a PyTorch checkpoint needs torch: pip install 'ctsearcher-jax[torch]'") \
-            from None
-    try:
-        with torch.serialization.safe_globals(_lightning_stand_ins()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True) ({exc}); if it "
-                           "holds more than tensors, save only the state dict: "
-                           "torch.save(torch.load(p)['state_dict'], 'weights.pt') in a trusted "
-                           "environment") from None
+    obj = load_weights_only(path, _lightning_stand_ins())
+    import torch  # present: load_weights_only needed it
+
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
@@ -74,7 +64,11 @@ def read_torch_state_dict(path: str | Path) -> dict:
     for key, value in strip_prefix(obj).items():
         if not isinstance(value, torch.Tensor):
             raise WeightsError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        state[key] = value.detach().cpu().to(torch.float32).numpy()
+        value = value.detach().cpu()
+        # every key of a CT-Searcher state dict is a weight: integer or NaN/inf tensors are refused
+        # here, by name, before they are cast to float32
+        state[key] = (value.to(torch.float32) if value.is_floating_point() else value).numpy()
+    check_weight_tensors(state, str(path))
     return state
 
 

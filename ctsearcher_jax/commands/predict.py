@@ -16,9 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=None, help="with --data: only this split (e.g. test)")
     parser.add_argument("--checkpoint", required=True,
                         help="training workdir (uses <workdir>/model) or an exported model folder")
-    parser.add_argument("--swin-weights", default="random",
-                        help="converted Swin UNETR weights (`ctsearcher convert-monai`), or 'random' "
-                             "(random-initialised encoder: features carry no pretrained meaning)")
+    parser.add_argument("--swin-weights", default=None,
+                        help="converted Swin UNETR weights (`ctsearcher convert-monai`) to extract "
+                             "features the cache lacks, or 'random' (random-initialised encoder, "
+                             "for testing: features carry no pretrained meaning). Default: reuse "
+                             "the cached features only (--features). Features made with other "
+                             "weights are never replaced")
     parser.add_argument("--samples", type=int, default=1,
                         help="scanpaths per CT (per reader with --data); default 1")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -74,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary.scanpaths} scanpaths for {len(summary.cts)} CT(s) -> {summary.predictions}")
     for name, figs in summary.figures.items():
         print(f"figures {name}: " + ", ".join(str(p) for p in figs.values()))
-    if args.swin_weights == "random":
-        print("note: features came from a random-initialised Swin UNETR (--swin-weights random)")
+    if summary.random_features:
+        print(f"note: the features of {len(summary.random_features)} CT(s) come from a "
+              f"random-initialised Swin UNETR (see the manifest); these scanpaths show the "
+              f"pipeline works, not what the model does on real features")
     for f, m in summary.failed:
         print(f"FAILED {f}: {m}")
     print(f"done in {summary.seconds:.1f} s")

@@ -34,8 +34,9 @@ def load_feature_grid(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise DataError(f"feature file {path} is not a plain .npy array ({exc}); "
-                        "re-extract it (pickled or corrupt files are refused)") from None
+        raise DataError(f"feature file {path} is not a plain .npy array "
+                        f"({str(exc).splitlines()[0][:200]}); run `ctsearcher extract` again, which "
+                        "re-extracts damaged files (pickled files are refused)") from None
     if not isinstance(array, np.ndarray) or array.ndim != 4:
         shape = getattr(array, "shape", None)
         raise DataError(f"feature file {path} has shape {shape}; expected (C, gi, gj, gk) "
@@ -44,7 +45,8 @@ def load_feature_grid(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(f"feature file {path} has dtype {array.dtype}; expected float32")
     array = array.astype(np.float32, copy=False)
     if not np.all(np.isfinite(array)):
-        raise DataError(f"feature file {path} contains NaN or inf values; re-extract it")
+        raise DataError(f"feature file {path} contains NaN or inf values; re-extract it "
+                        "(`ctsearcher extract --force`)")
     return array
 
 
@@ -84,5 +86,7 @@ def grid_to_tokens(grid: np.ndarray) -> np.ndarray:
 
 def load_tokens(feature_dir: str | os.PathLike[str], name: str, model_grid: Sequence[int]) -> np.ndarray:
     """Read `<feature_dir>/<name>.npy` and return its (N, C) float32 tokens on `model_grid`."""
-    grid = load_feature_grid(Path(feature_dir) / f"{name}.npy")
+    from ctsearcher_jax.paths import child_path
+
+    grid = load_feature_grid(child_path(feature_dir, name, ".npy"))
     return grid_to_tokens(resize_nearest_legacy(grid, tuple(model_grid)))

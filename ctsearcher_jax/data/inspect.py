@@ -120,7 +120,7 @@ def validate_dataset(path: str | os.PathLike[str], *, frame: int = GAZE_FRAME,
         problems.append(f"{json_path}: contains no records")
     items: list[schema.CTItem] = []
     try:
-        items = schema.group_by_ct(scanpaths)
+        items = schema.group_by_ct(scanpaths, json_path)
     except DataError as exc:
         problems.append(str(exc))
     if check_volumes and cts_dir.is_dir():

@@ -15,7 +15,6 @@ Every problem raises `DataError` naming the file, the record index, the CT name 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections import OrderedDict
@@ -26,6 +25,8 @@ import numpy as np
 
 from ctsearcher_jax.config import GAZE_FRAME
 from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.io import read_json
+from ctsearcher_jax.paths import name_problem
 
 DATASET_JSON = "data_simplified_split_matched_pt.json"
 KNOWN_SPLITS = ("train", "valid", "validation", "val", "test")
@@ -103,18 +104,13 @@ def find_dataset_json(path: str | os.PathLike[str]) -> Path:
 
 
 def read_json_records(path: str | os.PathLike[str]) -> list[Any]:
-    """Read a JSON list of records (no validation of the records themselves)."""
+    """Read a JSON list of records (no validation of the records themselves).
+
+    Invalid or hostile JSON (deep nesting, huge integers: see `ctsearcher_jax.io.read_json`) is a
+    one-line DataError naming the file.
+    """
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
-                        f"{exc.msg})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 JSON text file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    data = read_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     return data
@@ -122,8 +118,9 @@ def read_json_records(path: str | os.PathLike[str]) -> list[Any]:
 
 def _where(source: str, index: int, record: Any) -> str:
     name = record.get("name") if isinstance(record, Mapping) else None
-    ct = f", CT {name!r}" if isinstance(name, str) else ""
-    return f"{source}: record {index}{ct}"
+    if not isinstance(name, str):
+        return f"{source}: record {index}"
+    return f"{source}: record {index}, CT {name if len(name) <= 80 else name[:77] + '...'!r}"
 
 
 def _is_number(v: Any) -> bool:
@@ -145,8 +142,13 @@ def check_record(record: Any, index: int, source: str = "<records>", *,
     name = record.get("name")
     if not isinstance(name, str) or not name:
         problems.append(f"{where}: field 'name' must be a non-empty string")
-    if "subject" not in record or isinstance(record["subject"], (list, dict, bool)) \
-            or record["subject"] is None:
+    elif (why := name_problem(name)) is not None:
+        # the name becomes <feature_dir>/<name>.npy, cts/<name>.nii.gz, figure names: it must
+        # not point outside those folders
+        problems.append(f"{where}: field 'name' {why}; CT names are plain file names")
+    subject = record.get("subject")
+    if "subject" not in record or isinstance(subject, (list, dict, bool)) or subject is None \
+            or (isinstance(subject, float) and not math.isfinite(subject)):
         problems.append(f"{where}: field 'subject' must be a reader id (integer or string)")
     if require_split:
         split = record.get("split")
@@ -221,7 +223,8 @@ def parse_records(records: Iterable[Any], source: str = "<records>", *, require_
     seen: dict[tuple[str, str], int] = {}
     for index, record in enumerate(records):
         z_limit = default_z_limit
-        if z_limits is not None and isinstance(record, Mapping) and record.get("name") in z_limits:
+        if z_limits is not None and isinstance(record, Mapping) \
+                and isinstance(record.get("name"), str) and record["name"] in z_limits:
             z_limit = z_limits[record["name"]]
         rec_problems = check_record(record, index, source, require_split=require_split,
                                     frame=frame, z_limit=z_limit)
@@ -256,10 +259,12 @@ def load_records(path: str | os.PathLike[str], *, require_split: bool = True,
     return scanpaths
 
 
-def group_by_ct(scanpaths: Iterable[Scanpath]) -> list[CTItem]:
+def group_by_ct(scanpaths: Iterable[Scanpath], source: str | os.PathLike[str] | None = None
+                ) -> list[CTItem]:
     """Group scanpaths by CT name, in order of first appearance; readers keep file order.
 
-    A CT whose records disagree on the split raises `DataError` (a CT must not leak across splits).
+    A CT whose records disagree on the split raises `DataError` naming `source` (the file) and
+    the records (a CT must not leak across splits).
     """
     groups: "OrderedDict[str, list[Scanpath]]" = OrderedDict()
     for sp in scanpaths:
@@ -269,7 +274,8 @@ def group_by_ct(scanpaths: Iterable[Scanpath]) -> list[CTItem]:
         splits = {r.split for r in readers}
         if len(splits) > 1:
             idx = [r.index for r in readers]
-            raise DataError(f"CT {name!r}: records {idx} have different splits {sorted(map(str, splits))}; "
+            where = f"{source}: " if source is not None else ""
+            raise DataError(f"{where}CT {name!r}: records {idx} have different splits {sorted(map(str, splits))}; "
                             f"all readers of a CT must be in one split")
         items.append(CTItem(name=name, split=readers[0].split, readers=tuple(readers)))
     return items
@@ -280,7 +286,7 @@ def load_dataset(path: str | os.PathLike[str], *, split: str | None = None,
                  default_z_limit: float | None = GAZE_FRAME) -> list[CTItem]:
     """Load, validate and group a dataset; keep one split when `split` is given."""
     items = group_by_ct(load_records(path, frame=frame, z_limits=z_limits,
-                                     default_z_limit=default_z_limit))
+                                     default_z_limit=default_z_limit), find_dataset_json(path))
     if split is not None:
         items = [it for it in items if it.split == split]
         if not items:

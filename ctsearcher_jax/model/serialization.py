@@ -20,6 +20,7 @@ import numpy as np
 from ctsearcher_jax import config as config_lib
 from ctsearcher_jax.config import Config, ModelConfig
 from ctsearcher_jax.errors import CheckpointError
+from ctsearcher_jax.tensors import check_weight_tensors
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
@@ -104,6 +105,7 @@ def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple
     if metadata.get("sha256") != _digest(tensors):
         raise CheckpointError(f"{weights}: sha256 of the tensors does not match its metadata; "
                               "the file is corrupt, export it again")
+    check_weight_tensors(tensors, str(weights), CheckpointError)
     model = build(config.model, nnx.Rngs(params=rng_seed, dropout=rng_seed))
     variables = _saved_variables(model)
     unknown, missing = sorted(set(tensors) - set(variables)), sorted(set(variables) - set(tensors))

@@ -17,6 +17,8 @@ from typing import Any, Iterable, Protocol
 import jax
 import numpy as np
 
+from ctsearcher_jax.paths import child_path
+
 
 class Evaluator(Protocol):
     """What the training loop runs at each evaluation (every process, same values)."""
@@ -129,7 +131,8 @@ class ScanpathMetricsEvaluator:
 
             first = names[0]
             path = plot_drilling(readers[first], predicted[first],
-                                 self.figure_dir / f"eval_step{step:07d}_{first}.png",
+                                 child_path(self.figure_dir, f"eval_step{step:07d}_{first}",
+                                            ".png", where=f"CT {first!r}"),
                                  title=f"{first}, step {step}")
             self.tracker.log_image(step, "eval/scanpaths", path)
         return {n: float(result.summary[n]["mean"]) for n in self.metric_names

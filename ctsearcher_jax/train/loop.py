@@ -20,7 +20,6 @@ and returns with status "preempted". Every process calls this function; only pro
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import signal
 import sys
@@ -287,9 +286,15 @@ def checkpoint_metric(workdir: Path, step: int, name: str | None) -> float | Non
     path = workdir / "metrics.jsonl"
     if name is None or not path.is_file():
         return None
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("step") == step and row.get("split") == "eval" and name in row:
+    from ctsearcher_jax.errors import DataError
+    from ctsearcher_jax.io import loads_json
+
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = loads_json(line, str(path))
+        except DataError:
+            continue  # a line cut by a kill
+        if isinstance(row, dict) and row.get("step") == step and row.get("split") == "eval" and name in row:
             return row[name]
     return None
 

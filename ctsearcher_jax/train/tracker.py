@@ -14,7 +14,8 @@ from typing import Any, Mapping, Protocol
 
 import numpy as np
 
-from ctsearcher_jax.io import atomic_write_text
+from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.io import atomic_write_text, loads_json
 
 
 class Tracker(Protocol):
@@ -51,12 +52,14 @@ class JsonlTracker(NullTracker):
         self.path = Path(path)
         if self.path.exists():
             keep = []
-            for line in self.path.read_text().splitlines():
+            for line in self.path.read_text(errors="replace").splitlines():
                 try:
-                    if json.loads(line).get("step", 0) <= start_step:
-                        keep.append(line)
-                except json.JSONDecodeError:
+                    row = loads_json(line, str(self.path))
+                except DataError:
                     continue  # a line cut by a kill
+                if isinstance(row, dict) and isinstance(row.get("step", 0), (int, float)) \
+                        and row.get("step", 0) <= start_step:
+                    keep.append(line)
             atomic_write_text(self.path, "".join(k + "\n" for k in keep))
         self._file = open(self.path, "a")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ctsearcher_jax.data.schema import Scanpath
+from ctsearcher_jax.paths import check_name
 from ctsearcher_jax.viz.animation import write_slice_gif
 from ctsearcher_jax.viz.density import plot_density
 from ctsearcher_jax.viz.scanpaths import plot_drilling, plot_scanpath_projections
@@ -37,6 +38,8 @@ def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath
         raise ValueError(f"unknown figure(s) {unknown}; choose from {list(FIGURES)}")
     if not gt and not pred:
         raise ValueError("nothing to draw: no ground-truth and no predicted scanpath")
+    if name is not None:
+        check_name(name, f"CT {name!r}")  # a file name, never a path (no '..', no '/')
     volume = load_volume(volume_path)
     if name is None:
         from ctsearcher_jax.data.inspect import volume_stem

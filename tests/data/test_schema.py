@@ -92,7 +92,8 @@ def test_non_finite_numbers(tmp_path):
 def test_duplicate_reader_and_split_leak(tmp_path):
     with pytest.raises(DataError, match=r"record 1.*'subject' 1 repeats record 0"):
         schema.load_records(write(tmp_path, [GOOD, GOOD]))
-    with pytest.raises(DataError, match=r"CT 'ct_a'.*different splits"):
+    with pytest.raises(DataError, match=r"data_simplified_split_matched_pt.json: CT 'ct_a'.*"
+                                        r"different splits"):
         schema.load_dataset(write(tmp_path, [GOOD, broken(subject=2, split="test")]))
 
 

@@ -70,6 +70,45 @@ def test_rerun_skips_until_source_settings_or_outputs_change(tmp_path, extractor
     assert set(mf.read_manifest(tmp_path / "out")) == {"a", "b"}
 
 
+def test_damaged_outputs_are_re_extracted_not_trusted(tmp_path, extractor):
+    """Issue 16.7: a truncated, reshaped or retyped .npy is not up to date."""
+    write_ct(tmp_path / "cts" / "a.nii.gz", seed=1)
+    out = tmp_path / "out"
+    assert run(tmp_path / "cts", out, extractor).processed == ["a"]
+    good = (out / "a.npy").read_bytes()
+    (out / "a.npy").write_bytes(good[: len(good) - 100])  # a copy cut short
+    entry = mf.read_manifest(out)["a"]
+    assert "truncated" in mf.outputs_intact(entry, out)
+    assert run(tmp_path / "cts", out, extractor).processed == ["a"]
+    assert (out / "a.npy").read_bytes() == good
+    np.save(out / "a_hidden_states_out_4.npy", np.zeros((CHANNELS, 1, 1, 1), np.float32))
+    assert "shape (6, 1, 1, 1), the manifest says" in mf.outputs_intact(entry, out)
+    np.save(out / "a.npy", np.load(out / "a.npy").astype(np.float64))
+    assert "dtype float64" in mf.npy_problem(out / "a.npy", None)
+    assert run(tmp_path / "cts", out, extractor).processed == ["a"]
+    assert mf.outputs_intact(mf.read_manifest(out)["a"], out) is None
+    assert run(tmp_path / "cts", out, extractor).skipped == ["a"]
+
+
+def test_keep_others_refuses_to_replace_features_of_other_weights(tmp_path, extractor):
+    """Issue 16.1 at the extraction level: `keep_others` (predict) never overwrites a cache."""
+    write_ct(tmp_path / "cts" / "a.nii.gz", seed=1)
+    out = tmp_path / "out"
+    ex.extract_volume(tmp_path / "cts" / "a.nii.gz", out, extractor=extractor)
+    before = (out / "a.npy").read_bytes()
+    other = fake_extractor(ExtractConfig(feature_size=12, batch=2))
+    other.weights = dict(other.weights, kind="file", path="/w/btcv.safetensors", sha256="f" * 64)
+    with pytest.raises(DataError, match=r"a.npy: made with a random-initialised encoder \(--weights "
+                                        r"random, seed 0, feature_size 12\); not replaced"):
+        ex.extract_volume(tmp_path / "cts" / "a.nii.gz", out, extractor=other, keep_others=True)
+    changed = fake_extractor(ExtractConfig(feature_size=12, batch=2, hu_min=-500))
+    with pytest.raises(DataError, match="made with other settings"):
+        ex.extract_volume(tmp_path / "cts" / "a.nii.gz", out, extractor=changed, keep_others=True)
+    assert (out / "a.npy").read_bytes() == before
+    # `extract` itself (no keep_others) replaces them: the user asked for those weights
+    assert not ex.extract_volume(tmp_path / "cts" / "a.nii.gz", out, extractor=other).skipped
+
+
 def write_bad_inputs(cts: Path) -> None:
     cts.mkdir(parents=True, exist_ok=True)
     (cts / "corrupt.nii.gz").write_bytes(b"this is not a CT" * 10)

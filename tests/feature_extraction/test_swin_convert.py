@@ -132,6 +132,31 @@ def test_missing_and_unknown_keys_listed(sd12):
     assert "unknown 1 keys: decoder9.weight" in str(err.value)
 
 
+def test_ignore_hint_works_for_keys_that_look_like_other_parts(sd12):
+    """Issue 16.11: ignored keys are dropped before the parts are detected."""
+    encoder_only = {k: v for k, v in sd12.items() if k.startswith(("swinViT.", "encoder10."))}
+    encoder_only["decoder99.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(WeightsError, match="--ignore PREFIX"):
+        convert_state_dict(encoder_only, "fixed")
+    _, parts, params = convert_state_dict(encoder_only, "fixed", ignore=["decoder99"])
+    assert parts == "encoder" and not any(k.startswith("decoder") for k in params)
+
+
+@pytest.mark.parametrize("poison", ["nan", "inf", "int"])
+def test_non_finite_and_integer_weights_refused(sd12, poison):
+    """Issue 16.6: such weights pass every key/shape check but make the encoder useless."""
+    sd = dict(sd12)
+    key = "encoder10.layer.conv2.conv.weight"
+    value = sd[key].copy()
+    if poison == "int":
+        value = value.astype(np.int64)
+    else:
+        value.flat[7] = float(poison)
+    sd[key] = value
+    with pytest.raises(WeightsError, match=rf"{key}'.*(NaN/inf|int64)"):
+        convert_state_dict(sd, "fixed")
+
+
 def test_relative_position_index_checked(sd12):
     sd = dict(sd12)
     key = "swinViT.layers3.0.blocks.0.attn.relative_position_index"

@@ -77,10 +77,27 @@ def test_import_rejects_bad_keys_and_unsafe_files(tmp_path, state_dict, capsys):
     torch.save({"w": torch.zeros(2), "obj": types.SimpleNamespace(a=1)}, tmp_path / "pickled.pt")
     from ctsearcher_jax.commands.import_upstream import read_torch_state_dict
 
-    with pytest.raises(WeightsError, match="weights_only"):
+    with pytest.raises(WeightsError, match="nothing was executed") as info:
         read_torch_state_dict(tmp_path / "pickled.pt")
-    with pytest.raises(WeightsError, match="does not exist"):
+    assert "\n" not in str(info.value) and "Please" not in str(info.value)  # not torch's advice
+    with pytest.raises(WeightsError, match="no such file"):
         read_torch_state_dict(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.parametrize("poison", ["nan", "inf", "int"])
+def test_import_refuses_non_finite_and_integer_weights(tmp_path, state_dict, capsys, poison):
+    bad = {k: v.copy() for k, v in state_dict.items()}
+    value = bad["spatial_fc.bias"]
+    if poison == "int":
+        bad["spatial_fc.bias"] = value.astype(np.int64)
+    else:
+        value[1] = float(poison)
+    torch.save(_torch_state(bad), tmp_path / "bad.pt")
+    assert main(["import-upstream", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "m"),
+                 "--num-heads", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "'spatial_fc.bias'" in err and ("NaN/inf" in err if poison != "int" else "int64" in err)
+    assert err.count("\n") == 1 and not (tmp_path / "m").exists()
 
 
 def test_save_load_round_trip_and_corruption(tmp_path):
