@@ -34,7 +34,6 @@ import numpy as np
 
 from ctsearcher_jax.errors import WeightsError
 from ctsearcher_jax.tensors import check_weight_tensors
-from ctsearcher_jax.torch_files import TORCH_EXTRA  # noqa: F401 - kept importable from here
 
 _SHOW = 12  # keys listed in an error message
 
