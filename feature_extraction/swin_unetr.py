@@ -31,7 +31,9 @@ time, so a fixed window size compiles exactly once.
 Numerics and memory. Parameters are float32; `dtype="bfloat16"` computes in bfloat16 (LayerNorm,
 InstanceNorm and softmax statistics stay float32) and returns bfloat16 outputs: cast them when
 writing features. `precision="highest"` (default) keeps float32 matmuls/convs exact on GPUs whose
-default is TF32. `attention_batch=1` (default) runs the window attention one sample at a time
+default is TF32. The window attention runs through `jax.nn.dot_product_attention`
+(`ctsearcher_jax/model/attention.py`: cuDNN flash attention on GPUs in bfloat16, XLA otherwise) with
+the relative position bias and the shifted-window mask as one additive bias. `attention_batch=1` (default) runs the window attention one sample at a time
 (`lax.map`), bounding the attention-score memory to one sample; 0 attends the whole batch at once.
 
 Behaviour copied from MONAI on purpose (it decides the numbers):
@@ -62,6 +64,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ctsearcher_jax.model.attention import attention
+
 Array = jax.Array
 
 # (d, h, w) parity offsets concatenated by PatchMerging, in channel order.
@@ -76,6 +80,10 @@ MERGING_OFFSETS: dict[str, tuple[tuple[int, int, int], ...]] = {
 
 PRECISIONS = {"default": jax.lax.Precision.DEFAULT, "high": jax.lax.Precision.HIGH,
               "highest": jax.lax.Precision.HIGHEST}
+# The same precisions as names for `jax.default_matmul_precision`, which is how the float32
+# products inside `jax.nn.dot_product_attention` (it takes no precision argument) get them.
+_MATMUL_PRECISION = {jax.lax.Precision.DEFAULT: "default", jax.lax.Precision.HIGH: "high",
+                     jax.lax.Precision.HIGHEST: "highest"}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -292,16 +300,18 @@ class WindowAttention(nnx.Module):
         h = self.num_heads
         qkv = self.qkv(x).reshape(bw, n, 3, h, c // h)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]          # (bw, n, h, hd)
-        q = q * jnp.asarray(self.scale, q.dtype)
-        attn = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=self.opts.precision,
-                          preferred_element_type=jnp.float32)
-        attn = attn + self.position_bias(n)[None]
+        q = q * jnp.asarray(self.scale, q.dtype)                    # MONAI scales q first
+        # Relative position bias + the shifted-window region mask (-100 across regions, MONAI's
+        # additive mask) as one float32 bias, (1 or num_windows, h, n, n), repeated over the
+        # samples when several samples' windows attend at once.
+        bias = self.position_bias(n)[None]
         if mask is not None:
             nw = mask.shape[0]
-            attn = attn.reshape(bw // nw, nw, h, n, n) + jnp.asarray(mask)[None, :, None]
-            attn = attn.reshape(bw, h, n, n)
-        attn = jax.nn.softmax(attn, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", attn, v, precision=self.opts.precision)
+            bias = bias + jnp.asarray(mask)[:, None]
+            if bw != nw:
+                bias = jnp.tile(bias, (bw // nw, 1, 1, 1))
+        with jax.default_matmul_precision(_MATMUL_PRECISION[self.opts.precision]):
+            out = attention(q, k, v, bias=bias, label="swin_window")
         return self.proj(out.reshape(bw, n, c))
 
 

@@ -9,6 +9,13 @@ of d, scores q.k^T / sqrt(d/H), softmax over keys, `out_proj`.
 Parameters are float32. `dtype` is the compute dtype of the matmuls: the residual stream, LayerNorm
 and softmax stay float32, so bfloat16 only rounds the inputs of the matrix products.
 
+Attention runs through `jax.nn.dot_product_attention` (`model/attention.py`: cuDNN flash attention
+on GPUs in bfloat16, XLA otherwise) whenever no dropout applies to the attention weights, i.e. in
+evaluation, sampling, and training with dropout 0. Training with attention dropout (the paper
+config: 0.2, as torch's MultiheadAttention) keeps the explicit softmax-dropout-product, because
+`jax.nn.dot_product_attention` has no dropout; without dropout both paths agree to float32
+rounding (tests/model/test_attention.py).
+
 Initialisation follows the original CT-Searcher: xavier-uniform for every matrix (including the fused
 (d, 3d) projection, whose fans are d and 3d as in torch), torch's default uniform(+-1/sqrt(fan_in))
 for Linear biases, zeros for attention biases.
@@ -21,6 +28,8 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from ctsearcher_jax.model.attention import attention
 
 xavier_uniform = jax.nn.initializers.xavier_uniform()
 
@@ -82,16 +91,27 @@ class MultiHeadAttention(nnx.Module):
         q, k, v = split(q), split(k), split(v)
         # Scale q before the product, as torch does (q * head_dim^-0.5, then q.k^T).
         q = q * jnp.asarray(1.0 / math.sqrt(self.head_dim), self.dtype)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+        if deterministic or self.attn_dropout.rate == 0:
+            out = attention(q, k, v, is_causal=causal, label="ct_searcher")
+        else:
+            out = self.explicit_attention(q, k, v, causal=causal, deterministic=deterministic)
+        return self.out_proj(out.reshape(*out.shape[:-2], d))
+
+    def explicit_attention(self, q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool,
+                           deterministic: bool) -> jax.Array:
+        """softmax(q k^T) with dropout on the weights, then @ v: (B, Lq, H, hd) -> same.
+
+        Scores are float32 (an einsum with a float32 result, as `jax.nn.dot_product_attention`
+        computes them), masked keys get -inf.
+        """
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         if causal:
             lq, lk = scores.shape[-2:]
             allowed = jnp.tril(jnp.ones((lq, lk), bool))
             scores = jnp.where(allowed, scores, -jnp.inf)
         weights = jax.nn.softmax(scores, axis=-1)
         weights = self.attn_dropout(weights, deterministic=deterministic)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)
-        out = out.reshape(*out.shape[:-2], d)
-        return self.out_proj(out)
+        return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
 
 
 class FeedForward(nnx.Module):
