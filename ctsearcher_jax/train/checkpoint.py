@@ -1,7 +1,9 @@
 """Orbax checkpoints of a training run: `<workdir>/checkpoints/<step>/{state,data,meta}`.
 
 Each checkpoint holds
-  state  the train state pytree (model and optimizer variables, PRNG key), sharded arrays;
+  state  the train state (model and optimizer variables, PRNG key), sharded arrays, in the
+         layout `train.step.TrainState.checkpoint_tree()` gives (unchanged since the first
+         release, so older checkpoints restore);
   data   the grain iterator state of every process (`process_<i>-of-<n>.json`);
   meta   JSON: step, epoch, number of training CTs, steps per epoch, the resolved config.
 

@@ -71,7 +71,7 @@ def model_state_on_host(state: Any) -> Any:
     """The model part of a train state as numpy, on every process (a collective when multi-host)."""
     from jax.experimental import multihost_utils
 
-    model_state = state["nn"][0]  # (model, optimizer) pair: the model's variables
+    model_state = state.model
     if jax.process_count() > 1:
         model_state = multihost_utils.process_allgather(model_state, tiled=True)
     return jax.tree.map(np.asarray, model_state)

@@ -35,6 +35,55 @@ if TYPE_CHECKING:
     from ctsearcher_jax.train.evaluators import Evaluator
 
 
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """When the loop logs, evaluates and checkpoints, as named decisions on the step count.
+
+    `step` is the number of optimizer steps done (1 after the first step); epochs end every
+    `steps_per_epoch` steps and the run ends at `total_steps` (a whole number of epochs).
+    """
+
+    steps_per_epoch: int
+    total_steps: int
+    log_every: int
+    eval_every_epochs: int
+    checkpoint_every_steps: int  # 0 = no periodic checkpoints
+    has_evaluators: bool
+
+    @classmethod
+    def of(cls, train, steps_per_epoch: int, *, has_evaluators: bool) -> RunPlan:
+        """The plan of `train` (a TrainConfig) with `steps_per_epoch` steps per epoch."""
+        return cls(steps_per_epoch, steps_per_epoch * train.epochs, train.log_every,
+                   train.eval_every_epochs, train.checkpoint_every_steps, has_evaluators)
+
+    def epoch(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def is_last_step(self, step: int) -> bool:
+        return step == self.total_steps
+
+    def is_epoch_end(self, step: int) -> bool:
+        return step % self.steps_per_epoch == 0
+
+    def is_eval_epoch_end(self, step: int) -> bool:
+        """The end of every `eval_every_epochs`-th epoch."""
+        return self.is_epoch_end(step) and self.epoch(step) % self.eval_every_epochs == 0
+
+    def should_log(self, step: int) -> bool:
+        return step % self.log_every == 0 or self.is_last_step(step)
+
+    def should_evaluate(self, step: int) -> bool:
+        """At every eval epoch end and at the end of the run (when there is something to run)."""
+        return self.has_evaluators and self.is_epoch_end(step) and (
+            self.is_eval_epoch_end(step) or self.is_last_step(step))
+
+    def should_checkpoint(self, step: int, *, preempted: bool = False) -> bool:
+        """At every eval epoch end (evaluated or not), every `checkpoint_every_steps` steps, at
+        the end of the run, and on preemption."""
+        periodic = self.checkpoint_every_steps > 0 and step % self.checkpoint_every_steps == 0
+        return preempted or periodic or self.is_last_step(step) or self.is_eval_epoch_end(step)
+
+
 @dataclasses.dataclass
 class RunResult:
     """Outcome of `train_and_evaluate`."""
@@ -115,6 +164,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
     from ctsearcher_jax.train import step as step_lib
     from ctsearcher_jax.train.evaluators import (LossEvaluator, ScanpathMetricsEvaluator,
                                                  scalar)
+    from ctsearcher_jax.train.export import export_selected
     from ctsearcher_jax.train.optimizer import lr_schedule, make_optimizer
     from ctsearcher_jax.train.tracker import make_tracker
 
@@ -135,7 +185,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
     if steps_per_epoch < 1:
         raise ConfigError(f"train.batch_size={train_cfg.batch_size} exceeds the "
                           f"{len(train_items)} training CTs; lower it")
-    total_steps = steps_per_epoch * train_cfg.epochs
+    plan = RunPlan.of(train_cfg, steps_per_epoch, has_evaluators=bool(eval_items))
+    total_steps = plan.total_steps
     dataset = train_dataset(source, batch_size=train_cfg.batch_size, seed=train_cfg.seed,
                             num_steps=total_steps, process_index=process_index,
                             process_count=process_count)
@@ -183,7 +234,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
     # ---- resume: restore the newest finalised checkpoint of the workdir, if any
     if start_step:
         del state  # free the fresh arrays before restoring
-        state = checkpoints.restore(start_step, target_of(abstract, shardings), iterator).state
+        tree = checkpoints.restore(start_step, target_of(abstract, shardings).checkpoint_tree(),
+                                   iterator).state
+        state = step_lib.TrainState.from_checkpoint_tree(tree)
         say(f"resumed from {checkpoints.directory / str(start_step)} (step {start_step}/{total_steps})")
     if process_index == 0:
         write_resolved(config, workdir)
@@ -213,7 +266,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
             step += 1
             window_steps += 1
             bar.update(1)
-            if step % train_cfg.log_every == 0 or step == total_steps:
+            if plan.should_log(step):
                 last_train = {k: scalar(v) for k, v in metrics.items()}  # waits for the step
                 elapsed = time.perf_counter() - window_start
                 last_train["cts_per_s"] = window_steps * train_cfg.batch_size / max(elapsed, 1e-9)
@@ -221,31 +274,20 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
                 tracker.log_scalars(step, last_train)
                 bar.set_postfix(loss=f"{last_train['loss']:.4f}")
 
-            epoch_done = step % steps_per_epoch == 0
-            epoch = step // steps_per_epoch
-            evaluate = bool(evaluators) and epoch_done and (
-                epoch % train_cfg.eval_every_epochs == 0 or step == total_steps)
+            evaluate = plan.should_evaluate(step)
             eval_metrics = None
             if evaluate:
-                eval_metrics = {}
-                for evaluator in evaluators:
-                    eval_metrics.update(dict(evaluator.run(state, step)))
+                eval_metrics = run_evaluators(evaluators, state, step)
                 last_eval = eval_metrics
                 tracker.log_scalars(step, eval_metrics, prefix="eval")
                 if process_index == 0:
-                    # the latest evaluation, for `ctsearcher report` (NaN is not JSON: null)
-                    atomic_write_json(workdir / "eval_metrics.json", {
-                        "step": step, "epoch": epoch,
-                        "metrics": {k: (v if math.isfinite(v) else None)
-                                    for k, v in eval_metrics.items()}})
-                say(f"step {step} epoch {epoch}: " + " ".join(
+                    write_eval_metrics(workdir, step, plan.epoch(step), eval_metrics)
+                say(f"step {step} epoch {plan.epoch(step)}: " + " ".join(
                     f"{k}={v:.4f}" for k, v in eval_metrics.items()))
             preempted = stop.agreed()
-            periodic = (train_cfg.checkpoint_every_steps
-                        and step % train_cfg.checkpoint_every_steps == 0)
-            if evaluate or periodic or preempted or step == total_steps or (
-                    epoch_done and not evaluators and epoch % train_cfg.eval_every_epochs == 0):
-                checkpoints.save(step, state, iterator, meta_for(step), metrics=eval_metrics)
+            if plan.should_checkpoint(step, preempted=preempted):
+                checkpoints.save(step, state.checkpoint_tree(), iterator, meta_for(step),
+                                 metrics=eval_metrics)
             tracker.flush()
             if evaluate or step % train_cfg.log_every == 0:
                 # throughput counts training only, not evaluation or checkpoint hand-off
@@ -261,16 +303,27 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
         tracker.close()
     best = checkpoints.best_step()
     if status == "completed":
-        exported = best if best is not None else step
-        if exported != step:
-            state = checkpoints.restore_state(exported, target_of(abstract, shardings))
-        selected = best_metric if exported == best else None
-        info = {"step": exported, "total_steps": total_steps, "selected_by": selected,
-                "value": checkpoint_metric(workdir, exported, selected)}
-        export_model(config, state, workdir / "model", info)
+        exported = export_selected(config, workdir, checkpoints, state, step=step,
+                                   total_steps=total_steps, best_metric=best_metric,
+                                   restore_target=target_of(abstract, shardings))
         say(f"exported the model of step {exported} to {workdir / 'model'}")
     checkpoints.close()
     return RunResult(status, step, total_steps, last_train, last_eval, best)
+
+
+def run_evaluators(evaluators: Sequence[Evaluator], state, step: int) -> dict[str, float]:
+    """Every evaluator's (name, value) pairs for `state` after `step`, in order."""
+    out: dict[str, float] = {}
+    for evaluator in evaluators:
+        out.update(dict(evaluator.run(state, step)))
+    return out
+
+
+def write_eval_metrics(workdir: Path, step: int, epoch: int, metrics: dict[str, float]) -> None:
+    """`eval_metrics.json`: the latest evaluation, for `ctsearcher report` (NaN is not JSON: null)."""
+    atomic_write_json(workdir / "eval_metrics.json", {
+        "step": step, "epoch": epoch,
+        "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}})
 
 
 def target_of(abstract, shardings):
@@ -279,42 +332,3 @@ def target_of(abstract, shardings):
 
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract, shardings)
-
-
-def checkpoint_metric(workdir: Path, step: int, name: str | None) -> float | None:
-    """`name` as evaluated at `step` (from metrics.jsonl), or None."""
-    path = workdir / "metrics.jsonl"
-    if name is None or not path.is_file():
-        return None
-    from ctsearcher_jax.errors import DataError
-    from ctsearcher_jax.io import loads_json
-
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = loads_json(line, str(path))
-        except DataError:
-            continue  # a line cut by a kill
-        if isinstance(row, dict) and row.get("step") == step and row.get("split") == "eval" and name in row:
-            return row[name]
-    return None
-
-
-def export_model(config: Config, state, out_dir: Path, info: dict[str, Any]) -> None:
-    """Write the model of a train state in the `save_model` format (for `predict`/`evaluate`),
-    plus `export.json` saying which step it is (`info`).
-
-    Every process takes part (gathering the parameters is a collective); process 0 writes.
-    """
-    import jax
-    from flax import nnx
-
-    from ctsearcher_jax.model.factory import build
-    from ctsearcher_jax.model.serialization import save_model
-    from ctsearcher_jax.train.evaluators import model_state_on_host
-
-    host = model_state_on_host(state)
-    if jax.process_index() == 0:
-        model = build(config.model, nnx.Rngs(0))
-        nnx.update(model, host)
-        save_model(out_dir, model, config)
-        atomic_write_json(out_dir / "export.json", info)

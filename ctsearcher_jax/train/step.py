@@ -1,9 +1,9 @@
 """Train state, the jit-compiled train step (donated state) and the eval-loss step.
 
-The train state is a pytree `{"nn": nnx.State of (model, optimizer) without RNG streams,
-"key": uint32 (2,) raw PRNG key}`. Dropout streams are not part of it: every step reseeds them
-from `fold_in(key, optimizer step)`, so the dropout masks are a function of (seed, step) alone and
-a resumed run draws the same masks as an uninterrupted one.
+The train state is a `TrainState` (model variables, optimizer variables, the run's PRNG key).
+Dropout streams are not part of it: every step reseeds them from `fold_in(key, optimizer step)`,
+so the dropout masks are a function of (seed, step) alone and a resumed run draws the same masks
+as an uninterrupted one.
 
 Gradient accumulation splits the global batch into `A = train.grad_accum_steps` micro-batches and
 scans over them. It is exact: the original normalises each loss by mask sums over the whole batch,
@@ -21,6 +21,7 @@ numbers as the shared forward.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -33,8 +34,34 @@ from ctsearcher_jax.model.factory import build as build_model
 from ctsearcher_jax.model.losses import repeat_for_readers, scanpath_loss
 from ctsearcher_jax.data.targets import ScanpathTargets
 
-TrainState = dict[str, Any]
 Batch = dict[str, jax.Array]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything a step changes, as one pytree of (sharded) arrays.
+
+    model: the model's variables without RNG streams (parameters float32, dropout counters).
+    optimizer: the optimizer's variables (AdamW moments, `step` = optimizer steps done).
+    key: uint32 (2,) raw PRNG key of the run (`train.seed`); never advanced, folded with the step.
+    """
+
+    model: nnx.State
+    optimizer: nnx.State
+    key: jax.Array
+
+    def checkpoint_tree(self) -> dict[str, Any]:
+        """The layout checkpoints store: `{"nn": {0: model, 1: optimizer}, "key": key}`.
+
+        It is the layout of the (model, optimizer) pair split together, which checkpoints were
+        written in before this class existed; keeping it lets those checkpoints restore.
+        """
+        return {"nn": nnx.State({0: self.model, 1: self.optimizer}), "key": self.key}
+
+    @classmethod
+    def from_checkpoint_tree(cls, tree: dict[str, Any]) -> TrainState:
+        return cls(model=tree["nn"][0], optimizer=tree["nn"][1], key=tree["key"])
 
 
 def build(config: Config, tx: optax.GradientTransformation) -> tuple[nnx.Module, nnx.Optimizer]:
@@ -49,6 +76,17 @@ def split(model: nnx.Module, optimizer: nnx.Optimizer):
     return nnx.split((model, optimizer), nnx.RngState, ...)
 
 
+def pack(model: nnx.Module, optimizer: nnx.Optimizer, key: jax.Array) -> TrainState:
+    """The TrainState of a live (model, optimizer) pair (RNG streams left out)."""
+    _, _, variables = split(model, optimizer)
+    return TrainState(model=variables[0], optimizer=variables[1], key=key)
+
+
+def unpack(graphdef, rng_state, state: TrainState) -> tuple[nnx.Module, nnx.Optimizer]:
+    """Live (model, optimizer) from a TrainState; `graphdef`, `rng_state` from `split`."""
+    return nnx.merge(graphdef, rng_state, nnx.State({0: state.model, 1: state.optimizer}))
+
+
 def init_train_state(config: Config, tx: optax.GradientTransformation, *, mesh=None,
                      shardings=None):
     """Build the train state shape-first, then materialise it directly with `shardings`.
@@ -58,9 +96,9 @@ def init_train_state(config: Config, tx: optax.GradientTransformation, *, mesh=N
     """
 
     def init():
-        graphdef, rng_state, nn_state = split(*build(config, tx))
+        model, optimizer = build(config, tx)
         key = jax.random.key_data(jax.random.key(config.train.seed))
-        return {"nn": nn_state, "key": key}, rng_state
+        return pack(model, optimizer, key), split(model, optimizer)[1]
 
     graphdef, _, _ = nnx.eval_shape(lambda: split(*build(config, tx)))
     abstract, abstract_rng = jax.eval_shape(init)
@@ -122,8 +160,8 @@ def make_train_step(graphdef, train: TrainConfig, schedule: Callable,
     w = train.duration_loss_weight
 
     def step(state: TrainState, rng_state, batch: Batch):
-        model, optimizer = nnx.merge(graphdef, rng_state, state["nn"])
-        key = jax.random.wrap_key_data(state["key"])
+        model, optimizer = unpack(graphdef, rng_state, state)
+        key = jax.random.wrap_key_data(state.key)
         count = optimizer.step[...]
         nnx.reseed(model, dropout=jax.random.fold_in(key, count))
         model_def, params, others = nnx.split(model, nnx.Param, ...)
@@ -158,10 +196,9 @@ def make_train_step(graphdef, train: TrainConfig, schedule: Callable,
         grad_norm = optax.tree.norm(grads)
         lr = schedule(count)
         optimizer.update(model, grads)
-        _, _, nn_state = split(model, optimizer)
         metrics = {"loss": spatial + w * duration, "spatial": spatial, "duration": duration,
                    "grad_norm": grad_norm, "lr": jnp.asarray(lr, jnp.float32)}
-        return {"nn": nn_state, "key": state["key"]}, metrics
+        return pack(model, optimizer, state.key), metrics
 
     out_shardings = None
     if state_shardings is not None:
@@ -177,7 +214,7 @@ def make_eval_step(graphdef, train: TrainConfig):
     """
 
     def eval_step(state: TrainState, rng_state, batch: Batch):
-        model, _ = nnx.merge(graphdef, rng_state, state["nn"])
+        model, _ = unpack(graphdef, rng_state, state)
         spatial, duration = loss_terms(model, batch, train=train, deterministic=True)
         ma, md = mask_totals(batch)
         return {"spatial_sum": spatial * ma, "action_total": ma,

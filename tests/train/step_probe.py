@@ -44,7 +44,7 @@ def run(root: Path, steps: int = 3, *, model=None, **train) -> dict:
     for s in range(steps):
         state, metrics = step(state, rng, sh.global_batch(mesh, ds[s]))
         losses.append({k: float(v) for k, v in metrics.items()})
-    leaves = jax.tree_util.tree_leaves_with_path(state["nn"])
+    leaves = jax.tree_util.tree_leaves_with_path((state.model, state.optimizer))
     # model parameters and optimizer moments alike
     params = {jax.tree_util.keystr(p): np.asarray(v).tolist() for p, v in leaves}
     dtypes = sorted({str(np.asarray(v).dtype) for _, v in leaves})

@@ -1,0 +1,70 @@
+"""The model a finished run leaves for `predict`: the best checkpoint by `eval.best_metric`,
+else the final state, written to `<workdir>/model/` in the `save_model` format with
+`export.json` (step, total steps, the selecting metric and its value).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ctsearcher_jax.config import Config
+from ctsearcher_jax.io import atomic_write_json
+
+
+def checkpoint_metric(workdir: Path, step: int, name: str | None) -> float | None:
+    """`name` as evaluated at `step` (from metrics.jsonl), or None."""
+    path = workdir / "metrics.jsonl"
+    if name is None or not path.is_file():
+        return None
+    from ctsearcher_jax.errors import DataError
+    from ctsearcher_jax.io import loads_json
+
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = loads_json(line, str(path))
+        except DataError:
+            continue  # a line cut by a kill
+        if isinstance(row, dict) and row.get("step") == step and row.get("split") == "eval" and name in row:
+            return row[name]
+    return None
+
+
+def export_model(config: Config, state, out_dir: Path, info: dict[str, Any]) -> None:
+    """Write the model of a TrainState in the `save_model` format (for `predict`/`evaluate`),
+    plus `export.json` saying which step it is (`info`).
+
+    Every process takes part (gathering the parameters is a collective); process 0 writes.
+    """
+    import jax
+    from flax import nnx
+
+    from ctsearcher_jax.model.factory import build
+    from ctsearcher_jax.model.serialization import save_model
+    from ctsearcher_jax.train.evaluators import model_state_on_host
+
+    host = model_state_on_host(state)
+    if jax.process_index() == 0:
+        model = build(config.model, nnx.Rngs(0))
+        nnx.update(model, host)
+        save_model(out_dir, model, config)
+        atomic_write_json(out_dir / "export.json", info)
+
+
+def export_selected(config: Config, workdir: Path, checkpoints, state, *, step: int,
+                    total_steps: int, best_metric: str | None, restore_target) -> int:
+    """Export the best checkpoint (by `best_metric` in its direction), else `state` at `step`.
+
+    checkpoints: the run's `RunCheckpoints`; restore_target: the TrainState of ShapeDtypeStructs
+    to restore the best step into. Returns the exported step.
+    """
+    best = checkpoints.best_step()
+    exported = best if best is not None else step
+    if exported != step:
+        tree = checkpoints.restore_state(exported, restore_target.checkpoint_tree())
+        state = type(restore_target).from_checkpoint_tree(tree)
+    selected = best_metric if exported == best else None
+    info = {"step": exported, "total_steps": total_steps, "selected_by": selected,
+            "value": checkpoint_metric(workdir, exported, selected)}
+    export_model(config, state, workdir / "model", info)
+    return exported
