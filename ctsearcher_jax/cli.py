@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "baselines": "baselines",
     "visualize": "visualize",
+    "view": "view",
     "report": "report",
     "import-upstream": "import_upstream",
     "devices": "devices",

@@ -1,0 +1,133 @@
+"""`ctsearcher view --data DIR --name CT [--pred P.json] --out F.html`: an interactive HTML viewer."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = ("write one self-contained HTML page per CT that replays its scanpaths over the slices "
+        "(every reader and, with --pred, the predictions): time line, drilling plot, projections")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True,
+                        help="dataset folder (data_simplified_split_matched_pt.json + cts/)")
+    parser.add_argument("--name", required=True, nargs="+", metavar="CT",
+                        help="CT name(s) (record 'name' = volume file stem)")
+    parser.add_argument("--pred", help="predictions JSON (dataset record format, no split)")
+    parser.add_argument("--out", required=True,
+                        help="output: an .html file (one CT) or a folder (writes CT_viewer.html)")
+    parser.add_argument("--window", default="soft",
+                        help="initial window (switchable in the page): soft (default), lung, "
+                             "bone, auto, or WIDTH,LEVEL in HU")
+    parser.add_argument("--reader", nargs="+", metavar="SUBJECT",
+                        help="only these readers (subject ids), and the predictions paired with them")
+    parser.add_argument("--metrics", action="store_true",
+                        help="score every scanpath against the --reference reader with ScanMatch, "
+                             "MultiMatch and SED (the project's metrics) and show them")
+    parser.add_argument("--reference", metavar="SUBJECT",
+                        help="reader the metrics compare against (default: the first reader)")
+    parser.add_argument("--max-side", type=int, default=256,
+                        help="in-plane pixels per slice axis at most (default 256)")
+    parser.add_argument("--hu-step", type=float, default=1.0,
+                        help="quantisation step of the embedded intensities in HU (default 1)")
+
+
+def volume_shape(path: Path) -> tuple[int, int, int]:
+    """(I, J, K) from the NIfTI header alone (the voxels are read later, one CT at a time)."""
+    import nibabel as nib
+
+    from ctsearcher_jax.errors import DataError
+
+    try:
+        shape = tuple(int(s) for s in nib.load(str(path)).shape)
+    except Exception as exc:  # nibabel raises many types for a bad file
+        raise DataError(f"{path}: not a readable NIfTI volume ({exc}); re-export it") from None
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise DataError(f"{path}: volume has shape {shape}; expected 3 axes (i, j, k)")
+    return shape  # type: ignore[return-value]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctsearcher_jax.data.inspect import find_volumes
+    from ctsearcher_jax.data.schema import find_dataset_json, load_dataset, load_records
+    from ctsearcher_jax.errors import ConfigError, DataError
+    from ctsearcher_jax.viz.viewer import (VIEWER_FILE, check_paths, default_paths, metrics_against,
+                                           write_viewer)
+    from ctsearcher_jax.viz.volume import load_volume, parse_window
+
+    try:
+        parse_window(args.window)
+    except ValueError as exc:
+        raise ConfigError(f"--window: {exc}") from None
+    if not 16 <= args.max_side <= 1024:
+        raise ConfigError(f"--max-side {args.max_side}: use 16..1024")
+    if not args.hu_step > 0:
+        raise ConfigError(f"--hu-step {args.hu_step}: must be > 0")
+    out = Path(args.out)
+    single_file = out.suffix.lower() in (".html", ".htm")
+    if single_file and len(args.name) > 1:
+        raise ConfigError(f"--out {out}: one .html file holds one CT; give a folder for "
+                          f"{len(args.name)} CTs")
+    if args.reference is not None and not args.metrics:
+        raise ConfigError("--reference only applies with --metrics")
+
+    json_path = find_dataset_json(args.data)
+    items = {it.name: it for it in load_dataset(json_path)}
+    pred_by_ct: dict[str, list] = {}
+    if args.pred:
+        for sp in load_records(args.pred, require_split=False, default_z_limit=None):
+            pred_by_ct.setdefault(sp.name, []).append(sp)
+    cts_dir = json_path.parent / "cts"
+    volumes = find_volumes(cts_dir) if cts_dir.is_dir() else {}
+    readers = None if args.reader is None else {str(r) for r in args.reader}
+
+    # Check every name before writing anything.
+    jobs = []
+    for name in args.name:
+        if name not in items:
+            known = sorted(items)
+            shown = ", ".join(known[:10]) + (f", ... ({len(known)} CTs)" if len(known) > 10 else "")
+            raise DataError(f"CT {name!r} is not in {json_path}; known CTs: {shown}")
+        if name not in volumes:
+            raise DataError(f"CT {name!r}: no volume {cts_dir / (name + '.nii.gz')}; put the "
+                            f"CT there (NIfTI .nii.gz or .nii)")
+        gt = list(items[name].readers)
+        pred = pred_by_ct.get(name, [])
+        if args.pred and not pred:
+            raise DataError(f"{args.pred}: no predicted scanpath for CT {name!r}")
+        if readers is not None:
+            gt = [sp for sp in gt if str(sp.subject) in readers]
+            pred = [sp for sp in pred if str(sp.subject) in readers]
+            if not gt:
+                raise DataError(f"CT {name!r}: no scanpath of reader(s) {sorted(readers)} in "
+                                f"{json_path}; its readers are "
+                                f"{[str(s.subject) for s in items[name].readers]}")
+        paths = default_paths(gt, pred, gt_source=str(json_path),
+                              pred_source=str(args.pred) if args.pred else "")
+        reference = None
+        if args.metrics:
+            subjects = [str(sp.subject) for sp in gt]
+            ref = args.reference if args.reference is not None else subjects[0]
+            if ref not in subjects:
+                raise DataError(f"--reference {ref}: CT {name!r} has no reader {ref}; its readers "
+                                f"are {subjects}")
+            reference = subjects.index(ref)
+        check_paths(paths, volume_shape(volumes[name]))
+        jobs.append((name, paths, reference))
+
+    sources = {"dataset": str(json_path)}
+    if args.pred:
+        sources["predictions"] = str(args.pred)
+    for name, paths, reference in jobs:
+        volume = load_volume(volumes[name])
+        metrics = metrics_against(paths, reference) if reference is not None else None
+        target = out if single_file else out / VIEWER_FILE.format(name=name)
+        path, size = write_viewer(target, volume, paths, name=name, sources=sources,
+                                  window=args.window, reference=reference, metrics=metrics,
+                                  max_side=args.max_side, hu_step=args.hu_step)
+        print(f"{name} viewer: {path} ({size / 1e6:.1f} MB; {len(paths)} scanpaths, "
+              f"{volume.shape[2]} slices)")
+    return 0
