@@ -212,7 +212,8 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
         by_ct = records_to_scanpaths(records)
         for name in names[:figure_limit]:
             gt = list(readers.get(name, ())) if readers else []
-            summary.figures[name] = render_ct_figures(sources[name], gt, by_ct.get(name),
-                                                      out_dir / "figures", name=name)
+            summary.figures[name] = render_ct_figures(
+                sources[name], gt, by_ct.get(name), out_dir / "figures", name=name,
+                sources={"predictions": str(summary.predictions)})
     summary.seconds = time.perf_counter() - t0
     return summary

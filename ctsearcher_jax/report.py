@@ -6,10 +6,12 @@ Reads what the other stages leave in a workdir:
 - `metrics.jsonl`: one JSON object per log call (`{"step", "split", loss...}`), drawn as curves;
 - `evaluation/<row>.json`: reports of `ctsearcher evaluate --out` (the model and the baselines),
   one table row each, the row name being the file stem;
-- `predictions/figures/*`: figures written by `ctsearcher predict`.
+- `predictions/figures/*`: figures written by `ctsearcher predict`, and its interactive viewers
+  (`<CT>_viewer.html`).
 
 Writes `<workdir>/report/report.md`, `report.html` and `curves.png` (atomically); images are
-linked by relative paths so the folder can be copied as a whole.
+linked by relative paths so the folder can be copied as a whole. The viewers of the CTs shown are
+copied into `report/viewers/` (each is one self-contained page) and linked from both reports.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ctsearcher_jax.io import loads_json, read_json
 REPORT_DIR = "report"
 EVAL_DIR = "evaluation"
 FIGURE_DIR = Path("predictions") / "figures"
+VIEWER_DIR = "viewers"  # under report/: copies of the interactive viewers
 # Columns of the metric table, in order (others found in the reports are appended).
 MAIN_METRICS = ("scanmatch_with_duration", "scanmatch_without_duration", "multimatch_vector",
                 "multimatch_direction", "multimatch_length", "multimatch_position",
@@ -132,6 +135,20 @@ def metric_table(evaluations: dict[str, dict[str, Any]]) -> tuple[list[str], lis
     return header, rows
 
 
+def copy_viewers(figure_dir: Path, names: list[str], dest: Path) -> dict[str, Path]:
+    """Copy `<name>_viewer.html` of each CT in `names` from `figure_dir` into `dest` (atomically);
+    {name: copy}. CTs without a viewer are left out."""
+    from ctsearcher_jax.io import atomic_write
+
+    copies: dict[str, Path] = {}
+    for name in names:
+        src = figure_dir / f"{name}_viewer.html"
+        if src.is_file():
+            data = src.read_bytes()
+            copies[name] = atomic_write(dest / src.name, lambda f, data=data: f.write(data))
+    return copies
+
+
 def _config_text(workdir: Path) -> str:
     path = workdir / "config.yaml"
     return path.read_text() if path.is_file() else "(no config.yaml in the workdir)"
@@ -159,6 +176,7 @@ def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
     for p in figures:
         by_ct.setdefault(p.stem.rsplit("_", 1)[0], []).append(p)
     ct_names = list(by_ct)[: max(1, max_figures // 4)]
+    viewers = copy_viewers(workdir / FIGURE_DIR, ct_names, out / VIEWER_DIR)
     header, table = metric_table(evaluations)
     title = title or f"CT-Searcher run: {workdir.name}"
     train_rows = [r for r in rows if r.get("split", "train") == "train"]
@@ -184,7 +202,11 @@ def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
     if ct_names:
         md += ["## Figures", ""]
         for name in ct_names:
-            md += [f"### {name}", ""] + [f"![{p.name}]({rel(p)})" for p in by_ct[name]] + [""]
+            md += [f"### {name}", ""]
+            if name in viewers:
+                md += [f"[Interactive viewer]({rel(viewers[name])}) (replay the scanpaths over "
+                       f"the slices; opens in any browser)", ""]
+            md += [f"![{p.name}]({rel(p)})" for p in by_ct[name]] + [""]
     md += ["## Resolved config", "", "```yaml", _config_text(workdir).rstrip(), "```", ""]
     md_path = atomic_write_text(out / "report.md", "\n".join(md))
 
@@ -213,6 +235,9 @@ def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
         h.append("<h2>Figures</h2>")
         for name in ct_names:
             h.append(f"<h3>{e(name)}</h3>")
+            if name in viewers:
+                h.append(f"<p><a href='{e(rel(viewers[name]))}'>Interactive viewer</a> (replay "
+                         f"the scanpaths over the slices; opens in any browser)</p>")
             h += [f"<img src='{e(rel(p))}' alt='{e(p.name)}'>" for p in by_ct[name]]
     h += ["<h2>Resolved config</h2>", f"<pre>{e(_config_text(workdir))}</pre>", "</body></html>"]
     html_path = atomic_write_text(out / "report.html", "\n".join(h))

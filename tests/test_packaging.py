@@ -69,6 +69,9 @@ def test_wheel_ships_configs_and_py_typed(wheel_venv, repo_root):
     with zipfile.ZipFile(wheel_venv["wheel"]) as z:
         names = set(z.namelist())
         assert "ctsearcher_jax/py.typed" in names
+        for page in ("viewer_template.html", "viewer.js"):  # `ctsearcher view` inlines them
+            assert z.read(f"ctsearcher_jax/viz/{page}") == \
+                (repo_root / "ctsearcher_jax" / "viz" / page).read_bytes()
         for src in sorted((repo_root / "configs").glob("*.yaml")):
             # the shipped copy is the top-level file, byte for byte (one source: configs/)
             assert z.read(f"ctsearcher_jax/configs/{src.name}") == src.read_bytes()

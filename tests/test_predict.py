@@ -49,7 +49,7 @@ def test_predict_dataset_split_pairs_samples_with_readers(setup):
             assert cfg.eval.min_length <= p.length <= cfg.model.max_length
             assert (p.t > 0).all() and (p.z <= 24).all()  # z_extent: volume in tiny.yaml
     figs = summary.figures[items[0].name]
-    assert set(figs) == {"projections", "drilling", "density", "slices"}
+    assert set(figs) == {"projections", "drilling", "density", "slices", "viewer"}
     assert all(p.stat().st_size > 1000 for p in figs.values())
     # Same seed, same scanpaths; the feature cache is reused.
     again = predict_volumes(vols, root / "run", root / "out2", samples=2, seed=1, readers=readers,

@@ -33,6 +33,7 @@ def workdir(tmp_path):
     figs.mkdir(parents=True)
     Image.new("RGB", (40, 30), "white").save(figs / "ct_a_projections.png")
     Image.new("RGB", (40, 30), "white").save(figs / "ct_a_drilling.png")
+    (figs / "ct_a_viewer.html").write_text("<!doctype html><title>viewer of ct_a</title>")
     return w
 
 
@@ -47,6 +48,11 @@ def test_report_has_table_curves_figures_and_config(workdir):
     assert "d_model: 32" in md
     html = files.html.read_text()
     assert "<table>" in html and "ct_a_drilling.png" in html and "curves.png" in html
+    # The viewer is copied into the report folder (self-contained) and linked from both.
+    copy = workdir / "report" / "viewers" / "ct_a_viewer.html"
+    assert copy.read_text() == "<!doctype html><title>viewer of ct_a</title>"
+    assert "[Interactive viewer](viewers/ct_a_viewer.html)" in md
+    assert "href='viewers/ct_a_viewer.html'" in html
     with Image.open(files.curves) as im:
         assert im.size[0] > 300 and im.size[1] > 200
 

@@ -182,7 +182,8 @@ def test_render_all_figures_with_prediction(dataset, tmp_path):
     pred = pred + [dataclasses.replace(pred[0], subject=1)]    # 3 predictions, 2 drawn
     out = render_ct_figures(dataset / "cts" / f"{items[0].name}.nii.gz", gt, pred,
                             tmp_path / "figs", dpi=DPI, gif_side=64, gif_max_frames=20)
-    assert set(out) == {"projections", "drilling", "density", "slices"}
+    assert set(out) == {"projections", "drilling", "density", "slices", "viewer"}
+    assert out["viewer"].name == f"{items[0].name}_viewer.html"
     assert out["projections"].name == f"{items[0].name}_projections.png"
     _check_png(out["projections"], pixel_size(4 * PANEL_INCHES, 3 * PANEL_INCHES + TITLE_INCHES, DPI))
     _check_png(out["drilling"], pixel_size(2 * 4.0, 3.0, DPI))
@@ -232,6 +233,7 @@ def test_fixations_beyond_the_volume_are_drawn_clipped(dataset, tmp_path):
         out = render_ct_figures(dataset / "cts" / f"{items[0].name}.nii.gz", [far], [far],
                                 tmp_path, dpi=DPI, gif_side=48)
     assert all(p.stat().st_size > 0 for p in out.values())
+    assert "viewer" in out   # the viewer too draws them on the nearest slice (marked outside)
 
 
 # ------------------------------------------------------------------ CLI

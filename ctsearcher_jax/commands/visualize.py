@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pred", type=int, default=2,
                         help="predicted scanpaths drawn in the projection figure (default 2)")
     parser.add_argument("--figures", default="projections,drilling,density,slices",
-                        help="comma-separated subset of projections,drilling,density,slices")
+                        help="comma-separated subset of projections,drilling,density,slices,"
+                             "viewer (the interactive HTML page of `ctsearcher view`)")
     parser.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
 
 
@@ -82,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
                                 f"{json_path}" + (f" or {args.pred}" if args.pred else ""))
         written = render_ct_figures(volumes[name], gt, pred or None, Path(args.out), name=name,
                                     window=args.window, projection=args.projection,
-                                    max_pred=args.max_pred, figures=figures, dpi=args.dpi)
+                                    max_pred=args.max_pred, figures=figures, dpi=args.dpi,
+                                    sources={"dataset": str(json_path)} | (
+                                        {"predictions": str(args.pred)} if args.pred else {}))
         for kind, path in written.items():
             print(f"{name} {kind}: {path}")
     return 0

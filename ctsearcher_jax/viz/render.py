@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ctsearcher_jax.data.schema import Scanpath
 from ctsearcher_jax.paths import check_name
@@ -13,16 +13,18 @@ from ctsearcher_jax.viz.density import plot_density
 from ctsearcher_jax.viz.scanpaths import plot_drilling, plot_scanpath_projections
 from ctsearcher_jax.viz.volume import load_volume, resolve_window
 
-FIGURES = ("projections", "drilling", "density", "slices")
+FIGURES = ("projections", "drilling", "density", "slices", "viewer")
 FILE_NAMES = {"projections": "{name}_projections.png", "drilling": "{name}_drilling.png",
-              "density": "{name}_density.png", "slices": "{name}_slices.gif"}
+              "density": "{name}_density.png", "slices": "{name}_slices.gif",
+              "viewer": "{name}_viewer.html"}
 
 
 def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath],
                       pred: Sequence[Scanpath] | None, out_dir: str | os.PathLike[str], *,
                       name: str | None = None, window: str = "soft", projection: str = "mean",
                       max_pred: int = 2, figures: Sequence[str] = FIGURES, dpi: int = 100,
-                      gif_side: int = 192, gif_max_frames: int = 60) -> dict[str, Path]:
+                      gif_side: int = 192, gif_max_frames: int = 60,
+                      sources: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Render the figures of one CT into `out_dir`; return {figure kind: path written}.
 
     volume_path: the CT (NIfTI). gt: its ground-truth scanpaths (may be empty when only a
@@ -31,7 +33,9 @@ def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath
     window: soft | lung | bone | auto | "W,L" in HU. projection: "mean" (windowed mean) or "max"
     (MIP); see `ctsearcher_jax.viz.scanpaths`. figures: any of FIGURES. Files are
     `<name>_projections.png`, `<name>_drilling.png`, `<name>_density.png`, `<name>_slices.gif`,
-    each written atomically; `name` defaults to the CT's file stem.
+    `<name>_viewer.html` (the interactive viewer, `ctsearcher_jax.viz.viewer`; fixations beyond
+    the volume's slices are drawn on the nearest one and marked, as in the other figures; `sources`
+    are the input files it names), each written atomically; `name` defaults to the CT's file stem.
     """
     unknown = [f for f in figures if f not in FIGURES]
     if unknown:
@@ -64,4 +68,10 @@ def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath
     if "slices" in paths:
         written["slices"] = write_slice_gif(volume, win, gt, pred, paths["slices"], side=gif_side,
                                             max_frames=gif_max_frames)
+    if "viewer" in paths:
+        from ctsearcher_jax.viz.viewer import default_paths, write_viewer
+
+        written["viewer"], _ = write_viewer(
+            paths["viewer"], volume, default_paths(gt, pred), name=name, window=window,
+            sources=sources, clip_z=True)
     return written

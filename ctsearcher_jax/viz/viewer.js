@@ -167,7 +167,10 @@
       for (let f = 0; f < p.n; f++) {
         if (p.slice[f] !== k) continue;
         const [x, y] = axialXY(p, f);
-        drawMarker(ctx, x, y, radius(p.t[f]), p.colour, 0.6, true, String(f + 1));
+        // Beyond the volume (predict's z_extent 512 on a short CT): hollow and dashed.
+        if (p.outside[f]) ctx.setLineDash([3, 2]);
+        drawMarker(ctx, x, y, radius(p.t[f]), p.colour, 0.6, !p.outside[f], String(f + 1));
+        ctx.setLineDash([]);
         if (f === cur) {
           ctx.strokeStyle = '#fff'; ctx.lineWidth = 2.5;
           ctx.beginPath(); ctx.arc(x, y, radius(p.t[f]) + 3, 0, 2 * Math.PI); ctx.stroke();
@@ -497,7 +500,8 @@
           return '<td>' + (v === null || v === undefined ? 'n/a' : v.toFixed(m[0] === 'sed' ? 0 : 3)) + '</td>';
         }).join('');
       }
-      return r + '<td><code>' + esc(p.source) + '</code></td></tr>';
+      const base = String(p.source).split(/[\\/]/).pop();
+      return r + '<td><code title="' + esc(p.source) + '">' + esc(base) + '</code></td></tr>';
     });
     t.innerHTML = head + rows.join('');
     paths.forEach((p, pi) => {
