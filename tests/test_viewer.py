@@ -336,3 +336,22 @@ def test_metrics_against_a_chosen_reader(dataset, tmp_path):
     assert main(["view", "--data", str(dataset), "--name", item.name, "--metrics",
                  "--reference", "99", "--out", str(tmp_path / "x.html")]) == 2
     assert not (tmp_path / "x.html").exists()
+
+
+def test_view_refuses_to_overwrite_its_input_and_writes_a_folder(dataset, tmp_path, capsys):
+    item = load_dataset(dataset)[0]
+    json_path = dataset / "data_simplified_split_matched_pt.json"
+    before = json_path.read_bytes()
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--out", str(json_path)
+                 .replace(".json", ".html")]) == 0          # a sibling .html is fine ...
+    (dataset / "data_simplified_split_matched_pt.html").unlink()
+    volume = dataset / "cts" / f"{item.name}.nii.gz"
+    link = tmp_path / "same.html"
+    link.symlink_to(volume)
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--out", str(link)]) == 2
+    assert "is the input" in capsys.readouterr().err       # ... the volume itself is not
+    assert json_path.read_bytes() == before
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--out",
+                 str(tmp_path / "pages")]) == 0
+    assert (tmp_path / "pages" / f"{item.name}_viewer.html").stat().st_size > 1000
+    assert f"{item.name}_viewer.html" in capsys.readouterr().out

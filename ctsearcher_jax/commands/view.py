@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.data.inspect import find_volumes
     from ctsearcher_jax.data.schema import find_dataset_json, load_dataset, load_records
     from ctsearcher_jax.errors import ConfigError, DataError
-    from ctsearcher_jax.viz.viewer import (VIEWER_FILE, check_paths, default_paths, metrics_against,
-                                           write_viewer)
+    from ctsearcher_jax.paths import check_output_dir, check_output_file, child_path, os_error
+    from ctsearcher_jax.viz.viewer import check_paths, default_paths, metrics_against, write_viewer
     from ctsearcher_jax.viz.volume import load_volume, parse_window
 
     try:
@@ -118,16 +118,26 @@ def run(args: argparse.Namespace) -> int:
         check_paths(paths, volume_shape(volumes[name]))
         jobs.append((name, paths, reference))
 
+    # Where the pages go, checked before the slow part: never over an input, always writable.
+    if single_file:
+        check_output_file(out, inputs=[json_path, args.pred, *(volumes[n] for n, _, _ in jobs)])
+        targets = [out]
+    else:
+        check_output_dir(out)
+        targets = [child_path(out, name, "_viewer.html") for name, _, _ in jobs]
+
     sources = {"dataset": str(json_path)}
     if args.pred:
         sources["predictions"] = str(args.pred)
-    for name, paths, reference in jobs:
+    for (name, paths, reference), target in zip(jobs, targets):
         volume = load_volume(volumes[name])
         metrics = metrics_against(paths, reference) if reference is not None else None
-        target = out if single_file else out / VIEWER_FILE.format(name=name)
-        path, size = write_viewer(target, volume, paths, name=name, sources=sources,
-                                  window=args.window, reference=reference, metrics=metrics,
-                                  max_side=args.max_side, hu_step=args.hu_step)
+        try:
+            path, size = write_viewer(target, volume, paths, name=name, sources=sources,
+                                      window=args.window, reference=reference, metrics=metrics,
+                                      max_side=args.max_side, hu_step=args.hu_step)
+        except OSError as exc:
+            raise os_error(target, exc) from None
         print(f"{name} viewer: {path} ({size / 1e6:.1f} MB; {len(paths)} scanpaths, "
               f"{volume.shape[2]} slices)")
     return 0

@@ -50,7 +50,6 @@ HU_STEP = 1.0              # quantisation step (HU)
 # Colours of the scanpaths (ground truth first, then predictions), colour-blind-safe-ish.
 GT_COLOURS = ("#ff8c00", "#e6194b", "#ffe119", "#f032e6", "#ff6f91", "#bcf60c")
 PRED_COLOURS = ("#00dcff", "#3cb44b", "#4363d8", "#46f0f0", "#aaffc3", "#9a9aff")
-VIEWER_FILE = "{name}_viewer.html"
 
 
 @dataclasses.dataclass(frozen=True)
