@@ -55,6 +55,9 @@ def viewer_file(dataset, tmp_path_factory) -> Path:
         for key in ("split", "task", "report"):
             rec.pop(key, None)
         rec["X"] = [min(512.0, v + 30.0) for v in rec["X"]]
+        # Fractional slices: Z rounds (half up) to the slice a fixation is drawn on.
+        rec["Z"] = [float(np.clip(v + (0.4, -0.4, 0.5)[n % 3], 1, SHAPE[2]))
+                    for n, v in enumerate(rec["Z"])]
         pred.append(rec)
     out = tmp_path_factory.mktemp("viewer")
     (out / "pred.json").write_text(json.dumps(pred))
@@ -249,6 +252,30 @@ def test_time_of_fixation_k_moves_the_slider_to_its_slice(page, viewer_file):
             f = m["fixation"]
             assert m["x"] == pytest.approx((p["j"][f] + 0.5) * width / data["shape"][1], abs=1e-9)
             assert m["y"] == pytest.approx((p["i"][f] + 0.5) * height / data["shape"][0], abs=1e-9)
+
+
+def test_page_uses_the_positions_of_gaze_to_voxel(page, dataset):
+    item = load_dataset(dataset)[0]
+    shape = tuple(page.execute_script("return window.viewerState.shape"))
+    shown = page.execute_script("return window.viewerState.paths")
+    for p, s in zip(shown, item.readers):
+        i, j, k = gaze_to_voxel(s.x, s.y, s.z, shape)
+        assert p["i"] == i.tolist() and p["j"] == j.tolist() and p["k"] == k.tolist()
+
+
+def test_clicking_the_drilling_plot_jumps_in_time(page):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    drilling = page.find_element("id", "drilling")
+    duration = page.execute_script("return window.viewerState.duration")
+    set_range(page, "time-slider", 0)
+    # Three quarters along the plot's time axis (plot margins: 44 px left, 10 px right).
+    width = drilling.size["width"]
+    scale = width / page.execute_script("return document.getElementById('drilling').width")
+    x = (44 + 0.75 * (page.execute_script("return document.getElementById('drilling').width")
+                      - 54)) * scale
+    ActionChains(page).move_to_element_with_offset(drilling, x - width / 2, 0).click().perform()
+    assert state(page)["time"] == pytest.approx(0.75 * duration, abs=0.02 * duration)
 
 
 def test_play_advances_time_and_follows_the_reader(page, viewer_file):
