@@ -283,13 +283,16 @@ def test_play_advances_time_and_follows_the_reader(page, viewer_file):
 
     follow = embedded(viewer_file)["paths"][0]
     set_range(page, "time-slider", 0)
-    Select(page.find_element("id", "speed")).select_by_value("8")
+    select = Select(page.find_element("id", "speed"))
+    select.select_by_value("8")
+    assert page.execute_script("return window.viewerState.speed") == 8
+    select.select_by_value("0.25")          # slow enough that the reading cannot end meanwhile
     page.find_element("id", "play").click()
     assert state(page)["playing"]
-    assert wait_for(page, "return window.viewerState.time > 0.5", timeout=5)
+    assert wait_for(page, "return window.viewerState.time > 0.05", timeout=5)
     page.find_element("id", "play").click()
     s = state(page)
-    assert not s["playing"] and s["time"] > 0.5
+    assert not s["playing"] and 0.05 < s["time"] < follow["onset"][-1]
     current = int(np.searchsorted(follow["onset"], s["time"], side="right")) - 1
     assert s["slice"] == follow["slice"][current]
     time.sleep(0.1)
@@ -382,3 +385,17 @@ def test_view_refuses_to_overwrite_its_input_and_writes_a_folder(dataset, tmp_pa
                  str(tmp_path / "pages")]) == 0
     assert (tmp_path / "pages" / f"{item.name}_viewer.html").stat().st_size > 1000
     assert f"{item.name}_viewer.html" in capsys.readouterr().out
+
+
+def test_a_size_budget_coarsens_the_step():
+    from ctsearcher_jax.viz.viewer import encode_slices_within
+
+    rng = np.random.default_rng(1)
+    data = rng.normal(0, 300, size=(32, 32, 4)).astype(np.float32)
+    full = encode_slices_within(data, hu_step=1.0, max_bytes=None)
+    size = sum(len(s) for s in full["slices"])
+    coarse = encode_slices_within(data, hu_step=1.0, max_bytes=int(size * 0.8))
+    assert full["step"] == 1.0 and coarse["step"] in (2.0, 4.0, 8.0, 16.0)
+    assert sum(len(s) for s in coarse["slices"]) <= size * 0.8
+    np.testing.assert_allclose(decode_slice(coarse, 0), np.clip(data[:, :, 0], -1024, 3071),
+                               atol=coarse["step"] / 2 + 1e-3)

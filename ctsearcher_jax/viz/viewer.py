@@ -47,6 +47,9 @@ from ctsearcher_jax.viz.volume import WINDOWS, CTVolume, gaze_to_voxel, resolve_
 MAX_SIDE = 256             # in-plane pixels per axis at most
 HU_RANGE = (-1024.0, 3071.0)  # intensities kept (HU); outside is clipped
 HU_STEP = 1.0              # quantisation step (HU)
+# Budget for the embedded slices (base64 bytes): the page of a 512 x 512 x 300 CT stays under
+# 25 MB. Measured: a synthetic one takes 18.9 MB at 1 HU (README), so this rarely applies.
+MAX_SLICE_BYTES = 24_000_000
 # Colours of the scanpaths (ground truth first, then predictions), colour-blind-safe-ish.
 GT_COLOURS = ("#ff8c00", "#e6194b", "#ffe119", "#f032e6", "#ff6f91", "#bcf60c")
 PRED_COLOURS = ("#00dcff", "#3cb44b", "#4363d8", "#46f0f0", "#aaffc3", "#9a9aff")
@@ -134,6 +137,20 @@ def encode_slices(data: np.ndarray, max_side: int = MAX_SIDE, hu_range: tuple[fl
         slices.append(base64.b64encode(buf.getvalue()).decode("ascii"))
     return {"height": h, "width": w, "offset": offset, "step": step, "levels": levels,
             "slices": slices}
+
+
+def encode_slices_within(data: np.ndarray, max_side: int = MAX_SIDE, hu_step: float = HU_STEP,
+                         max_bytes: int | None = MAX_SLICE_BYTES) -> dict[str, Any]:
+    """`encode_slices`, doubling the step (up to 16 x `hu_step`) while the slices exceed
+    `max_bytes` of base64 (None: no budget). Noise costs about one bit per voxel per halving."""
+    step = hu_step
+    while True:
+        encoded = encode_slices(data, max_side, hu_step=step)
+        size = sum(len(s) for s in encoded["slices"])
+        if max_bytes is None or size <= max_bytes or step >= 16 * hu_step \
+                or encoded["step"] != step:  # not HU: the step is set by the range
+            return encoded
+        step *= 2
 
 
 def decode_slice(encoded: Mapping[str, Any], k: int) -> np.ndarray:
@@ -251,7 +268,8 @@ def viewer_payload(volume: CTVolume, paths: Sequence[ViewerPath], *, name: str,
                    sources: Mapping[str, str] | None = None, window: str = "soft",
                    reference: int | None = None, metrics: Sequence[Mapping[str, float]] | None = None,
                    max_side: int = MAX_SIDE, hu_step: float = HU_STEP,
-                   clip_z: bool = False) -> dict[str, Any]:
+                   clip_z: bool = False,
+                   max_slice_bytes: int | None = MAX_SLICE_BYTES) -> dict[str, Any]:
     """The JSON object embedded in the page (everything it shows); arguments as
     `build_viewer_html`."""
     import warnings
@@ -281,7 +299,7 @@ def viewer_payload(volume: CTVolume, paths: Sequence[ViewerPath], *, name: str,
     if metrics is not None:
         for p, row in zip(payload_paths, metrics):
             p["metrics"] = dict(row) if row is not None else None
-    encoded = encode_slices(volume.data, max_side, hu_step=hu_step)
+    encoded = encode_slices_within(volume.data, max_side, hu_step, max_slice_bytes)
     return {
         "name": name,
         "shape": list(shape),
@@ -321,19 +339,23 @@ def build_viewer_html(volume: CTVolume, paths: Sequence[ViewerPath], *, name: st
                       reference: int | None = None,
                       metrics: Sequence[Mapping[str, float]] | None = None,
                       max_side: int = MAX_SIDE, hu_step: float = HU_STEP,
-                      clip_z: bool = False) -> str:
+                      clip_z: bool = False,
+                      max_slice_bytes: int | None = MAX_SLICE_BYTES) -> str:
     """The viewer page of one CT as one HTML string (see the module docstring).
 
     volume: the CT (`load_volume`). paths: scanpaths to show, in legend order. sources: what the
     page lists as its inputs ({"dataset": path, "predictions": path, ...}). window: initial window
     (soft | lung | bone | auto | W,L). reference: index into `paths` of the reader the metrics
     compare against, with `metrics` one row per path (None for the reference itself).
-    max_side, hu_step: the encoding (module docstring). clip_z: see `check_paths`.
+    max_side, hu_step: the encoding (module docstring); when the slices take more than
+    `max_slice_bytes` (base64), the step doubles until they fit (at most 16 x; the page states
+    the step used). clip_z: see `check_paths`.
     Raises DataError for empty scanpaths or fixations outside the volume.
     """
     return render_html(viewer_payload(volume, paths, name=name, sources=sources, window=window,
                                       reference=reference, metrics=metrics, max_side=max_side,
-                                      hu_step=hu_step, clip_z=clip_z))
+                                      hu_step=hu_step, clip_z=clip_z,
+                                      max_slice_bytes=max_slice_bytes))
 
 
 def metrics_against(paths: Sequence[ViewerPath], reference: int) -> list[dict[str, float] | None]:
