@@ -399,3 +399,15 @@ def test_a_size_budget_coarsens_the_step():
     assert sum(len(s) for s in coarse["slices"]) <= size * 0.8
     np.testing.assert_allclose(decode_slice(coarse, 0), np.clip(data[:, :, 0], -1024, 3071),
                                atol=coarse["step"] / 2 + 1e-3)
+
+
+def test_names_cannot_break_out_of_the_page():
+    from ctsearcher_jax.viz.viewer import render_html
+
+    hostile = "</script><script>alert(1)</script><!--{{SCRIPT}}{{DATA}}"
+    page = render_html({"name": hostile, "paths": [{"label": hostile}]})
+    assert "<script>alert" not in page and "<!--" not in page
+    assert page.count("window.viewerState = ") == 1
+    start = page.index('id="viewer-data">') + len('id="viewer-data">')
+    data = json.loads(page[start:page.index("</script>", start)])
+    assert data["name"] == data["paths"][0]["label"] == hostile

@@ -32,6 +32,7 @@ import io
 import json
 import math
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -324,14 +325,15 @@ def viewer_payload(volume: CTVolume, paths: Sequence[ViewerPath], *, name: str,
 def render_html(payload: Mapping[str, Any]) -> str:
     """Inline the payload and the script into the template: one HTML string."""
     data = json.dumps(payload, allow_nan=False, separators=(",", ":"))
-    # "</" would end the <script> element early; "<\/" is the same JSON string.
-    data = data.replace("</", "<\\/")
+    # "</script" would end the element early and "<!--" changes how it is parsed; "\u003c" is
+    # the same JSON string with no "<" at all (names and paths come from user files).
+    data = data.replace("<", "\\u003c")
     script = _template("viewer.js").replace("</script", "<\\/script")
     page = _template("viewer_template.html")
     title = f"{payload['name']}: scanpath viewer"
-    return (page.replace("{{TITLE}}", html.escape(title))
-                .replace("{{DATA}}", data)
-                .replace("{{SCRIPT}}", script))
+    # One pass, so text inside the data (a CT named "{{SCRIPT}}") is never substituted again.
+    values = {"TITLE": html.escape(title), "DATA": data, "SCRIPT": script}
+    return re.sub(r"\{\{(TITLE|DATA|SCRIPT)\}\}", lambda m: values[m.group(1)], page)
 
 
 def build_viewer_html(volume: CTVolume, paths: Sequence[ViewerPath], *, name: str,
