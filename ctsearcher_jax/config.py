@@ -22,6 +22,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from ctsearcher_jax.errors import ConfigError
+from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES, FAMILIES  # a table, imports nothing
 
 GAZE_FRAME = 512  # pixels per side of a CT slice in gaze coordinates (and the legacy Z extent)
 
@@ -193,8 +194,8 @@ class EvalConfig:
     min_length: int = 100
     # Scanpaths sampled per reader and CT (--eval_repeat_num).
     repeats: int = 1
-    # Metric families: any of scanmatch, multimatch, sed, saliency (the original's "all" = first three).
-    metrics: tuple[str, ...] = ("scanmatch", "multimatch", "sed")
+    # Metric families (names in metrics/registry.py); default: the original's "all" (first three).
+    metrics: tuple[str, ...] = DEFAULT_FAMILIES
     # MultiMatch saccade alignment: "exact" (scipy Dijkstra, as the original) or "dp" (jit DP).
     multimatch_alignment: Literal["exact", "dp"] = "exact"
     # SED character code: "legacy" (the original's, with collisions) or "bijective".
@@ -209,10 +210,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check(self.min_length >= 0, "eval.min_length", "must be >= 0")
         _check(self.repeats >= 1, "eval.repeats", "must be >= 1")
-        known = {"scanmatch", "multimatch", "sed", "saliency"}
-        unknown = [m for m in self.metrics if m not in known]
+        unknown = [m for m in self.metrics if m not in FAMILIES]
         _check(not unknown and len(self.metrics) > 0, "eval.metrics",
-               f"unknown {unknown}; choose from {sorted(known)}")
+               f"unknown {unknown}; choose from {list(FAMILIES)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,10 +30,6 @@ REPORT_DIR = "report"
 EVAL_DIR = "evaluation"
 FIGURE_DIR = Path("predictions") / "figures"
 VIEWER_DIR = "viewers"  # under report/: copies of the interactive viewers
-# Columns of the metric table, in order (others found in the reports are appended).
-MAIN_METRICS = ("scanmatch_with_duration", "scanmatch_without_duration", "multimatch_vector",
-                "multimatch_direction", "multimatch_length", "multimatch_position",
-                "multimatch_duration", "multimatch_mean", "sed")
 CURVE_KEYS = ("loss", "spatial", "duration", "lr", "grad_norm")
 
 
@@ -118,12 +114,20 @@ def _fmt(v: Any) -> str:
 
 
 def metric_table(evaluations: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of mean ± std per metric, with the direction in the header."""
-    metrics = [m for m in MAIN_METRICS if any(m in s for s in evaluations.values())]
-    metrics += sorted({m for s in evaluations.values() for m in s} - set(metrics))
+    """(header, rows) of mean ± std per metric, with the direction in the header.
+
+    Columns in the metrics registry's order (metrics it does not know are appended, sorted);
+    the direction is the report's own, else the registry's.
+    """
+    from ctsearcher_jax.metrics.registry import METRICS
+
+    found = {m for s in evaluations.values() for m in s}
+    metrics = [m for m in METRICS if m in found] + sorted(found - set(METRICS))
     header = ["row"]
     for m in metrics:
         hib = next((s[m].get("higher_is_better") for s in evaluations.values() if m in s), None)
+        if hib is None and m in METRICS:
+            hib = METRICS[m].higher_is_better
         header.append(f"{m} {'↑' if hib else '↓' if hib is not None else ''}".strip())
     rows = []
     for name, summary in evaluations.items():

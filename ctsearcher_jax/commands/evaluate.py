@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES, FAMILIES
+
 HELP = "score predicted scanpaths (dataset record format) against the readers' scanpaths"
 
 PROTOCOLS = ("original", "all-pairs", "human")
@@ -19,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt", required=True, help="dataset folder or its JSON (ground truth)")
     parser.add_argument("--split", default="test", help="ground-truth split to score (default test; "
                                                         "'all' = every split)")
-    parser.add_argument("--metrics", nargs="+", default=["scanmatch", "multimatch", "sed"],
-                        help="metric families: scanmatch multimatch sed saliency (default: the "
-                             "original's three)")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_FAMILIES),
+                        help=f"metric families: {' '.join(FAMILIES)} (default: "
+                             f"{' '.join(DEFAULT_FAMILIES)}, the original's)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="original",
                         help="original: prediction vs the reader with the same subject (the paper's "
                              "protocol); all-pairs: every prediction vs every reader of the CT; "
@@ -38,38 +40,24 @@ def _finite(v: float) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
-def build_pairs(gt_items: list, pred_scanpaths: list, protocol: str, pred_source: str):
-    """(gt arrays per CT, pred arrays per CT, pairs, names, pred labels) for the protocol."""
+def group_predictions(gt_items: list, pred_scanpaths: list, pred_source: str):
+    """Predictions by CT, in record order: (pred arrays per CT, [(CT index, subject)] per
+    record, [{"record", "subject"}] per CT). A record of a CT not in `gt_items` is a DataError."""
     from ctsearcher_jax.errors import DataError
-    from ctsearcher_jax.metrics.protocol import Pair
 
     by_name = {it.name: k for k, it in enumerate(gt_items)}
-    gt_cts = [[r.as_array() for r in it.readers] for it in gt_items]
     pred_cts: list[list] = [[] for _ in gt_items]
-    pred_labels: list[list] = [[] for _ in gt_items]
-    pairs = []
+    labels: list[list] = [[] for _ in gt_items]
+    order = []
     for sp in pred_scanpaths:
         c = by_name.get(sp.name)
         if c is None:
             raise DataError(f"{pred_source}: record {sp.index}, CT {sp.name!r}: not in the ground "
                             f"truth of the selected split; check --gt and --split")
         pred_cts[c].append(sp.as_array())
-        pred_labels[c].append({"record": sp.index, "subject": sp.subject})
-        p_index = len(pred_cts[c]) - 1
-        readers = gt_items[c].readers
-        if protocol == "original":
-            match = [g for g, r in enumerate(readers) if r.subject == sp.subject]
-            if not match:
-                subjects = [r.subject for r in readers]
-                raise DataError(f"{pred_source}: record {sp.index}, CT {sp.name!r}: subject "
-                                f"{sp.subject!r} is not a reader of this CT (readers {subjects}); "
-                                f"the original protocol pairs a prediction with its reader "
-                                f"(use --protocol all-pairs to score against every reader)")
-            pairs.append(Pair(c, match[0], p_index))
-        else:
-            pairs.extend(Pair(c, g, p_index) for g in range(len(readers)))
-    keep = [c for c in range(len(gt_items)) if pred_cts[c]]
-    return gt_cts, pred_cts, pairs, keep, pred_labels
+        labels[c].append({"record": sp.index, "subject": sp.subject})
+        order.append((c, sp.subject))
+    return pred_cts, order, labels
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.errors import DataError
     from ctsearcher_jax.io import atomic_write_json
     from ctsearcher_jax.metrics import protocol as proto
-    from ctsearcher_jax.metrics.registry import FAMILIES, METRICS
+    from ctsearcher_jax.metrics.registry import FAMILY, METRICS
 
     families = list(dict.fromkeys(args.metrics))
     unknown = [f for f in families if f not in FAMILIES]
@@ -103,21 +91,22 @@ def run(args: argparse.Namespace) -> int:
             raise DataError("--pred is required unless --protocol human")
         pred_path = Path(args.pred)
         preds = load_records(pred_path, require_split=False)
-        gt_cts, pred_cts, pairs, keep, labels = build_pairs(items, preds, args.protocol, str(pred_path))
-        families_pairs = [f for f in families if f != "saliency"]
-        result = proto.run_pairs(pairs, gt_cts, pred_cts, families_pairs, **kwargs)
-        if "saliency" in families:
-            s = proto.saliency_by_ct([gt_cts[c] for c in keep], [pred_cts[c] for c in keep])
-            for n, v in s.items():
-                result.scores[n] = v
-                result.summary[n] = proto.summary_stats(v)
-            result.summary = {n: result.summary[n] for n in METRICS if n in result.summary}
+        pred_cts, order, labels = group_predictions(items, preds, str(pred_path))
+        gt_cts = [[r.as_array() for r in it.readers] for it in items]
+        if args.protocol == "original":
+            records = [sp.index for sp in preds]
+            pairs = proto.pairs_by_subject(
+                [[r.subject for r in it.readers] for it in items], order,
+                describe=lambda k: f"{pred_path}: record {records[k]}, CT {items[order[k][0]].name!r}")
+        else:
+            pairs = proto.pairs_all([len(it.readers) for it in items], [c for c, _ in order])
+        result = proto.run_pairs(pairs, gt_cts, pred_cts, families, **kwargs)
         pair_rows = [{"ct": items[p.ct].name, "gt_subject": items[p.ct].readers[p.gt_index].subject,
                       "pred_record": labels[p.ct][p.pred_index]["record"],
                       "pred_subject": labels[p.ct][p.pred_index]["subject"]} for p in pairs]
-        n_cts = len(keep)
+        n_cts = sum(1 for preds_of_ct in pred_cts if preds_of_ct)
 
-    pair_metrics = [n for n in result.scores if not n.startswith("saliency_")]
+    pair_metrics = [n for n in result.scores if FAMILY[METRICS[n].family].unit == "pair"]
     for k, row in enumerate(pair_rows):
         for n in pair_metrics:
             row[n] = _finite(float(result.scores[n][k]))

@@ -323,3 +323,33 @@ def multimatch(gt: np.ndarray, pred: np.ndarray, alignment: Alignment = "exact",
                screen: Sequence[float] = (512, 512, 512)) -> np.ndarray:
     """MultiMatch of one pair (see `multimatch_batch`): (5,) float64."""
     return multimatch_batch([gt], [pred], alignment, screen)[0]
+
+
+def score_pairs(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray], *,
+                multimatch_alignment: Alignment = "exact",
+                multimatch_padding: bool = True) -> dict[str, np.ndarray]:
+    """The `multimatch` family (metrics/registry.py): {multimatch_<name>: (K,) float64}.
+
+    multimatch_padding: apply the original evaluation's padding (`pad_like_original`) first.
+    """
+    if multimatch_padding:
+        padded = [pad_like_original(g, p) for g, p in zip(gt, pred)]
+        gt, pred = [x[0] for x in padded], [x[1] for x in padded]
+    res = multimatch_batch(list(gt), list(pred), multimatch_alignment)
+    return {f"multimatch_{name}": res[:, k] for k, name in enumerate(NAMES)}
+
+
+def aggregate_like_original(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Summary of the family as the original evaluation: rows with any NaN among the five are
+    dropped (`is_eliminating_nan`); `multimatch_mean` = mean of the five means (std NaN)."""
+    from ctsearcher_jax.metrics.protocol import summary_stats
+
+    names = [f"multimatch_{n}" for n in NAMES]
+    if not all(n in scores for n in names):
+        return {n: summary_stats(v) for n, v in scores.items()}
+    rows = np.stack([scores[n] for n in names], axis=1)
+    rows = rows[~np.isnan(rows.sum(axis=1))]
+    out = {n: summary_stats(rows[:, k]) for k, n in enumerate(names)}
+    out["multimatch_mean"] = {"mean": float(np.mean([out[n]["mean"] for n in names])),
+                              "std": math.nan, "n": int(rows.shape[0])}
+    return out

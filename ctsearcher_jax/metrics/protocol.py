@@ -3,19 +3,21 @@
 A scanpath here is an (n, 4) float64 array `[x, y, z, duration_s]` in the gaze frame. A CT is
 a list of ground-truth scanpaths (one per reader) and a list of predicted scanpaths.
 
-* `original_protocol`: the original evaluation (`comprehensive_evaluation_by_subject`):
-  prediction i is scored against reader i of the same CT (i < min(#predictions, #readers); with
-  `repeats` R, the predictions of a CT are R blocks of #readers, block r's prediction i against
-  reader i). Means and population stds (ddof 0) over all scored pairs of all CTs; MultiMatch rows
-  with a NaN are dropped (as the original's `is_eliminating_nan`); ScanMatch and SED keep every
-  value, so a NaN ScanMatch (both symbol sequences empty) makes the mean NaN, as in the original.
+* `original_protocol`: the original evaluation (`comprehensive_evaluation_by_subject`): each
+  prediction is scored against the reader of the same CT with the same subject
+  (`pairs_by_subject`). Without subjects, reader r's subject is r and prediction i's is
+  i mod #readers for i < repeats * #readers (R blocks of one prediction per reader, as sampling
+  writes them; later predictions are not scored), which is the original's index rule. Means and
+  population stds (ddof 0) over all scored pairs of all CTs; MultiMatch rows with a NaN are
+  dropped (as the original's `is_eliminating_nan`); ScanMatch and SED keep every value, so a
+  NaN ScanMatch (both symbol sequences empty) makes the mean NaN, as in the original.
   `MultiMatch mean` = mean of the five MultiMatch means.
 * `all_pairs_protocol`: every prediction of a CT against every reader of the same CT.
 * `human_consistency`: every reader against every *other* reader of the same CT (never itself):
   the ceiling a model can be compared with.
 
-All pairs of a run are scored in one batch per metric (jit + vmap), so the protocols cost about
-the same as one batched call.
+Families and their scoring functions come from `metrics/registry.py`. All pairs of a run are
+scored in one batch per family, so the protocols cost about the same as one batched call.
 """
 
 from __future__ import annotations
@@ -23,20 +25,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
 from ctsearcher_jax.errors import DataError
-from ctsearcher_jax.metrics import multimatch as mm
-from ctsearcher_jax.metrics import saliency as sal
-from ctsearcher_jax.metrics import scanmatch as sm
-from ctsearcher_jax.metrics import sed as sed_mod
-from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES, FAMILIES, METRICS, metrics_of
-
-PAIR_METRICS = ("scanmatch_with_duration", "scanmatch_without_duration", "multimatch_vector",
-                "multimatch_direction", "multimatch_length", "multimatch_position",
-                "multimatch_duration", "sed")
+from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES, FAMILY, METRICS, check_families, resolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,46 +58,102 @@ def check_scanpath(arr: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
+# ----------------------------------------------------------------------------- pairing
+
+def pairs_by_subject(gt_subjects: Sequence[Sequence[Hashable]],
+                     predictions: Sequence[tuple[int, Hashable | None]], *,
+                     describe: Callable[[int], str] | None = None) -> list[Pair]:
+    """The original protocol's pairs, in the order of `predictions`.
+
+    gt_subjects[c]: the subject of each reader of CT c. predictions[k] = (c, subject): the
+    prediction is CT c's next one (pred_index counts per CT in this order) and is paired with
+    the first reader of CT c with that subject; subject None = not scored. A subject that is
+    not a reader of its CT is a DataError starting with `describe(k)`.
+    """
+    describe = describe or (lambda k: f"prediction {k}")
+    pairs, counts = [], [0] * len(gt_subjects)
+    for k, (c, subject) in enumerate(predictions):
+        j, counts[c] = counts[c], counts[c] + 1
+        if subject is None:
+            continue
+        readers = list(gt_subjects[c])
+        if subject not in readers:
+            raise DataError(f"{describe(k)}: subject {subject!r} is not a reader of this CT "
+                            f"(readers {readers}); the original protocol pairs a prediction with "
+                            f"its reader (use --protocol all-pairs to score against every reader)")
+        pairs.append(Pair(c, readers.index(subject), j))
+    return pairs
+
+
+def pairs_all(num_readers: Sequence[int], predictions: Sequence[int]) -> list[Pair]:
+    """Every prediction against every reader of its CT, in the order of `predictions`.
+
+    predictions[k] = c: the prediction is CT c's next one; num_readers[c]: readers of CT c.
+    """
+    pairs, counts = [], [0] * len(num_readers)
+    for c in predictions:
+        j, counts[c] = counts[c], counts[c] + 1
+        pairs.extend(Pair(c, g, j) for g in range(num_readers[c]))
+    return pairs
+
+
+def pairs_human(num_readers: Sequence[int]) -> list[Pair]:
+    """Each reader (as prediction) against every other reader of its CT, never itself."""
+    return [Pair(c, gi, pi) for c, n in enumerate(num_readers)
+            for pi in range(n) for gi in range(n) if gi != pi]
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def _scorer_options(family: str, options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k in FAMILY[family].options}
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    known = {o for f in FAMILY.values() for o in f.options}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"unknown scoring options {unknown}; known: {sorted(known)}")
+
+
 def score_pairs(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
-                families: Sequence[str] = DEFAULT_FAMILIES, *, multimatch_alignment: str = "exact",
-                sed_code: str = "legacy", multimatch_padding: bool = True) -> dict[str, np.ndarray]:
+                families: Sequence[str] = DEFAULT_FAMILIES, **options) -> dict[str, np.ndarray]:
     """Per-pair scanpath metrics of (gt[k], pred[k]) pairs: {metric name: (K,) float64}.
 
-    families: any of scanmatch, multimatch, sed (saliency is per CT, see `saliency_by_ct`).
-    multimatch_padding: apply the original evaluation's padding (`multimatch.pad_like_original`).
+    families: pair families of the registry (per-CT families such as saliency: `score_cts`).
+    options: the families' keyword options (multimatch_alignment, multimatch_padding, sed_code...).
     """
-    unknown = [f for f in families if f not in FAMILIES]
-    if unknown:
-        raise KeyError(f"unknown metric families {unknown}; choose from {list(FAMILIES)}")
+    check_families(families)
+    _check_options(options)
+    jobs = [FAMILY[f] for f in families if FAMILY[f].unit == "pair"]
 
-    def scanmatch():
-        return {"scanmatch_with_duration": sm.scanmatch_batch(gt, pred, sm.WITH_DURATION),
-                "scanmatch_without_duration": sm.scanmatch_batch(gt, pred, sm.WITHOUT_DURATION)}
+    def run(family):
+        return resolve(family.scorer)(gt, pred, **_scorer_options(family.name, options))
 
-    def multimatch():
-        if multimatch_padding:
-            padded = [mm.pad_like_original(g, p) for g, p in zip(gt, pred)]
-            mg, mp = [x[0] for x in padded], [x[1] for x in padded]
-        else:
-            mg, mp = list(gt), list(pred)
-        res = mm.multimatch_batch(mg, mp, multimatch_alignment)
-        return {f"multimatch_{name}": res[:, k] for k, name in enumerate(mm.NAMES)}
-
-    def sed():
-        return {"sed": sed_mod.sed_batch(gt, pred, sed_code).astype(np.float64)}
-
-    jobs = [job for name, job in (("scanmatch", scanmatch), ("multimatch", multimatch), ("sed", sed))
-            if name in families]
     # The families are independent: on a multi-core host they run side by side (the kernels
     # release the GIL), which fills the cores while one family's last pairs finish.
-    if len(jobs) > 1 and sm.default_threads() > 1:
+    from ctsearcher_jax.metrics.scanmatch import default_threads
+
+    if len(jobs) > 1 and default_threads() > 1:
         with ThreadPoolExecutor(len(jobs)) as pool:
-            parts = list(pool.map(lambda job: job(), jobs))
+            parts = list(pool.map(run, jobs))
     else:
-        parts = [job() for job in jobs]
+        parts = [run(job) for job in jobs]
     out: dict[str, np.ndarray] = {}
     for part in parts:
         out.update(part)
+    return out
+
+
+def score_cts(gt_cts: Sequence[Sequence[np.ndarray]], pred_cts: Sequence[Sequence[np.ndarray]],
+              families: Sequence[str], **options) -> dict[str, np.ndarray]:
+    """Per-CT metrics of the "ct" families among `families`: {metric name: (C,) float64}."""
+    check_families(families)
+    _check_options(options)
+    out: dict[str, np.ndarray] = {}
+    for f in families:
+        if FAMILY[f].unit == "ct":
+            out.update(resolve(FAMILY[f].scorer)(gt_cts, pred_cts, **_scorer_options(f, options)))
     return out
 
 
@@ -115,30 +165,32 @@ def summary_stats(values: np.ndarray) -> dict[str, float]:
 
 
 def aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Mean, population std and count per metric, the original's way (see module docstring)."""
+    """Mean, population std and count per metric, the original's way (see module docstring);
+    a family with an `aggregate` in the registry summarises its own metrics."""
     out: dict[str, dict[str, float]] = {}
-    names = [f"multimatch_{n}" for n in mm.NAMES]
-    if all(n in scores for n in names):
-        rows = np.stack([scores[n] for n in names], axis=1)
-        rows = rows[~np.isnan(rows.sum(axis=1))]
-        for k, n in enumerate(names):
-            out[n] = summary_stats(rows[:, k])
-        out["multimatch_mean"] = {"mean": float(np.mean([out[n]["mean"] for n in names])),
-                                  "std": math.nan, "n": int(rows.shape[0])}
+    by_family: dict[str, dict[str, np.ndarray]] = {}
     for n, v in scores.items():
-        if n not in out:
-            out[n] = summary_stats(v)
+        family = METRICS[n].family if n in METRICS else None
+        by_family.setdefault(family, {})[n] = v
+    for family, part in by_family.items():
+        custom = FAMILY[family].aggregate if family is not None else None
+        if custom is not None:
+            out.update(resolve(custom)(part))
+        else:
+            out.update({n: summary_stats(v) for n, v in part.items()})
     return {n: out[n] for n in METRICS if n in out}
 
 
 def to_original_layout(agg: dict[str, dict[str, float]]) -> tuple[dict, dict]:
     """(cur_metrics, cur_metrics_std) nested like the original's return value."""
+    from ctsearcher_jax.metrics.multimatch import NAMES
+
     cur: dict = {}
     std: dict = {}
     if "multimatch_vector" in agg:
-        cur["MultiMatch"] = {n: agg[f"multimatch_{n}"]["mean"] for n in mm.NAMES}
+        cur["MultiMatch"] = {n: agg[f"multimatch_{n}"]["mean"] for n in NAMES}
         cur["MultiMatch"]["mean"] = agg["multimatch_mean"]["mean"]
-        std["MultiMatch"] = {n: agg[f"multimatch_{n}"]["std"] for n in mm.NAMES}
+        std["MultiMatch"] = {n: agg[f"multimatch_{n}"]["std"] for n in NAMES}
     if "scanmatch_with_duration" in agg:
         cur["ScanMatch"] = {"w/o duration": agg["scanmatch_without_duration"]["mean"],
                             "with duration": agg["scanmatch_with_duration"]["mean"]}
@@ -152,7 +204,7 @@ def to_original_layout(agg: dict[str, dict[str, float]]) -> tuple[dict, dict]:
 
 @dataclasses.dataclass
 class ProtocolResult:
-    """Scored pairs, their per-pair values and the aggregate."""
+    """Scored pairs, their per-pair (or per-CT) values and the aggregate."""
 
     pairs: list[Pair]
     scores: dict[str, np.ndarray]
@@ -160,9 +212,13 @@ class ProtocolResult:
 
 
 def run_pairs(pairs: list[Pair], gt_cts: Sequence[Sequence[np.ndarray]],
-         pred_cts: Sequence[Sequence[np.ndarray]], families: Sequence[str], *,
-         gt_is_pred: bool = False, **kwargs) -> ProtocolResult:
-    """Score explicit pairs (validating every scanpath used) and aggregate them."""
+              pred_cts: Sequence[Sequence[np.ndarray]], families: Sequence[str], *,
+              gt_is_pred: bool = False, ct_inputs: tuple | None = None, **options) -> ProtocolResult:
+    """Score explicit pairs (validating every scanpath used) and aggregate them.
+
+    Per-CT families score `ct_inputs` = (gt_cts, pred_cts) when given, else the CTs themselves.
+    """
+    check_families(families)
     for c, readers in enumerate(gt_cts):
         for r, g in enumerate(readers):
             check_scanpath(g, f"ground truth: CT {c}, reader {r}")
@@ -170,81 +226,72 @@ def run_pairs(pairs: list[Pair], gt_cts: Sequence[Sequence[np.ndarray]],
         for c, preds in enumerate(pred_cts):
             for r, p in enumerate(preds):
                 check_scanpath(p, f"prediction: CT {c}, scanpath {r}")
-    pair_families = [f for f in families if f != "saliency"]
     gt = [np.asarray(gt_cts[p.ct][p.gt_index], np.float64) for p in pairs]
     pred = [np.asarray(pred_cts[p.ct][p.pred_index], np.float64) for p in pairs]
-    scores = score_pairs(gt, pred, pair_families, **kwargs) if pairs else {}
+    scores = score_pairs(gt, pred, families, **options) if pairs else {}
     summary = aggregate(scores)
-    if "saliency" in families:
-        s = saliency_by_ct(gt_cts, pred_cts)
-        for n, v in s.items():
-            scores[n] = v
-            summary[n] = summary_stats(v)
-        summary = {n: summary[n] for n in METRICS if n in summary}
-    return ProtocolResult(pairs, scores, summary)
+    per_ct = score_cts(*(ct_inputs or (gt_cts, pred_cts)), families, **options)
+    scores.update(per_ct)
+    summary.update({n: summary_stats(v) for n, v in per_ct.items()})
+    return ProtocolResult(pairs, scores, {n: summary[n] for n in METRICS if n in summary})
+
+
+def _index_subjects(gt_cts, pred_cts, repeats: int):
+    """The original's index rule as subjects (module docstring)."""
+    gt_subjects = [list(range(len(readers))) for readers in gt_cts]
+    predictions = [(c, i % len(readers) if i < repeats * len(readers) else None)  # len 0: None
+                   for c, (readers, preds) in enumerate(zip(gt_cts, pred_cts))
+                   for i in range(len(preds))]
+    return gt_subjects, predictions
 
 
 def original_protocol(gt_cts: Sequence[Sequence[np.ndarray]], pred_cts: Sequence[Sequence[np.ndarray]],
-                      families: Sequence[str] = DEFAULT_FAMILIES, repeats: int = 1,
-                      **kwargs) -> ProtocolResult:
-    """Prediction i vs reader i per CT (R blocks of predictions with `repeats` R), aggregated.
+                      families: Sequence[str] = DEFAULT_FAMILIES, repeats: int = 1, *,
+                      gt_subjects: Sequence[Sequence[Hashable]] | None = None,
+                      pred_subjects: Sequence[Sequence[Hashable]] | None = None,
+                      **options) -> ProtocolResult:
+    """Each prediction against the reader with its subject (module docstring), aggregated.
 
-    gt_cts[c]: the readers' scanpaths of CT c; pred_cts[c]: its predictions. kwargs go to
-    `score_pairs` (multimatch_alignment, sed_code).
+    gt_cts[c]: the readers' scanpaths of CT c; pred_cts[c]: its predictions; gt_subjects /
+    pred_subjects: their subjects, in the same nesting (both or neither; without them the
+    index rule with `repeats` applies). options go to `score_pairs`.
     """
     if len(gt_cts) != len(pred_cts):
         raise DataError(f"{len(pred_cts)} CTs with predictions but {len(gt_cts)} with ground truth")
-    pairs = []
-    for c, (readers, preds) in enumerate(zip(gt_cts, pred_cts)):
-        g = len(readers)
-        for r in range(repeats):
-            block = list(range(r * g, min((r + 1) * g, len(preds))))
-            pairs.extend(Pair(c, i - r * g, i) for i in block if i - r * g < g)
-    return run_pairs(pairs, gt_cts, pred_cts, families, **kwargs)
+    if (gt_subjects is None) != (pred_subjects is None):
+        raise ValueError("original_protocol: give both gt_subjects and pred_subjects, or neither")
+    if gt_subjects is None:
+        gt_subjects, predictions = _index_subjects(gt_cts, pred_cts, repeats)
+    else:
+        predictions = [(c, s) for c, subjects in enumerate(pred_subjects) for s in subjects]
+    pairs = pairs_by_subject(gt_subjects, predictions,
+                             describe=lambda k: f"CT {predictions[k][0]}, prediction {k}")
+    return run_pairs(pairs, gt_cts, pred_cts, families, **options)
 
 
 def all_pairs_protocol(gt_cts: Sequence[Sequence[np.ndarray]], pred_cts: Sequence[Sequence[np.ndarray]],
-                       families: Sequence[str] = DEFAULT_FAMILIES, **kwargs) -> ProtocolResult:
+                       families: Sequence[str] = DEFAULT_FAMILIES, **options) -> ProtocolResult:
     """Every prediction of a CT against every reader of the same CT."""
     if len(gt_cts) != len(pred_cts):
         raise DataError(f"{len(pred_cts)} CTs with predictions but {len(gt_cts)} with ground truth")
-    pairs = [Pair(c, gi, pi) for c, (readers, preds) in enumerate(zip(gt_cts, pred_cts))
-             for pi in range(len(preds)) for gi in range(len(readers))]
-    return run_pairs(pairs, gt_cts, pred_cts, families, **kwargs)
+    pairs = pairs_all([len(r) for r in gt_cts],
+                      [c for c, preds in enumerate(pred_cts) for _ in preds])
+    return run_pairs(pairs, gt_cts, pred_cts, families, **options)
 
 
 def human_consistency(gt_cts: Sequence[Sequence[np.ndarray]],
-                      families: Sequence[str] = DEFAULT_FAMILIES, **kwargs) -> ProtocolResult:
+                      families: Sequence[str] = DEFAULT_FAMILIES, **options) -> ProtocolResult:
     """Each reader (as prediction) against every other reader of the same CT, never itself.
 
-    CTs with a single reader contribute nothing. Saliency (if asked) compares each reader's
+    CTs with a single reader contribute nothing. Per-CT families (saliency) compare each reader's
     fixations with the pooled fixations of the other readers.
     """
-    pairs = [Pair(c, gi, pi) for c, readers in enumerate(gt_cts)
-             for pi in range(len(readers)) for gi in range(len(readers)) if gi != pi]
-    pair_families = [f for f in families if f != "saliency"]
-    result = run_pairs(pairs, gt_cts, gt_cts, pair_families, gt_is_pred=True, **kwargs)
-    if "saliency" in families:
-        preds, gts = [], []
-        for readers in gt_cts:
-            for k in range(len(readers)):
-                others = [r for m, r in enumerate(readers) if m != k]
-                if others:
-                    preds.append([readers[k]])
-                    gts.append(others)
-        s = saliency_by_ct(gts, preds)
-        for n, v in s.items():
-            result.scores[n] = v
-            result.summary[n] = summary_stats(v)
-        result.summary = {n: result.summary[n] for n in METRICS if n in result.summary}
-    return result
-
-
-def saliency_by_ct(gt_cts: Sequence[Sequence[np.ndarray]], pred_cts: Sequence[Sequence[np.ndarray]],
-                   **kwargs) -> dict[str, np.ndarray]:
-    """3D saliency metrics per CT: pooled predictions vs pooled readers (see `saliency`)."""
-    items = [(np.concatenate(list(g)), np.concatenate(list(p)))
-             for g, p in zip(gt_cts, pred_cts) if len(g) and len(p)]
-    if not items:
-        return {n: np.zeros(0) for n in metrics_of(["saliency"])}
-    return sal.saliency_scores([p for _, p in items], [g for g, _ in items], **kwargs)
+    preds, gts = [], []
+    for readers in gt_cts:
+        for k in range(len(readers)):
+            others = [r for m, r in enumerate(readers) if m != k]
+            if others:
+                preds.append([readers[k]])
+                gts.append(others)
+    return run_pairs(pairs_human([len(r) for r in gt_cts]), gt_cts, gt_cts, families,
+                     gt_is_pred=True, ct_inputs=(gts, preds), **options)

@@ -168,3 +168,15 @@ def saliency_scores(pred_fixations: Sequence[np.ndarray], gt_fixations: Sequence
     gsal = saliency_volumes(gmaps, sigma)
     return {"saliency_cc": cc(psal, gsal), "saliency_nss": nss(psal, gmaps),
             "saliency_kld": kld(psal, gsal), "saliency_auc_judd": auc_judd(psal, gmaps)}
+
+
+def score_cts(gt_cts: Sequence[Sequence[np.ndarray]], pred_cts: Sequence[Sequence[np.ndarray]],
+              **kwargs) -> dict[str, np.ndarray]:
+    """The `saliency` family (metrics/registry.py): per CT with both ground truth and
+    predictions, its pooled predictions against its pooled readers: {name: (C,) float64}."""
+    items = [(np.concatenate(list(g)), np.concatenate(list(p)))
+             for g, p in zip(gt_cts, pred_cts) if len(g) and len(p)]
+    if not items:
+        return {n: np.zeros(0) for n in ("saliency_cc", "saliency_nss", "saliency_kld",
+                                         "saliency_auc_judd")}
+    return saliency_scores([p for _, p in items], [g for g, _ in items], **kwargs)

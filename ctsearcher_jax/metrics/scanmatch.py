@@ -397,3 +397,9 @@ def scanmatch(gt: np.ndarray, pred: np.ndarray, params: ScanMatchParams = WITH_D
     """ScanMatch score of one pair (see `scanmatch_batch`)."""
     return float(scanmatch_batch([gt], [pred], params)[0])
 
+
+
+def score_pairs(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The `scanmatch` family (metrics/registry.py): {name: (K,) float64} with and without duration."""
+    return {"scanmatch_with_duration": scanmatch_batch(gt, pred, WITH_DURATION),
+            "scanmatch_without_duration": scanmatch_batch(gt, pred, WITHOUT_DURATION)}

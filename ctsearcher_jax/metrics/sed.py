@@ -108,3 +108,9 @@ def sed_batch(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray], code: SedCod
 def sed(gt: np.ndarray, pred: np.ndarray, code: SedCode = "legacy") -> int:
     """SED of one pair (see `sed_batch`)."""
     return int(sed_batch([gt], [pred], code)[0])
+
+
+def score_pairs(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray], *,
+                sed_code: SedCode = "legacy") -> dict[str, np.ndarray]:
+    """The `sed` family (metrics/registry.py): {"sed": (K,) float64 edit distances}."""
+    return {"sed": sed_batch(gt, pred, sed_code).astype(np.float64)}

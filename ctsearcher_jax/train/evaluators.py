@@ -6,7 +6,7 @@ and gets the same values; only process 0 logs them.
 
 * `LossEvaluator`: the training loss on the eval split (dropout off), exact over the split.
 * `ScanpathMetricsEvaluator`: samples `eval.repeats` scanpaths per reader of every eval CT with the
-  model's sampler and scores them with the original protocol (prediction i against reader i) on
+  model's sampler and scores them with the original protocol (each sample against its reader) on
   the `eval.metrics` families; logs a drilling figure (sampled vs ground truth) of the first CT.
 """
 
@@ -118,12 +118,13 @@ class ScanpathMetricsEvaluator:
                                  samples=config.eval.repeats, seed=config.eval.seed,
                                  readers=readers)
         predicted = records_to_scanpaths(records)
-        # sample_records emits, per CT, `repeats` blocks of one scanpath per reader, in reader
-        # order: exactly the layout the original protocol pairs (prediction i vs reader i).
+        # sample_records gives every sample its reader's subject: the original protocol pairs
+        # each with that reader (as `ctsearcher evaluate` does with a predictions file).
         gt_cts = [[r.as_array() for r in it.readers] for it in self.items]
         pred_cts = [[p.as_array() for p in predicted[n]] for n in names]
         result = original_protocol(gt_cts, pred_cts, families=list(config.eval.metrics),
-                                   repeats=config.eval.repeats,
+                                   gt_subjects=[[r.subject for r in it.readers] for it in self.items],
+                                   pred_subjects=[[p.subject for p in predicted[n]] for n in names],
                                    multimatch_alignment=config.eval.multimatch_alignment,
                                    sed_code=config.eval.sed_code)
         if self.tracker is not None and self.figure_dir is not None:
