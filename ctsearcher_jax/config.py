@@ -483,12 +483,18 @@ def load(path: str | os.PathLike[str] | None = None, overrides: list[str] | None
             raise ConfigError(f"config file {path} cannot be read ({why})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: top level must be a mapping of sections")
-    data = apply_overrides(data, overrides or [])
+    if path is not None:
+        try:  # the file alone first, so that its errors name it and --set errors do not
+            from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    if not overrides:
+        return from_dict(data)
+    data = apply_overrides(data, overrides)
     try:
         return from_dict(data)
     except ConfigError as exc:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{exc}") from None
+        raise ConfigError(f"--set {' '.join(overrides)}: {exc}") from None
 
 
 def dumps(config: Config) -> str:

@@ -84,8 +84,11 @@ def load_nifti_hu(path: str | os.PathLike[str], canonical: bool = False
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) != 3:
+        fix = ("split the 4D series into one file per volume" if len(shape) > 3 else
+               "a single slice or a projection is not a CT volume; export the whole series as "
+               "one 3D NIfTI")
         raise DataError(f"{path}: volume has shape {tuple(image.shape)}, expected a 3D CT (I, J, K); "
-                        "split 4D series into one file per volume")
+                        f"{fix}")
     if min(shape) < 1:
         raise DataError(f"{path}: volume has an empty axis {shape}")
     if canonical:

@@ -89,6 +89,15 @@ def test_bad_file_names_file_and_key(tmp_path):
         cfg.load(tmp_path / "missing.yaml")
 
 
+def test_bad_set_key_is_not_blamed_on_the_file(tmp_path):
+    """Issue 16.11: a good YAML file with a bad --set names --set, not the file."""
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  epochs: 2\n")
+    with pytest.raises(ConfigError) as info:
+        cfg.load(p, ["train.lrr=1"])
+    assert str(info.value).startswith("--set train.lrr=1: ") and "c.yaml" not in str(info.value)
+
+
 def test_resolved_config_round_trips(tmp_path, paper):
     path = cfg.write_resolved(paper, tmp_path)
     data = yaml.safe_load(path.read_text())

@@ -177,3 +177,96 @@ def test_write_errors_are_one_line_and_keep_the_old_file(tmp_path, monkeypatch):
         atomic_write_json(target, {"new": 2})
     assert json.loads(target.read_text()) == {"old": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left
+
+
+def _one_line_error(capsys, argv, *words):
+    assert cli.main(argv) == 2, argv
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0, err
+    for w in words:
+        assert w in err, (argv, err)
+    return err
+
+
+def test_every_command_checks_its_outputs_before_working(tmp_path, capsys, monkeypatch):
+    """Issue 16.3 + 16.8: an output over an input, a file where a folder belongs (and the
+    reverse), an unwritable folder: one line, exit 2, before any work, inputs untouched."""
+    recs = [dict(GOOD, split="test"), dict(GOOD, name="ct_b")]
+    gt = tmp_path / "data" / schema.DATASET_JSON
+    gt.parent.mkdir()
+    gt.write_text(json.dumps(recs))
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps([{k: GOOD[k] for k in ("name", "subject", "X", "Y", "Z", "T")}]))
+    before = {p: p.read_bytes() for p in (gt, pred)}
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"not read")
+
+    # outputs that are inputs (also through a link)
+    link = tmp_path / "link.json"
+    link.symlink_to(pred)
+    for out in (pred, link):
+        _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+                                 "--out", str(out)], "is the input")
+    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+                             "--out", str(gt)], "is the input")
+    _one_line_error(capsys, ["baselines", "--data", str(gt.parent), "--out", str(gt),
+                             "--baseline", "uniform"], "is the input")
+    _one_line_error(capsys, ["convert-monai", str(ct), "--out", str(ct)], "is the input")
+    assert {p: p.read_bytes() for p in (gt, pred)} == before
+
+    # a folder where a file belongs, a file where a folder belongs
+    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+                             "--out", str(tmp_path)], "is a folder")
+    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+                             "--out", str(a_file / "r.json")], "is a file, not a folder")
+    for argv in (["extract", "--cts", str(tmp_path), "--weights", "random", "--out", str(a_file)],
+                 ["visualize", "--data", str(gt.parent), "--name", "ct_a", "--out", str(a_file)],
+                 ["predict", str(ct), "--checkpoint", str(tmp_path), "--out", str(a_file)],
+                 ["baselines", "--data", str(gt.parent), "--out", str(a_file)],
+                 ["import-upstream", str(ct), "--out", str(a_file)],
+                 ["synth", "--out", str(a_file)],
+                 ["demo", "--out", str(a_file)],
+                 ["train", "--config", "tiny", "--workdir", str(a_file)],
+                 ["report", "--workdir", str(a_file)]):
+        _one_line_error(capsys, argv, str(a_file), "is a file, not a folder")
+
+    # an unwritable folder (simulated: the tests may run as root, for whom chmod does not bite)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = paths.tempfile.mkstemp
+
+    def refuse(*a, dir=None, **k):
+        if Path(dir) == locked:
+            raise PermissionError(13, "Permission denied")
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(paths.tempfile, "mkstemp", refuse)
+    _one_line_error(capsys, ["extract", "--cts", str(tmp_path), "--weights", "random",
+                             "--out", str(locked / "features")], "cannot write in", "Permission")
+
+
+def test_visualize_bounds_dpi_and_warns_about_fixations_outside_the_ct(tmp_path, capsys):
+    """Issue 16.11: --dpi 100000 is refused; Z beyond the CT's slices is warned about."""
+    from ctsearcher_jax.commands.visualize import warn_outside_volume
+
+    _one_line_error(capsys, ["visualize", "--data", str(tmp_path), "--name", "x", "--out",
+                             str(tmp_path / "o"), "--dpi", "100000"], "--dpi 100000")
+    sp = schema.Scanpath("ct", 1, None, np.array([5.0, 600.0]), np.array([5.0, 5.0]),
+                         np.array([3.0, 10000.0]), np.array([0.2, 0.3]))
+    assert warn_outside_volume("ct", [], [sp], 48, "gt.json", "pred.json") == 2
+    err = capsys.readouterr().err
+    assert "1 fixation(s) of pred.json have Z outside the CT's 48 slices" in err
+    assert "1 X/Y coordinate(s) of pred.json lie outside" in err
+
+
+def test_a_2d_volume_is_not_told_to_split_a_4d_series(tmp_path):
+    import nibabel as nib
+
+    from feature_extraction.preprocess import load_volume
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.int16), np.eye(4)), str(tmp_path / "s.nii.gz"))
+    with pytest.raises(DataError, match="a single slice or a projection is not a CT") as info:
+        load_volume(tmp_path / "s.nii.gz")
+    assert "4D" not in str(info.value)

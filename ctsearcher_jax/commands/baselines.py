@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.data.schema import find_dataset_json, load_dataset, scanpaths_to_records
     from ctsearcher_jax.errors import ConfigError, DataError
     from ctsearcher_jax.io import atomic_write_json
+    from ctsearcher_jax.paths import check_output_dir, check_output_file
 
     names = args.baseline or list(baselines.BASELINES)
     bad = [n for n in names if n not in baselines.BASELINES]
@@ -46,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
                           f"to write all of {names}")
 
     json_path = find_dataset_json(args.data)
+    if not single_file:
+        check_output_dir(out)
+    for name in names:  # before any work; never over the ground truth
+        check_output_file(out if single_file else out / f"{name}.json", inputs=[json_path])
     all_items = load_dataset(json_path)
     items = [it for it in all_items if it.split == args.split]
     if not items:

@@ -25,8 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ctsearcher_jax.paths import check_output_file
     from feature_extraction.convert_monai import convert_file
 
+    check_output_file(args.out, inputs=[args.model])
+    check_output_file(f"{args.out}.sha256", inputs=[args.model])
     s = convert_file(args.model, args.out, merging_order=args.merging_order, parts=args.parts,
                      ignore=args.ignore)
     c = s["config"]

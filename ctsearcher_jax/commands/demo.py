@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.config import resolve_path
     from ctsearcher_jax.errors import DataError
 
-    out = Path(args.out)
+    from ctsearcher_jax.paths import check_output_dir
+
+    out = check_output_dir(args.out)
     data, features, workdir = out / "data", out / "features", out / "run"
     config = resolve_path(args.config)
     if out.exists() and any(out.iterdir()):

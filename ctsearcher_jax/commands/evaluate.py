@@ -67,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.metrics import protocol as proto
     from ctsearcher_jax.metrics.registry import FAMILY, METRICS
 
+    from ctsearcher_jax.paths import check_output_file
+
+    if args.out:  # before any scoring; never over the predictions or the ground truth
+        check_output_file(args.out, inputs=[args.pred, find_dataset_json(args.gt)])
     families = list(dict.fromkeys(args.metrics))
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:

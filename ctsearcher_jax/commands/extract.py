@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.config import load
     from ctsearcher_jax.errors import ConfigError
+    from ctsearcher_jax.paths import check_output_dir
+
+    check_output_dir(args.out)  # before the encoder compiles
 
     config = load(args.config, args.overrides).extract
     flags = {"overlap": args.overlap, "batch": args.batch, "dtype": args.dtype,

@@ -24,7 +24,11 @@ def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.errors import WeightsError
     from ctsearcher_jax.model import serialization
 
-    out = Path(args.out)
+    from ctsearcher_jax.paths import check_output_dir, check_output_file
+
+    out = check_output_dir(args.out)
+    for name in (serialization.WEIGHTS, serialization.CONFIG):
+        check_output_file(out / name, inputs=[args.checkpoint])
     if (out / serialization.WEIGHTS).exists() and not args.overwrite:
         raise WeightsError(f"{out / serialization.WEIGHTS} already exists; choose another --out or "
                            "pass --overwrite")

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.data.inspect import find_volumes
     from ctsearcher_jax.data.schema import find_dataset_json, load_dataset
     from ctsearcher_jax.errors import DataError
-    from ctsearcher_jax.predict import predict_volumes
+    from ctsearcher_jax.paths import check_output_dir, check_output_file
+    from ctsearcher_jax.predict import PREDICTIONS, predict_volumes
     from feature_extraction.extract import list_volumes
 
     if args.samples < 1:
@@ -69,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise DataError("nothing to predict: give a CT file or folder, or --data DATASET_DIR")
 
+    # Outputs checked before the model loads and features are made (minutes of work).
+    out = check_output_dir(args.out)
+    inputs = [*volumes, find_dataset_json(args.data) if args.data else None]
+    check_output_file(out / PREDICTIONS, inputs=inputs)
+    if args.swin_weights is not None:  # only then may features be written
+        check_output_dir(args.features or out / "features", flag="--features")
     summary = predict_volumes(volumes, args.checkpoint, args.out, swin_weights=args.swin_weights,
                               samples=args.samples, seed=args.seed, feature_dir=args.features,
                               readers=readers, figures=args.figures > 0,

@@ -15,8 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ctsearcher_jax.paths import check_output_dir
     from ctsearcher_jax.report import write_report
 
+    check_output_dir(Path(args.workdir) / "report", flag="--workdir")
     files = write_report(args.workdir, title=args.title, max_figures=args.max_figures)
     print(f"report: {files.html}")
     print(f"        {files.markdown}")

@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.data.synthetic import synthesize
+    from ctsearcher_jax.paths import check_output_dir
 
+    check_output_dir(args.out)
     summary = synthesize(args.out, num_cts=args.cts, num_readers=args.readers, seed=args.seed,
                          shape=tuple(args.shape), min_fixations=args.min_fixations,
                          max_fixations=args.max_fixations, force=args.force)

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.config import dumps, load
-    from ctsearcher_jax.errors import ConfigError
+    from ctsearcher_jax.errors import ConfigError, OutputError
+    from ctsearcher_jax.paths import check_output_dir
     from ctsearcher_jax.train.distributed import maybe_initialize
 
     config_path = args.config
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dumps(config), end="")
         return 0
+    check_output_dir(args.workdir, flag="--workdir")  # before compiling anything
     maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
                      process_id=args.process_id, force=args.distributed)
     from ctsearcher_jax.runtime.devices import startup_line
@@ -55,10 +57,36 @@ def run(args: argparse.Namespace) -> int:
 
     from ctsearcher_jax.train.loop import train_and_evaluate
 
-    result = train_and_evaluate(config, args.workdir, echo=print)
+    try:
+        result = train_and_evaluate(config, args.workdir, echo=print)
+    except OutputError as exc:
+        _exit_if_writer_stuck(exc)
+        raise
     if jax.process_index() == 0:
         print(f"{result.status}: step {result.step}/{result.total_steps}; "
               f"checkpoints in {Path(args.workdir) / 'checkpoints'}"
               + (f" (best: step {result.best_step})" if result.best_step is not None else ""))
         print(f"TensorBoard: tensorboard --logdir {Path(args.workdir) / 'tb'}")
     return 0
+
+
+def _exit_if_writer_stuck(exc: Exception) -> None:
+    """Report a failed checkpoint write and leave at once when a writer thread is still alive.
+
+    Orbax leaves a background thread of an aborted save waiting; a normal exit would wait for it
+    and then print its tracebacks at interpreter shutdown (hundreds of lines after our one-line
+    error). Everything committed is on disk and the tracker is closed, so exiting now loses
+    nothing.
+    """
+    import os
+    import sys
+    import threading
+
+    alive = [t for t in threading.enumerate()
+             if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if not alive:
+        return
+    print(f"ctsearcher train: error: {exc}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = ("draw scanpaths over a CT: projections, slice-against-time, fixation density, slice GIF "
         "(ground truth and, with --pred, predictions side by side)")
@@ -30,14 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figures", default="projections,drilling,density,slices",
                         help="comma-separated subset of projections,drilling,density,slices,"
                              "viewer (the interactive HTML page of `ctsearcher view`)")
-    parser.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
+    parser.add_argument("--dpi", type=int, default=100,
+                        help="PNG resolution, 20-600 (default 100)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.data.inspect import find_volumes
     from ctsearcher_jax.data.schema import find_dataset_json, load_dataset, load_records
     from ctsearcher_jax.errors import ConfigError, DataError
+    from ctsearcher_jax.data.inspect import slice_counts
+    from ctsearcher_jax.paths import check_output_dir, check_output_file, child_path
     from ctsearcher_jax.viz import FIGURES, render_ct_figures
+    from ctsearcher_jax.viz.render import FILE_NAMES, MAX_DPI, MIN_DPI
     from ctsearcher_jax.viz.volume import parse_window
 
     try:
@@ -48,10 +51,19 @@ def run(args: argparse.Namespace) -> int:
     bad = [f for f in figures if f not in FIGURES]
     if bad or not figures:
         raise ConfigError(f"--figures {args.figures!r}: choose from {','.join(FIGURES)}")
-    if args.max_pred < 0 or args.dpi < 20:
-        raise ConfigError("--max-pred must be >= 0 and --dpi >= 20")
+    if args.max_pred < 0:
+        raise ConfigError(f"--max-pred {args.max_pred}: must be >= 0")
+    if not MIN_DPI <= args.dpi <= MAX_DPI:
+        # a figure is about 10 x 4 inches: 100,000 dpi would be a 10^12-pixel canvas
+        raise ConfigError(f"--dpi {args.dpi}: must be in [{MIN_DPI}, {MAX_DPI}]")
 
     json_path = find_dataset_json(args.data)
+    out = check_output_dir(args.out)
+    inputs = [json_path, args.pred]
+    for name in args.name:  # before drawing anything; never over an input
+        for kind in figures:
+            check_output_file(child_path(out, name, FILE_NAMES[kind].format(name="")),
+                              inputs=inputs)
     items = {it.name: it for it in load_dataset(json_path)}
     pred_by_ct: dict[str, list] = {}
     if args.pred:
@@ -81,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
             if not gt and not pred:
                 raise DataError(f"CT {name!r}: no scanpath of reader(s) {sorted(readers)} in "
                                 f"{json_path}" + (f" or {args.pred}" if args.pred else ""))
-        written = render_ct_figures(volumes[name], gt, pred or None, Path(args.out), name=name,
+        warn_outside_volume(name, gt, pred, slice_counts({name: volumes[name]})[0].get(name),
+                            str(json_path), args.pred)
+        written = render_ct_figures(volumes[name], gt, pred or None, out, name=name,
                                     window=args.window, projection=args.projection,
                                     max_pred=args.max_pred, figures=figures, dpi=args.dpi,
                                     sources={"dataset": str(json_path)} | (
@@ -89,3 +103,38 @@ def run(args: argparse.Namespace) -> int:
         for kind, path in written.items():
             print(f"{name} {kind}: {path}")
     return 0
+
+
+def warn_outside_volume(name: str, gt: list, pred: list, slices: int | None, gt_source: str,
+                        pred_source: str | None) -> int:
+    """Warn on stderr about fixations outside the CT (Z beyond its slices, X/Y beyond 512).
+
+    They are drawn clipped to the volume's edge, which would silently misplace them. Returns the
+    number of such fixations.
+    """
+    import sys
+
+    import numpy as np
+
+    from ctsearcher_jax.config import GAZE_FRAME
+
+    total = 0
+    for label, scanpaths in ((gt_source, gt), (pred_source, pred)):
+        if not scanpaths:
+            continue
+        z = np.concatenate([sp.z for sp in scanpaths])
+        xy = np.concatenate([np.concatenate([sp.x, sp.y]) for sp in scanpaths])
+        # the drawing maps k = Z - 1 and j = (X - 0.5) J / 512 - 0.5 and clips to the voxels'
+        # extent [-0.5, size - 0.5]: these are the fixations it moves
+        bad_z = int(((z < 0.5) | (z > slices + 0.5)).sum()) if slices else 0
+        bad_xy = int(((xy < 0.5) | (xy > GAZE_FRAME + 0.5)).sum())
+        if bad_z:
+            print(f"warning: CT {name!r}: {bad_z} fixation(s) of {label} have Z outside the CT's "
+                  f"{slices} slices (Z from {z.min():g} to {z.max():g}); they are drawn hollow at the "
+                  f"volume's edge", file=sys.stderr)
+        if bad_xy:
+            print(f"warning: CT {name!r}: {bad_xy} X/Y coordinate(s) of {label} lie outside the "
+                  f"{GAZE_FRAME} x {GAZE_FRAME} frame; they are drawn hollow at the volume's edge",
+                  file=sys.stderr)
+        total += bad_z + bad_xy
+    return total

@@ -18,6 +18,7 @@ evaluation metrics, e.g. on SIGTERM, count only as "last").
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,47 @@ def set_aside_incomplete(directory: Path) -> list[Path]:
     return moved
 
 
+# How storage failures read when a library (TensorStore, for the arrays) reports them as text.
+_STORAGE_FAILURES = ("No space left on device", "Disk quota exceeded", "Read-only file system",
+                     "Permission denied")
+
+
+def write_error_in(exc: BaseException | None) -> str | None:
+    """What storage failure an exception (or its cause/context chain) reports, or None.
+
+    Orbax re-raises a background write's OSError, possibly wrapped; TensorStore reports its own
+    failures as ValueError/RuntimeError text.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            where = f" at {exc.filename}" if exc.filename else ""
+            return f"{exc.strerror or exc}{where}"
+        text = str(exc)
+        hit = next((f for f in _STORAGE_FAILURES if f in text), None)
+        if hit is not None:
+            return hit
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class _QuietWriteErrors(logging.Filter):
+    """Drops Orbax's logged tracebacks of a failed write (each failure is logged by three
+    threads, about 150 lines); the failure itself is re-raised and reported as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return write_error_in(exc) is None
+
+
 class RunCheckpoints:
-    """The CheckpointManager of one workdir (create on every process; Orbax coordinates them)."""
+    """The CheckpointManager of one workdir (create on every process; Orbax coordinates them).
+
+    A write that fails (disk full, quota, permissions) raises one-line `OutputError` naming the
+    step, the cause and the last committed step, which is intact: Orbax writes each step into a
+    temporary directory and renames it only when complete.
+    """
 
     def __init__(self, workdir: str | Path, config: Config, *, best_metric: str | None,
                  enable_async: bool = True):
@@ -165,6 +205,9 @@ class RunCheckpoints:
             create=True)
         self._ocp = ocp
         self._grain = grain
+        self._pending: int | None = None
+        self._quiet = _QuietWriteErrors()
+        logging.getLogger("absl").addFilter(self._quiet)
         self.manager = ocp.CheckpointManager(
             self.directory, options=options,
             item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -190,7 +233,11 @@ class RunCheckpoints:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   data=self._grain.checkpoint.CheckpointSave(iterator),
                                   meta=ocp.args.JsonSave(meta))
-        self.manager.save(step, args=args, metrics=metrics, force=True)
+        try:
+            self.manager.save(step, args=args, metrics=metrics, force=True)
+        except Exception as exc:  # the previous step's background write may fail here
+            self._write_failed(exc, self._pending if self._pending is not None else step)
+        self._pending = step
 
     def restore(self, step: int, abstract_state: Any, iterator: Any) -> Restored:
         """Restore `step` into arrays laid out like `abstract_state` (ShapeDtypeStructs with
@@ -224,8 +271,37 @@ class RunCheckpoints:
             state=ocp.args.StandardRestore(abstract_state)))
         return restored["state"]
 
+    def committed_steps(self) -> list[int]:
+        """Steps on disk with every item committed (what a resume can use)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.directory.iterdir()
+                      if p.is_dir() and p.name.isdigit() and is_complete(p))
+
+    def _write_failed(self, exc: BaseException, step: int) -> None:
+        """Re-raise a failed write as one-line OutputError (other errors unchanged)."""
+        from ctsearcher_jax.errors import OutputError
+
+        cause = write_error_in(exc)
+        if cause is None:
+            raise exc
+        try:  # stop the background threads of the aborted save quietly
+            self.manager.close()
+        except Exception:  # noqa: BLE001 - already failing; the first error is the one to report
+            pass
+        committed = self.committed_steps()
+        kept = (f"the last committed checkpoint, step {committed[-1]}, is intact: free space and "
+                "run the same command to resume from it" if committed else
+                "no checkpoint was committed yet")
+        raise OutputError(f"{self.directory / str(step)}: checkpoint not written ({cause}); "
+                          f"{kept}") from None
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as exc:
+            self._write_failed(exc, self._pending if self._pending is not None else -1)
 
     def close(self) -> None:
+        logging.getLogger("absl").removeFilter(self._quiet)
         self.manager.close()

@@ -14,6 +14,9 @@ from ctsearcher_jax.viz.scanpaths import plot_drilling, plot_scanpath_projection
 from ctsearcher_jax.viz.volume import load_volume, resolve_window
 
 FIGURES = ("projections", "drilling", "density", "slices", "viewer")
+# Resolution bounds: figures are about 10 x 4 inches, so 600 dpi is a 6000 x 2400 canvas;
+# far beyond that matplotlib's allocation fails (std::bad_alloc) instead of drawing.
+MIN_DPI, MAX_DPI = 20, 600
 FILE_NAMES = {"projections": "{name}_projections.png", "drilling": "{name}_drilling.png",
               "density": "{name}_density.png", "slices": "{name}_slices.gif",
               "viewer": "{name}_viewer.html"}
@@ -42,6 +45,8 @@ def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath
         raise ValueError(f"unknown figure(s) {unknown}; choose from {list(FIGURES)}")
     if not gt and not pred:
         raise ValueError("nothing to draw: no ground-truth and no predicted scanpath")
+    if not MIN_DPI <= dpi <= MAX_DPI:
+        raise ValueError(f"dpi {dpi}: must be in [{MIN_DPI}, {MAX_DPI}]")
     if name is not None:
         check_name(name, f"CT {name!r}")  # a file name, never a path (no '..', no '/')
     volume = load_volume(volume_path)
