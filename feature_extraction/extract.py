@@ -35,6 +35,7 @@ from ctsearcher_jax.config import ExtractConfig
 from ctsearcher_jax.errors import CTSearcherError, DataError, WeightsError
 from ctsearcher_jax.io import atomic_save_npy
 from ctsearcher_jax.paths import child_path
+from ctsearcher_jax.runtime.multihost import agree_on_error
 from feature_extraction import manifest as mf
 from feature_extraction.merge import merge_windows
 from feature_extraction.preprocess import is_nifti_name, load_volume, volume_name
@@ -412,8 +413,15 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     for f, m in summary.failed:
         echo(_with_file(f, m))
 
+    setup_error = None
     if extractor is None and files:  # no encoder needed when this process has nothing to read
-        extractor = get_extractor(weights, config, seed=seed)
+        try:
+            extractor = get_extractor(weights, config, seed=seed)
+        except CTSearcherError as exc:
+            setup_error = exc
+    # Every process learns whether any process could not load the weights, and all stop with
+    # the same error (alone, the others would wait at the final barrier until a timeout).
+    agree_on_error(setup_error)
     if pcount == 1 and any(out_dir.glob(mf.PART_GLOB)):
         mf.merge_parts(out_dir)  # leftovers of a multi-process run
     manifest_file = mf.manifest_path(out_dir, pidx, pcount)
@@ -432,6 +440,7 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     # One background thread reads the next volume while this one is encoded.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-prefetch")
     pending = {0: pool.submit(_prepare, files[0], out_dir, extractor, known, force)} if files else {}
+    fatal: BaseException | None = None
     try:
         for i, path in enumerate(vol_bar):
             vol_bar.set_postfix_str(path.name)
@@ -456,18 +465,19 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                 summary.processed.append(result.name)
                 summary.windows += result.windows
                 summary.encode_seconds += result.seconds
+    except BaseException as exc:  # noqa: BLE001 - told to the other processes below, then raised
+        fatal = exc
     finally:
         for future in pending.values():
             future.cancel()
         pool.shutdown(wait=True)
     win_bar.close()
     vol_bar.close()
-    if pcount > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("ctsearcher-extract-done")
-        if pidx == 0:
-            mf.merge_parts(out_dir)
+    # The final barrier, which also tells every process whether one stopped early (interrupted,
+    # manifest not writable): then all raise the same error instead of waiting for it.
+    agree_on_error(fatal)
+    if pcount > 1 and pidx == 0:
+        mf.merge_parts(out_dir)
     summary.compile_seconds = extractor.compile_seconds if extractor is not None else 0.0
     summary.seconds = time.perf_counter() - t_start
     return summary

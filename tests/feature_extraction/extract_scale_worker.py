@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def main() -> None:
     mode = sys.argv[1]
-    if mode == "processes":
+    if mode in ("processes", "badweights"):
         import jax
 
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -40,6 +40,17 @@ def main() -> None:
         np.savez(sys.argv[2], dec4=dec4, hidden=hidden, batch=enc.batch,
                  devices=len(windows.sharding.device_set), shards=np.array(shards),
                  compiles=enc.encode_compilations())
+    elif mode == "badweights":  # process 1 cannot read its weights; both must stop, same error
+        from ctsearcher_jax.errors import CTSearcherError
+        from feature_extraction.extract import extract_directory
+
+        bad = int(sys.argv[5]) == 1
+        try:
+            extract_directory(sys.argv[2], sys.argv[3], weights="/nonexistent/w.safetensors",
+                              extractor=None if bad else fake_extractor(), progress=False)
+        except CTSearcherError as exc:
+            print(f"ERROR {type(exc).__name__}: {exc}")
+            sys.exit(2)
     else:
         from feature_extraction.extract import extract_directory
 

@@ -81,3 +81,28 @@ def test_two_processes_split_the_volumes_and_merge_the_manifest(tmp_path):
         for suffix in ("", "_hidden_states_out_4"):
             np.testing.assert_allclose(np.load(tmp_path / "out" / f"ct{i}{suffix}.npy"),
                                        np.load(tmp_path / "one" / f"ct{i}{suffix}.npy"), rtol=1e-5)
+
+
+def test_two_processes_fail_fast_together_when_one_cannot_load_the_weights(tmp_path):
+    """Issue 16.10: process 1 cannot read its weights; both stop with the same error at once
+    (before, process 0 waited at the final barrier until the coordinator timed out)."""
+    cts = tmp_path / "cts"
+    for i in range(2):
+        write_ct(cts / f"ct{i}.nii.gz", (96, 96, 40), seed=i)
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, str(WORKER), "badweights", str(cts),
+                               str(tmp_path / "out"), f"127.0.0.1:{port}", str(pid)], env=env(1),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                              start_new_session=True)
+             for pid in range(2)]
+    try:
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    lines = [o.strip().splitlines()[-1] if o.strip() else e[-2000:] for o, e in outputs]
+    assert [p.returncode for p in procs] == [2, 2], lines
+    assert lines[0] == lines[1], lines
+    assert lines[0].startswith("ERROR WeightsError: process 1: /nonexistent/w.safetensors: no such")
+    assert not list((tmp_path / "out").glob("*.npy"))  # nothing extracted by process 0 either
