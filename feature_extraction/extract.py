@@ -7,6 +7,10 @@ For every `<name>.nii[.gz]` in a directory this writes, into the output director
 (`swin_unet_extract_feature.py` + `merge_features.py` of CTScanGaze): stored voxel order, HU window
 [-175, 250] -> [0, 1], symmetric zero padding to 96, MONAI window placement, per-cell average.
 
+Throughput: N loader threads read and decode the next volumes while the device encodes the current
+one and a writer thread writes the previous one (`extract_directory`); the summary reports how long
+the device waited for input.
+
 Safety for long batch jobs: outputs are written to temporary files and renamed only once both
 arrays exist, then the manifest entry is written (atomically, after every volume); a re-run skips
 volumes whose source sha256, settings and weights hash match the manifest; a bad file (corrupt or
@@ -234,13 +238,23 @@ def _prepare(path: Path, out_dir: Path, extractor: Extractor, known: dict[str, A
     return _Prepared(path, name, size, digest, volume=volume)
 
 
-def _encode_and_write(prep: _Prepared, out_dir: Path, extractor: Extractor, own: dict[str, Any],
-                      manifest_file: Path,
-                      on_windows: Callable[[int, int], None] | None = None) -> VolumeResult:
-    """Encode a prepared volume, write its pair of arrays, then add its entry to `own` and write it."""
-    if prep.skip_entry is not None:
-        return VolumeResult(name=prep.name, source=str(prep.path), skipped=True, entry=prep.skip_entry)
-    config, path, volume = extractor.config, prep.path, prep.volume
+@dataclasses.dataclass
+class _Encoded:
+    """A volume's window features, ready to merge and write (what the writer thread gets)."""
+
+    prep: _Prepared
+    plan: Any
+    dec4_cells: np.ndarray
+    hidden_cells: np.ndarray
+    spacing: tuple[float, ...]
+    seconds: float
+    input_wait_seconds: float = 0.0
+
+
+def _encode(prep: _Prepared, extractor: Extractor,
+            on_windows: Callable[[int, int], None] | None = None) -> _Encoded:
+    """Run the encoder over every window of a prepared volume (compiles on the first call)."""
+    config, volume = extractor.config, prep.volume
     plan = plan_windows(volume.array.shape, config.roi, config.overlap)
     extractor.warmup()
     if on_windows is not None:
@@ -250,27 +264,51 @@ def _encode_and_write(prep: _Prepared, out_dir: Path, extractor: Extractor, own:
         pad_volume(volume.array, plan), plan.starts,
         on_batch=(lambda n: on_windows(n, plan.num_windows)) if on_windows else None)
     seconds = time.perf_counter() - t0
-    dec4 = merge_windows(dec4_cells, plan.starts, plan.padded_shape, config.merge)
-    hidden = merge_windows(hidden_cells, plan.starts, plan.padded_shape, config.merge)
+    return _Encoded(prep, plan, dec4_cells, hidden_cells, tuple(volume.spacing), seconds)
+
+
+def _write_encoded(enc: _Encoded, out_dir: Path, extractor: Extractor, own: dict[str, Any],
+                   manifest_file: Path) -> VolumeResult:
+    """Merge the window features, write the pair of arrays, then add the entry to `own` and write it.
+
+    Runs on the writer thread in `extract_directory` (one writer, so manifest writes never race).
+    """
+    config, prep, plan = extractor.config, enc.prep, enc.plan
+    dec4 = merge_windows(enc.dec4_cells, plan.starts, plan.padded_shape, config.merge)
+    hidden = merge_windows(enc.hidden_cells, plan.starts, plan.padded_shape, config.merge)
     if not (np.isfinite(dec4).all() and np.isfinite(hidden).all()):
-        raise DataError(f"{path}: the encoder produced NaN/inf features (weights or dtype problem); "
-                        "nothing written")
+        raise DataError(f"{prep.path}: the encoder produced NaN/inf features (weights or dtype "
+                        "problem); nothing written")
     paths = output_paths(out_dir, prep.name)
     _write_pair(paths, (dec4, hidden))
     entry = {
-        "source": str(path.resolve()), "source_size": prep.size, "source_sha256": prep.digest,
+        "source": str(prep.path.resolve()), "source_size": prep.size, "source_sha256": prep.digest,
         "volume_shape": list(plan.shape), "padded_shape": list(plan.padded_shape),
-        "grid_shape": list(plan.grid_shape), "spacing": list(volume.spacing),
+        "grid_shape": list(plan.grid_shape), "spacing": list(enc.spacing),
         "channels": int(dec4.shape[0]), "windows": plan.num_windows,
         "weights": dict(extractor.weights), "settings": _settings(config, extractor.weights),
         "dtype": "float32",
         "outputs": {"dec4": paths[0].name, "hidden_states_out_4": paths[1].name},
         "created": _now(),
+        # How long the encoder ran for this CT and how long it waited for the CT to be decoded
+        # (informative only; never compared when deciding whether features are current).
+        "timing": {"encode_seconds": round(enc.seconds, 3),
+                   "input_wait_seconds": round(enc.input_wait_seconds, 3)},
     }
     own[prep.name] = entry
     mf.write_manifest(manifest_file, own)
-    return VolumeResult(name=prep.name, source=str(path), skipped=False, windows=plan.num_windows,
-                        seconds=seconds, entry=entry)
+    return VolumeResult(name=prep.name, source=str(prep.path), skipped=False,
+                        windows=plan.num_windows, seconds=enc.seconds, entry=entry)
+
+
+def _encode_and_write(prep: _Prepared, out_dir: Path, extractor: Extractor, own: dict[str, Any],
+                      manifest_file: Path,
+                      on_windows: Callable[[int, int], None] | None = None) -> VolumeResult:
+    """Encode a prepared volume and write it (or return its skip result), in this thread."""
+    if prep.skip_entry is not None:
+        return VolumeResult(name=prep.name, source=str(prep.path), skipped=True, entry=prep.skip_entry)
+    return _write_encoded(_encode(prep, extractor, on_windows), out_dir, extractor, own,
+                          manifest_file)
 
 
 def extract_volume(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
@@ -301,6 +339,35 @@ def extract_volume(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
 
 # ----------------------------------------------------------------------------- a directory
 
+# Above this share of the encoder loop spent waiting for decoded volumes, a run is decode-bound.
+DECODE_BOUND_FRACTION = 0.10
+
+
+def default_workers() -> int:
+    """Loader threads when not told: half the CPU cores (the rest feed the device), 1 to 8."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+@dataclasses.dataclass
+class VolumeTiming:
+    """Per-CT timing of the encoder loop.
+
+    encode_seconds: the encoder's time on this CT's windows (compilation excluded).
+    input_wait_seconds: how long the loop waited for this CT to be read and decoded (0 when it
+      was ready); the wait for the very first CT (filling the pipeline) is reported separately.
+    """
+
+    name: str
+    windows: int
+    encode_seconds: float
+    input_wait_seconds: float
+
+    @property
+    def device_wait_fraction(self) -> float:
+        busy = self.encode_seconds + self.input_wait_seconds
+        return self.input_wait_seconds / busy if busy > 0 else 0.0
+
+
 @dataclasses.dataclass
 class ExtractSummary:
     """Outcome of `extract_directory`.
@@ -310,6 +377,9 @@ class ExtractSummary:
       failed: `(file, message)` for every file that could not be used.
       windows: windows encoded now; encode_seconds: time spent encoding them (compile excluded).
       compile_seconds: first-call compilation; seconds: wall time of the whole call.
+      workers: loader threads; timings: per encoded CT (`VolumeTiming`).
+      first_input_seconds: the wait for the first CT (the pipeline filling; not in the fraction).
+      input_wait_seconds: every later wait of the encoder loop for a CT to be decoded (or hashed).
     """
 
     out_dir: str
@@ -320,6 +390,10 @@ class ExtractSummary:
     encode_seconds: float = 0.0
     compile_seconds: float = 0.0
     seconds: float = 0.0
+    workers: int = 1
+    timings: list[VolumeTiming] = dataclasses.field(default_factory=list)
+    first_input_seconds: float = 0.0
+    input_wait_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -329,6 +403,17 @@ class ExtractSummary:
     def windows_per_second(self) -> float:
         return self.windows / self.encode_seconds if self.encode_seconds > 0 else 0.0
 
+    @property
+    def device_wait_fraction(self) -> float:
+        """Share of the encoder loop (encoding + waiting; compilation and the first fill excluded)
+        spent waiting for decoded input."""
+        busy = self.encode_seconds + self.input_wait_seconds
+        return self.input_wait_seconds / busy if busy > 0 else 0.0
+
+    @property
+    def decode_bound(self) -> bool:
+        return self.windows > 0 and self.device_wait_fraction > DECODE_BOUND_FRACTION
+
     def lines(self) -> list[str]:
         """Human-readable closing summary."""
         out = [f"extracted {len(self.processed)}, skipped {len(self.skipped)} (up to date), "
@@ -336,8 +421,33 @@ class ExtractSummary:
                f"{self.windows} windows in {self.encode_seconds:.1f} s = "
                f"{self.windows_per_second:.2f} windows/s (compile {self.compile_seconds:.1f} s, "
                f"total {self.seconds:.1f} s)"]
+        if self.windows:
+            out.append(f"input: {self.workers} loader worker(s); the device waited on input "
+                       f"{100 * self.device_wait_fraction:.1f} % of the encoder loop "
+                       f"({self.input_wait_seconds:.1f} s; first CT ready after "
+                       f"{self.first_input_seconds:.1f} s)")
+        if self.decode_bound:
+            out.append(f"decode-bound: reading and decoding the NIfTI files could not keep up "
+                       f"(> {100 * DECODE_BOUND_FRACTION:.0f} % waiting); give more --workers "
+                       f"(now {self.workers}) if CPU cores are free, or store the CTs on faster "
+                       "disk / uncompressed")
         out += [f"FAILED {_with_file(f, m)}" for f, m in self.failed]
         return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (`extract --summary-json`), per-CT timings included."""
+        return {
+            "out_dir": self.out_dir, "processed": self.processed, "skipped": self.skipped,
+            "failed": [{"file": f, "message": m} for f, m in self.failed],
+            "windows": self.windows, "encode_seconds": self.encode_seconds,
+            "windows_per_second": self.windows_per_second,
+            "compile_seconds": self.compile_seconds, "seconds": self.seconds,
+            "workers": self.workers, "first_input_seconds": self.first_input_seconds,
+            "input_wait_seconds": self.input_wait_seconds,
+            "device_wait_fraction": self.device_wait_fraction, "decode_bound": self.decode_bound,
+            "volumes": [dict(dataclasses.asdict(t), device_wait_fraction=t.device_wait_fraction)
+                        for t in self.timings],
+        }
 
 
 def _with_file(file: str, message: str) -> str:
@@ -381,8 +491,15 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                       weights: str | os.PathLike[str] = "random", config: ExtractConfig | None = None,
                       limit: int | None = None, *, seed: int = 0, force: bool = False,
                       progress: bool = True, echo: Callable[[str], None] | None = None,
-                      extractor: Extractor | None = None) -> ExtractSummary:
+                      extractor: Extractor | None = None, workers: int | None = None) -> ExtractSummary:
     """Extract every CT of `cts_dir` into `out_dir` and return a summary (never raises per file).
+
+    The pipeline: `workers` loader threads hash, read, decode and HU-scale the next volumes
+    (`workers + 1` volumes in flight: reading gzip, NIfTI decoding and NumPy scaling release the
+    GIL), the calling thread feeds the device (windows are cut on the device), and one writer
+    thread merges window features and writes the arrays and the manifest, so the device goes on
+    with the next CT while the last one is written. The summary says how long the device waited
+    for decoded input, per CT and overall, and whether the run was decode-bound.
 
     Args:
       weights: converted weights file or "random".
@@ -391,6 +508,7 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
       progress: tqdm bars for volumes and windows (on stderr).
       echo: where to print per-file failures as they happen (default: stderr).
       extractor: a prebuilt `Extractor` (then `weights`, `seed` and `config` come from it).
+      workers: loader threads (default `default_workers()`: half the CPU cores, 1 to 8).
     Raises:
       DataError: `cts_dir` is missing or has no files at all.
       WeightsError: the weights cannot be loaded.
@@ -401,6 +519,9 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     t_start = time.perf_counter()
     config = extractor.config if extractor is not None else (config or ExtractConfig())
     echo = echo or (lambda s: print(s, file=sys.stderr))
+    workers = default_workers() if not workers else int(workers)
+    if workers < 1:
+        raise DataError(f"--workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
     files, bad = list_volumes(cts_dir)
     if limit is not None:
@@ -408,7 +529,7 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     pidx, pcount = jax.process_index(), jax.process_count()
     files = process_share(files, pidx, pcount)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = ExtractSummary(out_dir=str(out_dir))
+    summary = ExtractSummary(out_dir=str(out_dir), workers=workers)
     summary.failed.extend(bad if pidx == 0 else [])
     for f, m in summary.failed:
         echo(_with_file(f, m))
@@ -426,7 +547,7 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         mf.merge_parts(out_dir)  # leftovers of a multi-process run
     manifest_file = mf.manifest_path(out_dir, pidx, pcount)
     known = mf.read_manifest(out_dir)
-    own = mf.read_part(manifest_file)
+    own = mf.read_part(manifest_file)  # from here on only the writer thread touches it
 
     vol_bar = tqdm(files, desc="volumes", unit="ct", disable=not progress, position=0)
     win_bar = tqdm(total=0, desc="windows", unit="win", disable=not progress, position=1, leave=False)
@@ -437,40 +558,81 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         else:
             win_bar.update(n)
 
-    # One background thread reads the next volume while this one is encoded.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-prefetch")
-    pending = {0: pool.submit(_prepare, files[0], out_dir, extractor, known, force)} if files else {}
+    def fail(path: Path | str, exc: BaseException) -> None:
+        if isinstance(exc, CTSearcherError):
+            msg = str(exc)
+        else:  # an unexpected failure of one volume must not stop the batch
+            msg = f"{type(exc).__name__}: {exc} (unexpected error: please report it)"
+        summary.failed.append((str(path), msg))
+        echo(_with_file(str(path), msg))
+
+    writes: list[tuple[Path, Any, VolumeTiming]] = []  # in submission order (one writer: FIFO)
+
+    def collect(wait_all: bool) -> None:
+        while writes and (wait_all or writes[0][1].done()):
+            path, future, timing = writes.pop(0)
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - reported per file
+                fail(path, exc)
+                continue
+            summary.processed.append(result.name)
+            summary.windows += result.windows
+            summary.encode_seconds += result.seconds
+            summary.timings.append(timing)
+
+    loaders = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ct-load")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-write")
+    ahead = workers + 1  # volumes being read or waiting, ahead of the encoder
+    pending: dict[int, Any] = {}
+
+    def submit(i: int) -> None:
+        if i < len(files):
+            pending[i] = loaders.submit(_prepare, files[i], out_dir, extractor, known, force)
+
+    for i in range(ahead):
+        submit(i)
     fatal: BaseException | None = None
     try:
         for i, path in enumerate(vol_bar):
             vol_bar.set_postfix_str(path.name)
-            if i + 1 < len(files):
-                pending[i + 1] = pool.submit(_prepare, files[i + 1], out_dir, extractor, known, force)
+            t_wait = time.perf_counter()
             try:
                 prep = pending.pop(i).result()
-                result = _encode_and_write(prep, out_dir, extractor, own, manifest_file,
-                                           on_windows=on_windows if progress else None)
-            except CTSearcherError as exc:
-                summary.failed.append((str(path), str(exc)))
-                echo(_with_file(str(path), str(exc)))
+            except Exception as exc:  # noqa: BLE001 - reported per file
+                fail(path, exc)
                 continue
-            except Exception as exc:  # an unexpected failure of one volume must not stop the batch
-                msg = f"{type(exc).__name__}: {exc} (unexpected error: please report it)"
-                summary.failed.append((str(path), msg))
-                echo(_with_file(str(path), msg))
+            finally:
+                waited = time.perf_counter() - t_wait
+                if i == 0:
+                    summary.first_input_seconds = waited
+                else:
+                    summary.input_wait_seconds += waited
+                submit(i + ahead)
+            if prep.skip_entry is not None:
+                summary.skipped.append(prep.name)
                 continue
-            if result.skipped:
-                summary.skipped.append(result.name)
-            else:
-                summary.processed.append(result.name)
-                summary.windows += result.windows
-                summary.encode_seconds += result.seconds
+            try:
+                encoded = _encode(prep, extractor, on_windows=on_windows if progress else None)
+            except Exception as exc:  # noqa: BLE001 - reported per file
+                fail(path, exc)
+                continue
+            finally:
+                prep.volume = None  # the decoded volume is no longer needed: free it now
+            encoded.input_wait_seconds = waited if i else 0.0
+            timing = VolumeTiming(prep.name, encoded.plan.num_windows, encoded.seconds,
+                                  encoded.input_wait_seconds)
+            writes.append((path, writer.submit(_write_encoded, encoded, out_dir, extractor, own,
+                                               manifest_file), timing))
+            collect(wait_all=False)
+        collect(wait_all=True)
     except BaseException as exc:  # noqa: BLE001 - told to the other processes below, then raised
         fatal = exc
     finally:
         for future in pending.values():
             future.cancel()
-        pool.shutdown(wait=True)
+        loaders.shutdown(wait=True)
+        writer.shutdown(wait=True)  # a started write always finishes: never half a pair
     win_bar.close()
     vol_bar.close()
     # The final barrier, which also tells every process whether one stopped early (interrupted,

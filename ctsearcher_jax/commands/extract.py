@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of --weights random")
     parser.add_argument("--force", action="store_true", help="re-extract volumes already up to date")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--workers", type=int,
+                        help="loader threads that read and decode NIfTI volumes ahead of the device "
+                             "(default: half the CPU cores, 1 to 8)")
+    parser.add_argument("--summary-json", metavar="PATH",
+                        help="also write the run summary (per-CT encode time and device wait on "
+                             "input, failures) as JSON here")
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host without SLURM/TPU "
                                               "auto-detection); each process takes its share of CTs")
     parser.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{exc} (from the command-line flags)") from None
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be >= 1")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.feature_size is not None and args.weights != "random":
         _check_file_feature_size(args.weights, args.feature_size)
 
@@ -74,12 +82,20 @@ def run(args: argparse.Namespace) -> int:
     from feature_extraction.extract import extract_directory
 
     summary = extract_directory(args.cts, args.out, args.weights, config, limit=args.limit,
-                                seed=args.seed, force=args.force, progress=not args.no_progress)
+                                seed=args.seed, force=args.force, progress=not args.no_progress,
+                                workers=args.workers)
     import jax
 
     if jax.process_index() == 0 or summary.failed:
         for line in summary.lines():
             print(line)
+    if args.summary_json:
+        from ctsearcher_jax.io import atomic_write_json
+
+        path = args.summary_json
+        if jax.process_count() > 1:  # one file per process: each has its own share of CTs
+            path = f"{path}.process{jax.process_index()}"
+        atomic_write_json(path, summary.to_dict())
     return 0 if summary.ok else 1
 
 
