@@ -3,14 +3,10 @@
 Axes. A volume is kept as stored in the NIfTI (no reorientation), array axes (i, j, k) =
 (row, column, slice), which map to gaze (Y, X, Z) as everywhere in the project.
 
-Gaze -> voxel. Gaze X and Y are 1-based pixels of a 512 x 512 slice, whatever the volume's
-in-plane size; Z is a 1-based slice number of the volume itself. Voxel coordinates here are
-0-based and continuous, with voxel centres at integers (matplotlib's `imshow` convention)::
-
-    j = (X - 0.5) * J / 512 - 0.5        i = (Y - 0.5) * I / 512 - 0.5        k = Z - 1
-
-so a 512-wide volume gives j = X - 1 exactly, and pixel centres of the 512 frame land on the
-matching sub-voxel position of a smaller or larger grid.
+Gaze -> voxel: `gaze_to_voxel` (from `ctsearcher_jax.data.coordinates`, the project's one
+mapping): 0-based continuous voxel coordinates with voxel centres at integers (matplotlib's
+`imshow` convention), `j = (X - 0.5) * J / 512 - 0.5`, `i = (Y - 0.5) * I / 512 - 0.5`,
+`k = Z - 1`.
 """
 
 from __future__ import annotations
@@ -19,11 +15,10 @@ import dataclasses
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ctsearcher_jax.config import GAZE_FRAME
+from ctsearcher_jax.data.coordinates import gaze_to_voxel  # noqa: F401 (re-exported for viz)
 from ctsearcher_jax.errors import DataError
 
 # Named CT windows as (width, level) in Hounsfield units.
@@ -135,19 +130,6 @@ def load_volume(path: str | os.PathLike[str]) -> CTVolume:
     if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
         zooms = (1.0, 1.0, 1.0)
     return CTVolume(data=data, spacing=zooms, path=path)  # type: ignore[arg-type]
-
-
-def gaze_to_voxel(x: np.ndarray, y: np.ndarray, z: np.ndarray, shape: Sequence[int],
-                  frame: int = GAZE_FRAME) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gaze (X, Y, Z), 1-based, to continuous 0-based voxel (i, j, k) of a volume `shape` (I, J, K).
-
-    Returns float64 arrays (i, j, k), each (n,); see the module docstring for the formulas.
-    """
-    n_i, n_j, _ = shape
-    i = (np.asarray(y, np.float64) - 0.5) * (n_i / frame) - 0.5
-    j = (np.asarray(x, np.float64) - 0.5) * (n_j / frame) - 0.5
-    k = np.asarray(z, np.float64) - 1.0
-    return i, j, k
 
 
 def project(windowed: np.ndarray, axis: int, mode: str = "mean") -> np.ndarray:
