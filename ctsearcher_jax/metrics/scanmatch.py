@@ -19,18 +19,12 @@ Pipeline for one pair (as `src/utils/evaltools/scanmatch3d.py` of CT-ScanGaze co
 Original quirks kept: two empty symbol sequences (every fixation shorter than half a temporal
 bin) give `0 / 0 = NaN`, as the original does; one empty sequence gives 0.
 
-Kernels. With gap 0 (the paper's setting) F is monotone, so max(F) = F[la, lb], and each pair
-runs `_stripe_kernel`: the rows are cut into stripes of 256, each swept by anti-diagonals (one
-vector of 256 cells per step) with the previous stripe's last row as its border; padding uses
-null symbols that never score, so there are no masks. On CPU one pair runs per call, pairs spread
-over host threads (one per core, largest first); on accelerators chunks of pairs are vmapped.
-Other gap values use `_nw_max_one` (whole anti-diagonals, masked, vmapped). A pair's score never
-depends on the other pairs, the chunking or the threads.
-
-Cost: with durations, the sequences are the fixations expanded by their repeat counts (a 0.3 s
-fixation is 12 symbols), so a pair of 250-fixation scanpaths is a ~3000 x 3000 DP; this is the
-dominant cost of an evaluation. The DP is exact, in float64; about 1.3 ns per cell per core on
-the project's CPU (`scripts/bench_metrics.py`).
+Kernels. With gap 0 (the paper's setting) F is monotone, so max(F) = F[la, lb]: each pair runs
+`_stripe_kernel` (stripes of rows swept by anti-diagonals); on CPU one pair per host thread, on
+accelerators chunks of pairs vmapped. Other gaps use `_nw_max_one` (whole anti-diagonals,
+masked). A pair's score never depends on the other pairs, the chunking or the threads.
+With durations a 250-fixation pair is a ~3000 x 3000 DP (a 0.3 s fixation is 12 symbols), the
+dominant cost of an evaluation; timings in README, Benchmarks (`scripts/bench_metrics.py`).
 """
 
 from __future__ import annotations
@@ -186,17 +180,11 @@ def _stripe_kernel(ac: jax.Array, la: jax.Array, bc: jax.Array, lb: jax.Array, c
     bc: (3, N) of the column sequence, N >= lb + width + 2; padded with `_NULL_ROW` / `_NULL_COL`.
     consts: (2,) float64 [max_d, max_d - threshold]. Returns () float64.
 
-    The rows are cut into stripes of `width` rows; each stripe is swept by anti-diagonals (one
-    vector of `width` cells per step) with the previous stripe's last row as its top border.
-    Compared with whole-matrix anti-diagonals this skips the empty corners of the diagonal
-    sweep (about half the work for square pairs) and keeps the working set in cache.
-
-    Padding needs no masks: a null symbol scores below 0 against everything, so padded rows and
-    columns leave F[la, lb] unchanged (F[i, j] = F[la, lb] for padded i > la, j > lb) and the
-    cells left of column 1 stay 0. The substitution score is computed from the bin coordinates
-    (a table lookup per cell is slower on CPU): `|sqrt(d2) - max_d| - (max_d - threshold)` with
-    the integer squared bin distance d2, the same float operations that build the table, so the
-    values are bit-identical (checked in the tests).
+    Stripes of `width` rows, each swept by anti-diagonals with the previous stripe's last row as
+    its top border: no empty corners of a whole-matrix sweep, and a cache-sized working set.
+    No masks: a null symbol scores below 0 against everything, so padding leaves F[la, lb]
+    unchanged. Scores come from bin coordinates, `|sqrt(d2) - max_d| - (max_d - threshold)`,
+    the table's own float operations (bit-identical; tested), faster than a lookup on CPU.
     """
     nb = bc.shape[1]
     null = jnp.full((width + 4,), _NULL_COL, jnp.int32)
