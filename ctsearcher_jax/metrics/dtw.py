@@ -31,28 +31,28 @@ from ctsearcher_jax.metrics._batch import bucket, pad_batch, pad_sequences, x64
 
 
 def _dtw_one(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array) -> jax.Array:
-    """DTW of one padded pair: a (N, 3) valid up to la, b (M, 3) valid up to lb -> () float64."""
-    rows = a.shape[0] + 1
+    """DTW of one padded pair: a (3, N) valid up to la, b (3, M) valid up to lb -> () float64."""
+    rows = a.shape[1] + 1
     i = jnp.arange(rows)
-    a_prev = jnp.concatenate([a[:1], a])  # row i holds fixation i (1-based); row 0 unused
+    ax, ay, az = jnp.concatenate([a[:, :1], a], axis=1)  # column i = fixation i (1-based); 0 unused
     inf = jnp.asarray(jnp.inf, a.dtype)
 
     def step(carry, k):
         d1, d2, result = carry  # diagonals k-1 and k-2, indexed by i
         j = k - i
-        bj = b[jnp.clip(j - 1, 0, b.shape[0] - 1)]
-        cost = jnp.sqrt(jnp.sum((a_prev - bj) ** 2, axis=-1))
+        col = jnp.clip(j - 1, 0, b.shape[1] - 1)
+        cost = jnp.sqrt((ax - b[0, col]) ** 2 + (ay - b[1, col]) ** 2 + (az - b[2, col]) ** 2)
         up = jnp.concatenate([d1[:1], d1[:-1]])    # D(i-1, j)   on diagonal k-1
         left = d1                                   # D(i, j-1)   on diagonal k-1
         diag = jnp.concatenate([d2[:1], d2[:-1]])  # D(i-1, j-1) on diagonal k-2
         inner = cost + jnp.minimum(jnp.minimum(up, left), diag)
         d = jnp.where((i == 0) & (j == 0), 0.0, jnp.where((i == 0) | (j == 0), inf, inner))
-        d = jnp.where((j >= 0) & (j <= b.shape[0]), d, inf)
+        d = jnp.where((j >= 0) & (j <= b.shape[1]), d, inf)
         result = jnp.where(k == la + lb, d[jnp.clip(la, 0, rows - 1)], result)
         return (d, d1, result), None
 
     init = (jnp.full((rows,), inf), jnp.full((rows,), inf), jnp.asarray(jnp.nan, a.dtype))
-    (_, _, result), _ = jax.lax.scan(step, init, jnp.arange(a.shape[0] + b.shape[0] + 1))
+    (_, _, result), _ = jax.lax.scan(step, init, jnp.arange(a.shape[1] + b.shape[1] + 1))
     return jnp.where((la == 0) | (lb == 0), jnp.nan, result)
 
 
@@ -73,7 +73,9 @@ def dtw_batch(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray]) -> np.ndarra
     a, la = pad_sequences(ga, bucket(max(len(s) for s in ga)))
     b, lb = pad_sequences(pb, bucket(max(len(s) for s in pb)))
     with x64():
-        out = _dtw_batch(jnp.asarray(a), jnp.asarray(la), jnp.asarray(b), jnp.asarray(lb))
+        # coordinates first, (B, 3, L): each diagonal gathers three contiguous rows
+        out = _dtw_batch(jnp.asarray(a.transpose(0, 2, 1)), jnp.asarray(la),
+                         jnp.asarray(b.transpose(0, 2, 1)), jnp.asarray(lb))
         return np.asarray(out, np.float64)[:n]
 
 
