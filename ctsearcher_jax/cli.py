@@ -4,7 +4,8 @@ Each subcommand lives in its own module under `ctsearcher_jax/commands/` and exp
 `add_arguments(parser)` and `run(args) -> int`. Command modules import heavy libraries (JAX, torch)
 inside `run`, so `ctsearcher --help` stays fast.
 
-Errors from the project's hierarchy (`ctsearcher_jax.errors`) become one line on stderr and exit
+Diagnostics go through `logging` (`ctsearcher_jax.logs`; `-v`/`-q` set the level, before or after
+the command name); results (tables, paths) go to stdout. Errors from the project's hierarchy (`ctsearcher_jax.errors`) become one line on stderr and exit
 code 2; `--debug` shows the traceback instead.
 """
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: on, in ~/.cache/ctsearcher-jax/jax; env "
                              "CTSEARCHER_COMPILE_CACHE=0 also turns it off, =DIR moves it)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _verbosity_flags(parser, "")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in COMMANDS.items():
@@ -58,14 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show full tracebacks instead of one-line error messages")
         p.add_argument("--no-compile-cache", action="store_true", default=argparse.SUPPRESS,
                        help="do not use the persistent XLA compilation cache")
+        _verbosity_flags(p, "sub_")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
 
 
+def _verbosity_flags(parser: argparse.ArgumentParser, prefix: str) -> None:
+    parser.add_argument("-v", "--verbose", dest=f"{prefix}verbose", action="count", default=0,
+                        help="more diagnostics on stderr (-v: debug)")
+    parser.add_argument("-q", "--quiet", dest=f"{prefix}quiet", action="count", default=0,
+                        help="fewer diagnostics on stderr (-q: warnings and errors, -qq: errors); "
+                             "results still go to stdout")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ctsearcher_jax import logs
+
+    logs.setup(args.verbose + args.sub_verbose - args.quiet - args.sub_quiet)
     from ctsearcher_jax.runtime import compile_cache
 
     compile_cache.configure(enabled=not args.no_compile_cache)

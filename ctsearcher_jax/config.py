@@ -152,8 +152,12 @@ class TrainConfig:
     legacy_loss_epsilon: bool = False
     # Devices on the `fsdp` mesh axis (1 = parameters replicated).
     fsdp: int = 1
-    # Log training metrics every N steps.
+    # Log training metrics every N steps (and, when stderr is not a terminal, a progress line).
     log_every: int = 10
+    # Dashboards besides metrics.jsonl: any of tensorboard, wandb (wandb: the [wandb] extra).
+    tracker: tuple[str, ...] = ("tensorboard",)
+    # Weights & Biases project of the run (when train.tracker lists wandb).
+    wandb_project: str = "ctsearcher-jax"
     # Evaluate and checkpoint every N epochs.
     eval_every_epochs: int = 1
     # At each evaluation also sample scanpaths and score eval.metrics (off = eval loss only).
@@ -180,6 +184,8 @@ class TrainConfig:
         _check(self.grad_accum_steps >= 1, "train.grad_accum_steps", "must be >= 1")
         _check(self.fsdp >= 1, "train.fsdp", "must be >= 1")
         _check(self.log_every >= 1, "train.log_every", "must be >= 1")
+        unknown = [t for t in self.tracker if t not in ("tensorboard", "wandb")]
+        _check(not unknown, "train.tracker", f"unknown {unknown}; choose from tensorboard, wandb")
         _check(self.eval_every_epochs >= 1, "train.eval_every_epochs", "must be >= 1")
         _check(self.checkpoint_every_steps >= 0, "train.checkpoint_every_steps", "must be >= 0")
         _check(self.keep_last >= 1, "train.keep_last", "must be >= 1")

@@ -21,8 +21,8 @@ evaluation protocol uses (prediction i against reader i). Without readers, sampl
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -31,6 +31,8 @@ from typing import Callable, Mapping, Sequence
 from ctsearcher_jax.config import Config, ExtractConfig
 from ctsearcher_jax.data.schema import Scanpath
 from ctsearcher_jax.errors import CheckpointError, DataError
+
+_log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions.json"
 
@@ -143,7 +145,8 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
                     samples: int = 1, seed: int = 0, feature_dir: str | os.PathLike[str] | None = None,
                     readers: Mapping[str, Sequence[Scanpath]] | None = None,
                     figures: bool = True, figure_limit: int = 4, overrides: Sequence[str] = (),
-                    progress: bool = True, echo: Callable[[str], None] = print) -> PredictSummary:
+                    progress: bool = True, echo: Callable[[str], None] | None = None
+                    ) -> PredictSummary:
     """Extract (or reuse) features, sample scanpaths, write predictions.json and figures.
 
     volumes: NIfTI files (their names are the CT names). swin_weights: None = reuse cached
@@ -152,7 +155,8 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
     workdir. readers: ground truth per CT name: figures show it beside the prediction and samples
     take the readers' subjects. overrides: `section.key=value` applied to the model's config
     (eval.min_length, data.z_extent, ...; model.* keys are refused). A CT whose features cannot be
-    made is reported in `failed` and the others still run.
+    made is reported in `failed` and the others still run. progress: a plain line per CT through
+    `echo` (default: this module's logger; no cursor codes, so it reads the same in a log file).
     """
     from ctsearcher_jax import config as config_lib
     from ctsearcher_jax.io import atomic_write_json
@@ -163,6 +167,7 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
     from feature_extraction.preprocess import volume_name
 
     t0 = time.perf_counter()
+    echo = echo or _log.info
     out_dir = Path(out_dir)
     feature_dir = Path(feature_dir) if feature_dir is not None else out_dir / "features"
     model_dir = resolve_model_dir(checkpoint)
@@ -190,7 +195,7 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
                                         keep_others=True)
             except (DataError,) as exc:
                 summary.failed.append((str(path), str(exc)))
-                print(f"{path}: {exc}", file=sys.stderr)
+                _log.error(f"{path}: {exc}")
                 continue
             name, entry = result.name, result.entry or {}
             if not result.skipped:

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import logging
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,10 +40,13 @@ from ctsearcher_jax.errors import CTSearcherError, DataError, WeightsError
 from ctsearcher_jax.io import atomic_save_npy
 from ctsearcher_jax.paths import child_path
 from ctsearcher_jax.runtime.multihost import agree_on_error
+from ctsearcher_jax.logs import progress_bars
 from feature_extraction import manifest as mf
 from feature_extraction.merge import merge_windows
 from feature_extraction.preprocess import is_nifti_name, load_volume, volume_name
 from feature_extraction.sliding_window import WindowEncoder, pad_volume, plan_windows, process_share
+
+_log = logging.getLogger(__name__)
 
 HIDDEN_SUFFIX = "_hidden_states_out_4"
 
@@ -505,8 +508,9 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
       weights: converted weights file or "random".
       limit: only the first `limit` CTs (sorted by file name).
       force: re-extract volumes the manifest already holds.
-      progress: tqdm bars for volumes and windows (on stderr).
-      echo: where to print per-file failures as they happen (default: stderr).
+      progress: tqdm bars for volumes and windows when stderr is a terminal; otherwise (and with
+        progress=False) one plain log line per CT (`ctsearcher_jax.logs`).
+      echo: where to report per-file failures as they happen (default: this module's logger).
       extractor: a prebuilt `Extractor` (then `weights`, `seed` and `config` come from it).
       workers: loader threads (default `default_workers()`: half the CPU cores, 1 to 8).
     Raises:
@@ -518,7 +522,8 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
 
     t_start = time.perf_counter()
     config = extractor.config if extractor is not None else (config or ExtractConfig())
-    echo = echo or (lambda s: print(s, file=sys.stderr))
+    echo = echo or _log.error
+    bars = progress_bars(progress)
     workers = default_workers() if not workers else int(workers)
     if workers < 1:
         raise DataError(f"--workers must be >= 1, got {workers}")
@@ -549,8 +554,8 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     known = mf.read_manifest(out_dir)
     own = mf.read_part(manifest_file)  # from here on only the writer thread touches it
 
-    vol_bar = tqdm(files, desc="volumes", unit="ct", disable=not progress, position=0)
-    win_bar = tqdm(total=0, desc="windows", unit="win", disable=not progress, position=1, leave=False)
+    vol_bar = tqdm(files, desc="volumes", unit="ct", disable=not bars, position=0)
+    win_bar = tqdm(total=0, desc="windows", unit="win", disable=not bars, position=1, leave=False)
 
     def on_windows(n: int, total: int) -> None:
         if n == 0:
@@ -611,15 +616,20 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                 submit(i + ahead)
             if prep.skip_entry is not None:
                 summary.skipped.append(prep.name)
+                if not bars:
+                    _log.info(f"CT {i + 1}/{len(files)} {path.name}: up to date, skipped")
                 continue
             try:
-                encoded = _encode(prep, extractor, on_windows=on_windows if progress else None)
+                encoded = _encode(prep, extractor, on_windows=on_windows if bars else None)
             except Exception as exc:  # noqa: BLE001 - reported per file
                 fail(path, exc)
                 continue
             finally:
                 prep.volume = None  # the decoded volume is no longer needed: free it now
             encoded.input_wait_seconds = waited if i else 0.0
+            if not bars:
+                _log.info(f"CT {i + 1}/{len(files)} {path.name}: {encoded.plan.num_windows} "
+                          f"windows in {encoded.seconds:.1f} s")
             timing = VolumeTiming(prep.name, encoded.plan.num_windows, encoded.seconds,
                                   encoded.input_wait_seconds)
             writes.append((path, writer.submit(_write_encoded, encoded, out_dir, extractor, own,

@@ -94,3 +94,30 @@ def test_weight_converters_refuse_missing_and_bad_files(tmp_path):
         assert out.returncode == 2, (command, out.stderr)
         assert "bad.pt" in out.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_verbosity_flags_set_the_log_level_before_or_after_the_command(capsys):
+    import logging
+
+    from ctsearcher_jax import cli, logs
+
+    parser = cli.build_parser()
+    for argv, level in ((["report", "--workdir", "w"], logging.INFO),
+                        (["-q", "report", "--workdir", "w"], logging.WARNING),
+                        (["report", "-qq", "--workdir", "w"], logging.ERROR),
+                        (["-v", "report", "--workdir", "w"], logging.DEBUG)):
+        a = parser.parse_args(argv)
+        logs.setup(a.verbose + a.sub_verbose - a.quiet - a.sub_quiet)
+        assert logging.getLogger("ctsearcher_jax").level == level, argv
+        assert logging.getLogger("feature_extraction").level == level, argv
+    logs.setup(-1)
+    log = logging.getLogger("ctsearcher_jax.test")
+    log.info("hidden")
+    log.warning("shown")
+    logs.set_process(1, 4)
+    log.error("from host one")
+    logs.set_process(0, 1)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "hidden" not in err[0]
+    assert err[0].endswith(" warning: shown") and err[1].endswith(" [p1/4] error: from host one")
+    logs.setup(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 HELP = ("write baseline scanpaths (uniform, centre, drilling, human) for a split, in the "
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
                                        z_extent=z_extent)
         path = out if single_file else out / f"{name}.json"
         if not scanpaths:
-            print(f"{name}: nothing to write (every CT of split {args.split!r} has one reader)")
+            logging.getLogger(__name__).warning(
+                f"{name}: nothing to write (every CT of split {args.split!r} has one reader)")
             continue
         atomic_write_json(path, scanpaths_to_records(scanpaths), indent=None)
         note = (" (each reader's prediction = the other readers; `evaluate` scores it as "

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         ("predict scanpaths for the test CTs (one per reader)",
          ["predict", "--data", str(data), "--split", "test", "--checkpoint", str(workdir),
           "--features", str(features), "--out", str(workdir / "predictions"), "--seed", seed,
-          "--figures", "2"]),
+          "--figure-cts", "2"]),
         ("baselines for the same CTs",
          ["baselines", "--data", str(data), "--out", str(workdir / "baselines"), "--split", "test",
           "--seed", seed, "--baseline", *BASELINES]),

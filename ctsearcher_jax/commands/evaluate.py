@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sed-code", choices=("legacy", "bijective"), default="legacy",
                         help="SED character code: legacy (the original's, default) or bijective")
     parser.add_argument("--out", help="write the report (summary and per-pair scores) as JSON here")
+    parser.add_argument("--json", action="store_true",
+                        help="print the summary as JSON on stdout instead of the table (per-pair "
+                             "scores: --out)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress lines (they appear when scoring takes over a few seconds)")
+
+
+class ScoringProgress:
+    """`progress(done, total)` for `metrics.protocol.run_pairs`: a log line with pairs done,
+    elapsed time and ETA, written only once scoring has run for `after_s` seconds and then at
+    most every `every_s` seconds (and at the end), so short runs stay silent."""
+
+    def __init__(self, after_s: float = 3.0, every_s: float = 10.0):
+        import time
+
+        self._clock = time.perf_counter
+        self.start = self._clock()
+        self.after_s, self.every_s = after_s, every_s
+        self.last: float | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self._clock()
+        elapsed = now - self.start
+        if done == 0:
+            self.start, self.last = now, None
+            return
+        due = elapsed >= self.after_s and (
+            done == total or self.last is None or now - self.last >= self.every_s)
+        if due:
+            self.last = now
+            eta = elapsed / done * (total - done)
+            logging.getLogger(__name__).info(
+                f"scored {done}/{total} pairs in {elapsed:.0f} s" +
+                (f", ETA {eta:.0f} s" if done < total else ""))
 
 
 def _finite(v: float) -> float | None:
@@ -82,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         if not items:
             raise DataError(f"{gt_path}: no CT in split {args.split!r}")
     kwargs = dict(multimatch_alignment=args.multimatch_alignment, sed_code=args.sed_code)
+    if not args.no_progress:
+        kwargs["progress"] = ScoringProgress()
 
     if args.protocol == "human":
         result = proto.human_consistency([[r.as_array() for r in it.readers] for it in items],
@@ -115,25 +152,29 @@ def run(args: argparse.Namespace) -> int:
         for n in pair_metrics:
             row[n] = _finite(float(result.scores[n][k]))
 
-    print(f"{args.protocol} protocol, split {args.split}: {n_cts} CTs, {len(pair_rows)} pairs")
-    print(f"{'metric':<28} {'mean':>10} {'std':>10} {'n':>6}  better")
-    for name, st in result.summary.items():
-        arrow = "higher" if METRICS[name].higher_is_better else "lower"
-        print(f"{name:<28} {st['mean']:>10.4f} {st['std']:>10.4f} {st['n']:>6}  {arrow}")
+    summary = {n: {"mean": _finite(s["mean"]), "std": _finite(s["std"]), "n": s["n"],
+                   "higher_is_better": METRICS[n].higher_is_better}
+               for n, s in result.summary.items()}
+    header = {"protocol": args.protocol, "split": args.split, "gt": str(gt_path), "pred": args.pred,
+              "metrics": families, "multimatch_alignment": args.multimatch_alignment,
+              "sed_code": args.sed_code, "num_cts": n_cts, "num_pairs": len(pair_rows)}
+    if args.json:
+        print(json.dumps({**header, "summary": summary}, indent=2))
+    else:
+        print(f"{args.protocol} protocol, split {args.split}: {n_cts} CTs, {len(pair_rows)} pairs")
+        print(f"{'metric':<28} {'mean':>10} {'std':>10} {'n':>6}  better")
+        for name, st in result.summary.items():
+            arrow = "higher" if METRICS[name].higher_is_better else "lower"
+            print(f"{name:<28} {st['mean']:>10.4f} {st['std']:>10.4f} {st['n']:>6}  {arrow}")
     if args.out:
         cur, cur_std = proto.to_original_layout(result.summary)
         report: dict[str, Any] = {
-            "protocol": args.protocol, "split": args.split, "gt": str(gt_path),
-            "pred": args.pred, "metrics": families, "multimatch_alignment": args.multimatch_alignment,
-            "sed_code": args.sed_code, "num_cts": n_cts, "num_pairs": len(pair_rows),
-            "summary": {n: {"mean": _finite(s["mean"]), "std": _finite(s["std"]), "n": s["n"],
-                            "higher_is_better": METRICS[n].higher_is_better}
-                        for n, s in result.summary.items()},
+            **header, "summary": summary,
             "original_layout": {"cur_metrics": _nan_to_none(cur), "cur_metrics_std": _nan_to_none(cur_std)},
             "pairs": pair_rows,
         }
         atomic_write_json(args.out, report)
-        print(f"wrote {args.out}", file=sys.stderr)
+        logging.getLogger(__name__).info(f"wrote {args.out}")
     return 0
 
 

@@ -9,6 +9,7 @@ directory, no CTs, unreadable weights).
 from __future__ import annotations
 
 import argparse
+import logging
 import dataclasses
 
 HELP = "extract Swin UNETR features from a folder of NIfTI CT volumes"
@@ -36,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="only the first N volumes (sorted by file name)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --weights random")
     parser.add_argument("--force", action="store_true", help="re-extract volumes already up to date")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars: a plain line per CT (what a "
+                        "non-terminal stderr gets anyway)")
     parser.add_argument("--workers", type=int,
                         help="loader threads that read and decode NIfTI volumes ahead of the device "
                              "(default: half the CPU cores, 1 to 8)")
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
                      process_id=args.process_id)
     from ctsearcher_jax.runtime.devices import startup_line
 
-    print(startup_line(), flush=True)  # every process: a host that sees no accelerator stands out
+    # every process: a host that sees no accelerator stands out
+    logging.getLogger(__name__).info(startup_line())
 
     from feature_extraction.extract import extract_directory
 

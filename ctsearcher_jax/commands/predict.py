@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 HELP = "predict scanpaths for CT volumes (a file, a folder, or a dataset split): JSON + figures"
@@ -28,8 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder: predictions.json, figures/")
     parser.add_argument("--features", default=None,
                         help="feature cache folder (default OUT/features); reused when up to date")
-    parser.add_argument("--figures", type=int, default=4,
+    parser.add_argument("--figure-cts", type=int, default=4, metavar="N",
                         help="draw figures for the first N CTs (0 = none; default 4)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no per-CT progress lines")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override eval/data settings, e.g. --set eval.min_length=50")
 
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         if path.is_dir():
             volumes, bad = list_volumes(path)
             for f, m in bad:
-                print(f"{f}: {m}")
+                logging.getLogger(__name__).error(f"{f}: {m}")
         elif path.is_file():
             volumes = [path]
         else:
@@ -78,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(args.features or out / "features", flag="--features")
     summary = predict_volumes(volumes, args.checkpoint, args.out, swin_weights=args.swin_weights,
                               samples=args.samples, seed=args.seed, feature_dir=args.features,
-                              readers=readers, figures=args.figures > 0,
-                              figure_limit=args.figures, overrides=args.overrides)
+                              readers=readers, figures=args.figure_cts > 0,
+                              figure_limit=args.figure_cts, overrides=args.overrides,
+                              progress=not args.no_progress)
     if summary.predictions:
         print(f"{summary.scanpaths} scanpaths for {len(summary.cts)} CT(s) -> {summary.predictions}")
     for name, figs in summary.figures.items():
@@ -90,5 +94,5 @@ def run(args: argparse.Namespace) -> int:
               f"pipeline works, not what the model does on real features")
     for f, m in summary.failed:
         print(f"FAILED {f}: {m}")
-    print(f"done in {summary.seconds:.1f} s")
+    logging.getLogger(__name__).info(f"done in {summary.seconds:.1f} s")
     return 0 if summary.ok and summary.predictions else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 HELP = ("train CT-Searcher (resumes from WORKDIR's checkpoints by itself; SIGTERM saves and "
@@ -17,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "unless --print-config)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar: a log line every train.log_every steps instead "
+                             "(what a non-terminal stderr gets anyway)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (file + --set) as YAML and exit")
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-process without "
@@ -51,14 +55,15 @@ def run(args: argparse.Namespace) -> int:
                      process_id=args.process_id, force=args.distributed)
     from ctsearcher_jax.runtime.devices import startup_line
 
-    print(startup_line(), flush=True)  # every process: a host that sees no accelerator stands out
+    # every process: a host that sees no accelerator stands out
+    logging.getLogger(__name__).info(startup_line())
 
     import jax
 
     from ctsearcher_jax.train.loop import train_and_evaluate
 
     try:
-        result = train_and_evaluate(config, args.workdir, echo=print)
+        result = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
     except OutputError as exc:
         _exit_if_writer_stuck(exc)
         raise

@@ -32,6 +32,9 @@ import numpy as np
 from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES, FAMILY, METRICS, check_families, resolve
 
+# Fewest pairs per call when scoring reports progress (enough to keep the host threads busy).
+PROGRESS_CHUNK = 16
+
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
@@ -213,10 +216,13 @@ class ProtocolResult:
 
 def run_pairs(pairs: list[Pair], gt_cts: Sequence[Sequence[np.ndarray]],
               pred_cts: Sequence[Sequence[np.ndarray]], families: Sequence[str], *,
-              gt_is_pred: bool = False, ct_inputs: tuple | None = None, **options) -> ProtocolResult:
+              gt_is_pred: bool = False, ct_inputs: tuple | None = None,
+              progress: Callable[[int, int], None] | None = None, **options) -> ProtocolResult:
     """Score explicit pairs (validating every scanpath used) and aggregate them.
 
     Per-CT families score `ct_inputs` = (gt_cts, pred_cts) when given, else the CTs themselves.
+    progress: called as `progress(done, total)` pairs; the pairs are then scored in about 20
+    chunks (each pair's scores do not depend on the others, so the values are the same).
     """
     check_families(families)
     for c, readers in enumerate(gt_cts):
@@ -228,12 +234,30 @@ def run_pairs(pairs: list[Pair], gt_cts: Sequence[Sequence[np.ndarray]],
                 check_scanpath(p, f"prediction: CT {c}, scanpath {r}")
     gt = [np.asarray(gt_cts[p.ct][p.gt_index], np.float64) for p in pairs]
     pred = [np.asarray(pred_cts[p.ct][p.pred_index], np.float64) for p in pairs]
-    scores = score_pairs(gt, pred, families, **options) if pairs else {}
+    if not pairs:
+        scores = {}
+    elif progress is None:
+        scores = score_pairs(gt, pred, families, **options)
+    else:
+        scores = _score_in_chunks(gt, pred, families, progress, **options)
     summary = aggregate(scores)
     per_ct = score_cts(*(ct_inputs or (gt_cts, pred_cts)), families, **options)
     scores.update(per_ct)
     summary.update({n: summary_stats(v) for n, v in per_ct.items()})
     return ProtocolResult(pairs, scores, {n: summary[n] for n in METRICS if n in summary})
+
+
+def _score_in_chunks(gt, pred, families, progress: Callable[[int, int], None],
+                     **options) -> dict[str, np.ndarray]:
+    total = len(gt)
+    size = max(PROGRESS_CHUNK, math.ceil(total / 20))
+    parts: list[dict[str, np.ndarray]] = []
+    progress(0, total)
+    for start in range(0, total, size):
+        parts.append(score_pairs(gt[start:start + size], pred[start:start + size], families,
+                                 **options))
+        progress(min(start + size, total), total)
+    return {n: np.concatenate([part[n] for part in parts]) for n in parts[0]}
 
 
 def _index_subjects(gt_cts, pred_cts, repeats: int):

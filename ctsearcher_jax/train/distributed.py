@@ -58,4 +58,7 @@ def maybe_initialize(*, coordinator: str | None = None, num_processes: int | Non
                                    process_id=process_id)
     else:
         jax.distributed.initialize()
+    from ctsearcher_jax import logs
+
+    logs.set_process(jax.process_index(), jax.process_count())
     return launcher

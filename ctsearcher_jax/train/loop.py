@@ -20,9 +20,9 @@ and returns with status "preempted". Every process calls this function; only pro
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -30,6 +30,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ctsearcher_jax.config import Config, to_dict, write_resolved
 from ctsearcher_jax.errors import ConfigError, DataError
 from ctsearcher_jax.io import atomic_write_json
+from ctsearcher_jax.logs import progress_bars
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ctsearcher_jax.train.evaluators import Evaluator
@@ -148,8 +151,14 @@ def _flat_hparams(config: Config) -> dict[str, Any]:
 
 def train_and_evaluate(config: Config, workdir: str | Path, *,
                        extra_evaluators: Callable[..., Sequence[Evaluator]] | None = None,
-                       echo: Callable[[str], None] | None = None) -> RunResult:
+                       echo: Callable[[str], None] | None = None,
+                       progress: bool = True) -> RunResult:
     """Train (or resume) the run in `workdir`; see the module docstring.
+
+    Process 0 reports through logging (`ctsearcher_jax.train.loop`), or through `echo` when given:
+    a start-up line (devices, processes, batch, steps, resume point), evaluations, the export.
+    progress: a tqdm bar when stderr is a terminal; otherwise (a log file, `progress=False`) a
+    line every `train.log_every` steps with step/total, loss, CTs/s and ETA.
 
     extra_evaluators: optional factory `(config, graphdef, rng_state, mesh, eval_items) ->
     [Evaluator, ...]` of further evaluators (see `train/evaluators.py`).
@@ -171,7 +180,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
     workdir = Path(workdir)
     train_cfg = config.train
     process_index, process_count = jax.process_index(), jax.process_count()
-    say = echo if (echo is not None and process_index == 0) else (lambda _msg: None)
+    say = (lambda _msg: None) if process_index != 0 else (echo or _log.info)
 
     # ---- mesh and start-up checks
     mesh = sh.make_mesh(train_cfg)
@@ -202,7 +211,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
         ckpt_lib.check_compatible(checkpoints.read_meta(start_step), config,
                                   num_train_cts=len(train_items),
                                   checkpoint_dir=checkpoints.directory)
-    tracker = make_tracker(workdir, process_index=process_index, start_step=start_step)
+    tracker = make_tracker(workdir, process_index=process_index, start_step=start_step,
+                           trackers=train_cfg.tracker, wandb_project=train_cfg.wandb_project)
 
     # ---- state (shape first, then materialised sharded)
     schedule = lr_schedule(train_cfg, steps_per_epoch)
@@ -240,11 +250,16 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
         say(f"resumed from {checkpoints.directory / str(start_step)} (step {start_step}/{total_steps})")
     if process_index == 0:
         write_resolved(config, workdir)
+    say(f"training: {jax.device_count()} devices ({jax.default_backend()}, mesh "
+        f"{dict(mesh.shape)}), {process_count} process(es); batch {train_cfg.batch_size} CTs "
+        f"x up to {r_max} readers; {total_steps} steps ({train_cfg.epochs} epochs x "
+        f"{steps_per_epoch}); " + (f"resuming at step {start_step}" if start_step
+                                   else "starting at step 0"))
 
     train_step = step_lib.make_train_step(graphdef, train_cfg, schedule, shardings,
                                           sh.replicated(mesh))
     if start_step == 0:
-        tracker.log_hparams(_flat_hparams(config))
+        tracker.log_hparams(_flat_hparams(config), metrics=available)
 
     def meta_for(step: int) -> dict[str, Any]:
         return {"step": step, "epoch": step // steps_per_epoch, "num_train_cts": len(train_items),
@@ -256,10 +271,12 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
     last_eval: dict[str, float] = {}
     status = "completed"
     step = start_step
+    show_bar = progress_bars(progress) and process_index == 0
     bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-               disable=process_index != 0 or not sys.stderr.isatty())
+               disable=not show_bar)
     try:
         window_start, window_steps = time.perf_counter(), 0
+        run_start, run_start_step = time.perf_counter(), start_step
         while step < total_steps:
             local = next(iterator)
             state, metrics = train_step(state, rng_state, sh.global_batch(mesh, local))
@@ -273,6 +290,10 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
                 last_train["epoch"] = step / steps_per_epoch
                 tracker.log_scalars(step, last_train)
                 bar.set_postfix(loss=f"{last_train['loss']:.4f}")
+                if not show_bar:
+                    # steps per second over the whole run so far (evaluations included): the ETA
+                    rate = (step - run_start_step) / max(time.perf_counter() - run_start, 1e-9)
+                    say(step_line(step, total_steps, last_train, (total_steps - step) / rate))
 
             evaluate = plan.should_evaluate(step)
             eval_metrics = None
@@ -324,6 +345,22 @@ def write_eval_metrics(workdir: Path, step: int, epoch: int, metrics: dict[str, 
     atomic_write_json(workdir / "eval_metrics.json", {
         "step": step, "epoch": epoch,
         "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}})
+
+
+def step_line(step: int, total: int, metrics: dict[str, float], eta_seconds: float) -> str:
+    """`step 40/300 (epoch 2.00) loss 3.1416 spatial 2.9 duration 0.24 lr 1.0e-04 12.3 CTs/s
+    ETA 0:01:23`: the plain progress line of a log file."""
+    eta = int(round(eta_seconds)) if math.isfinite(eta_seconds) else 0
+    parts = [f"step {step}/{total}", f"(epoch {metrics.get('epoch', 0.0):.2f})",
+             f"loss {metrics.get('loss', float('nan')):.4f}"]
+    for key in ("spatial", "duration"):
+        if key in metrics:
+            parts.append(f"{key} {metrics[key]:.4f}")
+    if "lr" in metrics:
+        parts.append(f"lr {metrics['lr']:.2e}")
+    parts.append(f"{metrics.get('cts_per_s', 0.0):.2f} CTs/s")
+    parts.append(f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}")
+    return " ".join(parts)
 
 
 def target_of(abstract, shardings):

@@ -247,11 +247,16 @@ def test_cli_exit_codes(tmp_path, extractor, monkeypatch, capsys):
             str(tmp_path / "out"), "--feature-size", "24", "--overlap", "0.25", "--no-progress"]
     assert cli.main(argv) == 0
     assert seen["config"].feature_size == 24 and seen["config"].overlap == 0.25
-    assert "windows/s" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "windows/s" in captured.out  # the summary (a result) on stdout
+    # diagnostics on stderr, plain lines (no bar, no cursor codes): devices, one line per CT
+    assert "backend cpu" in captured.err and "CT 1/1 a.nii.gz: " in captured.err
+    assert "\r" not in captured.err and "\x1b[" not in captured.err
     (tmp_path / "cts" / "bad.nii.gz").write_bytes(b"junk")
     assert cli.main(argv) == 1
     captured = capsys.readouterr()
     assert "bad.nii.gz" in captured.err and "FAILED" in captured.out
+    assert "CT 1/2 a.nii.gz: up to date, skipped" in captured.err
     (tmp_path / "empty").mkdir()
     argv[2] = str(tmp_path / "empty")
     assert cli.main(argv) == 2

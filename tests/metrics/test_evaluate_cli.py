@@ -95,3 +95,33 @@ def test_evaluate_human_consistency(files):
                "--split", "all")
     assert res.returncode == 0, res.stderr
     assert "3 CTs, 6 pairs" in res.stdout and "saliency_auc_judd" in res.stdout
+
+
+def test_evaluate_json_prints_the_summary_on_stdout_and_logs_on_stderr(files):
+    root, _ = files
+    out = root / "report_json.json"
+    res = _run("--pred", str(root / "pred.json"), "--gt", str(root / "gt.json"), "--out", str(out),
+               "--json", "--metrics", "sed")
+    assert res.returncode == 0, res.stderr
+    printed = json.loads(res.stdout)  # stdout is the JSON document alone
+    report = json.loads(out.read_text())
+    assert printed["summary"] == report["summary"] and list(printed["summary"]) == ["sed"]
+    assert printed["num_pairs"] == 4 and "pairs" not in printed
+    assert f"wrote {out}" in res.stderr
+
+
+def test_scoring_progress_reports_only_runs_over_a_few_seconds(capsys):
+    from ctsearcher_jax import logs
+    from ctsearcher_jax.commands.evaluate import ScoringProgress
+
+    logs.setup(0)
+    clock = iter([0.0, 1.0, 2.0, 5.0, 9.0, 30.0])
+    progress = ScoringProgress(after_s=3.0, every_s=10.0)
+    progress._clock = lambda: next(clock)
+    progress.start = 0.0
+    for done in (0, 10, 20, 30, 40, 50):  # at t = 0, 1, 2, 5, 9, 30 s of 50 pairs
+        progress(done, 50)
+    lines = [l for l in capsys.readouterr().err.splitlines() if "scored" in l]
+    # silent for the first 3 s, then at most every 10 s, and at the end
+    assert [l.split(" ", 1)[1] for l in lines] == ["scored 30/50 pairs in 5 s, ETA 3 s",
+                                                    "scored 50/50 pairs in 30 s"]

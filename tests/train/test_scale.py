@@ -65,5 +65,5 @@ def test_two_processes_two_devices_each_match_one_device(helpers, tiny_root, xla
     shutil.rmtree(tmp_path / "run" / "checkpoints" / str(helpers.SCALE_STEPS))
     again = helpers.run_train(None, tmp_path / "run", xla_cache)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resumed from" in again.stdout and "completed" in again.stdout
+    assert "resumed from" in again.stderr and "completed" in again.stdout
     _assert_same_run(helpers, tmp_path / "run", baseline)

@@ -62,9 +62,21 @@ def test_train_command_evaluates_logs_selects_and_exports(helpers, tmp_path, xla
 
     events = _tb_events(work / "tb")
     tags = {(t, k) for t, _, k in events}
-    for tag in ("train/loss", "train/spatial", "train/duration", "train/grad_norm", "train/lr",
-                "train/cts_per_s", "eval/eval_loss", "eval/scanmatch_with_duration", "eval/sed"):
+    for tag in ("train/loss", "train/spatial_loss", "train/duration_loss", "train/grad_norm",
+                "train/lr", "train/cts_per_s", "eval/loss", "eval/spatial_loss",
+                "eval/scanmatch_with_duration", "eval/sed"):
         assert (tag, "scalar") in tags, tag
+    assert not any(t.startswith("eval/eval_") for t, _ in tags)
+    assert ("_hparams_/experiment", "other") in tags  # the config in TensorBoard's HParams tab
+
+    # stderr is not a terminal: a start-up line and a progress line every log_every steps
+    log = result.stderr
+    assert "training: 1 devices (cpu" in log and "6 steps (2 epochs x 3)" in log
+    assert "starting at step 0" in log
+    steps = [l for l in log.splitlines() if " step " in l and "CTs/s" in l]
+    assert [l.split(" step ")[1].split()[0] for l in steps] == ["2/6", "4/6", "6/6"], log
+    assert all(" ETA " in l and " loss " in l for l in steps)
+    assert "\r" not in log and "\x1b[" not in log  # no bar, no cursor codes
     assert ("eval/scanpaths", "image") in tags
     assert sorted(p.name for p in (work / "figures").iterdir())[0].startswith("eval_step0000003_")
 
@@ -95,4 +107,5 @@ def test_train_command_evaluates_logs_selects_and_exports(helpers, tmp_path, xla
     # a finished run resumes to "done" without --config (reads WORKDIR/config.yaml)
     again = helpers.run_train(None, work, xla_cache)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resumed from" in again.stdout and "completed: step 6/6" in again.stdout
+    assert "resumed from" in again.stderr and "completed: step 6/6" in again.stdout
+    assert "resuming at step 6" in again.stderr
