@@ -120,8 +120,6 @@ def test_tensorboard_and_wandb_get_the_same_scalars_hparams_and_figure(tmp_path,
                               "_hparams_/session_start_info"]
     from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
 
-    from tensorboardX.proto import event_pb2  # noqa: F401 (the summaries' metadata)
-
     (events,) = (work / "tb").glob("events.out.tfevents.*")
     raw = events.read_bytes()
     assert b"_hparams_/experiment" in raw and b"model.grid" in raw and b"eval/loss" in raw
