@@ -401,8 +401,8 @@ def _parse_scalar(text: str) -> Any:
     """Parse an override value with YAML rules (`3e-4`, `true`, `null`, `[8,8,8]`)."""
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    except (yaml.YAMLError, RecursionError, ValueError):  # also hostile nesting, huge integers
+        return text  # kept as a string: the field's type check names the key
     # YAML 1.1 reads "3e-4" as a string; accept it as a float.
     if isinstance(value, str):
         try:
@@ -500,7 +500,8 @@ def load(path: str | os.PathLike[str] | None = None, overrides: list[str] | None
     try:
         return from_dict(data)
     except ConfigError as exc:
-        raise ConfigError(f"--set {' '.join(overrides)}: {exc}") from None
+        shown = " ".join(o if len(o) <= 80 else o[:77] + "..." for o in overrides)
+        raise ConfigError(f"--set {shown}: {str(exc)[:500]}") from None
 
 
 def dumps(config: Config) -> str:

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "scores: --out)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress lines (they appear when scoring takes over a few seconds)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 2) when a CT or reader of the split is not scored (no "
+                             "prediction for it; a single-reader CT under --protocol human) "
+                             "instead of reporting it")
 
 
 class ScoringProgress:
@@ -120,9 +124,17 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_progress:
         kwargs["progress"] = ScoringProgress()
 
+    not_scored: dict[str, list] = {}
     if args.protocol == "human":
-        result = proto.human_consistency([[r.as_array() for r in it.readers] for it in items],
-                                         families, **kwargs)
+        single = [it.name for it in items if len(it.readers) < 2]
+        if single:
+            not_scored["single_reader_cts"] = single
+        _check_scored(not_scored, args, gt_path, scored_pairs=sum(
+            len(it.readers) * (len(it.readers) - 1) for it in items))
+        human_pairs = proto.pairs_human([len(it.readers) for it in items])  # as scored below
+        result = proto.human_consistency(
+            [[r.as_array() for r in it.readers] for it in items], families,
+            describe=lambda k: _human_pair(items, human_pairs[k]), **kwargs)
         names = [it.name for it in items]
         pair_rows = [{"ct": names[p.ct], "gt_subject": items[p.ct].readers[p.gt_index].subject,
                       "pred_subject": items[p.ct].readers[p.pred_index].subject} for p in result.pairs]
@@ -141,7 +153,22 @@ def run(args: argparse.Namespace) -> int:
                 describe=lambda k: f"{pred_path}: record {records[k]}, CT {items[order[k][0]].name!r}")
         else:
             pairs = proto.pairs_all([len(it.readers) for it in items], [c for c, _ in order])
-        result = proto.run_pairs(pairs, gt_cts, pred_cts, families, **kwargs)
+        missing_cts = [it.name for c, it in enumerate(items) if not pred_cts[c]]
+        if missing_cts:
+            not_scored["cts_without_predictions"] = missing_cts
+        paired = {(p.ct, p.gt_index) for p in pairs}
+        missing_readers = [{"ct": it.name, "subject": r.subject} for c, it in enumerate(items)
+                           if pred_cts[c] for g, r in enumerate(it.readers) if (c, g) not in paired]
+        if missing_readers:
+            not_scored["readers_without_predictions"] = missing_readers
+        _check_scored(not_scored, args, gt_path, scored_pairs=len(pairs))
+
+        def describe(k: int) -> str:
+            p = pairs[k]
+            return (f"CT {items[p.ct].name!r}, reader {items[p.ct].readers[p.gt_index].subject!r} "
+                    f"vs {pred_path} record {labels[p.ct][p.pred_index]['record']}")
+
+        result = proto.run_pairs(pairs, gt_cts, pred_cts, families, describe=describe, **kwargs)
         pair_rows = [{"ct": items[p.ct].name, "gt_subject": items[p.ct].readers[p.gt_index].subject,
                       "pred_record": labels[p.ct][p.pred_index]["record"],
                       "pred_subject": labels[p.ct][p.pred_index]["subject"]} for p in pairs]
@@ -157,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
                for n, s in result.summary.items()}
     header = {"protocol": args.protocol, "split": args.split, "gt": str(gt_path), "pred": args.pred,
               "metrics": families, "multimatch_alignment": args.multimatch_alignment,
-              "sed_code": args.sed_code, "num_cts": n_cts, "num_pairs": len(pair_rows)}
+              "sed_code": args.sed_code, "num_cts": n_cts, "num_pairs": len(pair_rows),
+              "not_scored": not_scored}
     if args.json:
         print(json.dumps({**header, "summary": summary}, indent=2))
     else:
@@ -176,6 +204,43 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.out, report)
         logging.getLogger(__name__).info(f"wrote {args.out}")
     return 0
+
+
+def _human_pair(items: list, pair: Any) -> str:
+    it = items[pair.ct]
+    return (f"CT {it.name!r}, reader {it.readers[pair.gt_index].subject!r} vs reader "
+            f"{it.readers[pair.pred_index].subject!r}")
+
+
+def _check_scored(not_scored: dict[str, list], args: argparse.Namespace, gt_path: Any,
+                  scored_pairs: int) -> None:
+    """Say on stderr what will not be scored; refuse zero pairs, and anything unscored with
+    --strict (a partial evaluation must never look like a complete one)."""
+    from ctsearcher_jax.errors import DataError
+
+    def shown(names: list) -> str:
+        return ", ".join(map(str, names[:5])) + (f", ... ({len(names)})" if len(names) > 5 else "")
+
+    lines = []
+    if "cts_without_predictions" in not_scored:
+        cts = not_scored["cts_without_predictions"]
+        lines.append(f"{len(cts)} CT(s) of split {args.split!r} have no prediction in {args.pred}: "
+                     f"{shown(cts)}")
+    if "readers_without_predictions" in not_scored:
+        readers = not_scored["readers_without_predictions"]
+        lines.append(f"{len(readers)} reader(s) have no prediction with their subject: "
+                     f"{shown([str(r['ct']) + '/' + str(r['subject']) for r in readers])}")
+    if "single_reader_cts" in not_scored:
+        cts = not_scored["single_reader_cts"]
+        lines.append(f"{len(cts)} CT(s) have a single reader (no other reader to compare with): "
+                     f"{shown(cts)}")
+    if scored_pairs == 0:
+        raise DataError(f"{gt_path}: nothing to score in split {args.split!r}"
+                        + (f": {'; '.join(lines)}" if lines else ""))
+    if lines and args.strict:
+        raise DataError(f"--strict: not everything is scored: {'; '.join(lines)}")
+    for line in lines:
+        logging.getLogger(__name__).warning(f"not scored: {line}")
 
 
 def _nan_to_none(d: Any) -> Any:

@@ -16,8 +16,12 @@ a list of ground-truth scanpaths (one per reader) and a list of predicted scanpa
 * `human_consistency`: every reader against every *other* reader of the same CT (never itself):
   the ceiling a model can be compared with.
 
-Families and their scoring functions come from `metrics/registry.py`. All pairs of a run are
-scored in one batch per family, so the protocols cost about the same as one batched call.
+Families and their scoring functions come from `metrics/registry.py`. Pairs are scored in
+chunks of at most `PAIR_CHUNK_PAIRS` pairs and `PAIR_CHUNK_CELLS` alignment cells (the sum of
+n x m over the chunk's pairs), one batch per family and chunk: memory grows with the largest
+pair, not with the number of pairs, and results do not depend on the chunking. A pair larger
+than `MAX_PAIR_CELLS` cells, or than `EXACT_MAX_CELLS` for MultiMatch `exact` (whose Dijkstra
+graph needs about 100 bytes per cell), is refused with a DataError naming it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,17 @@ from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES, FAMILY, METRICS, c
 
 # Fewest pairs per call when scoring reports progress (enough to keep the host threads busy).
 PROGRESS_CHUNK = 16
+
+
+# Working-set bounds (README, "Failure behaviour"). A chunk holds at most this many pairs and
+# this many DP cells (sum of n x m fixations); one pair larger than the cell budget is a chunk
+# of its own.
+PAIR_CHUNK_PAIRS = 2048
+PAIR_CHUNK_CELLS = 1 << 24
+# The largest pair scored at all: 10,000 x 10,000 fixations (the dataset's scanpaths have at
+# most a few hundred); MultiMatch `exact` builds an n x m graph, so it stops at 2,000 x 2,000.
+MAX_PAIR_CELLS = 100_000_000
+EXACT_MAX_CELLS = 4_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +163,63 @@ def score_pairs(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
     return out
 
 
+def check_pair_sizes(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray], families: Sequence[str],
+                     options: dict[str, Any], describe: Callable[[int], str]) -> None:
+    """DataError naming the first pair beyond `MAX_PAIR_CELLS` (or `EXACT_MAX_CELLS` for
+    MultiMatch `exact`), before any scoring starts."""
+    exact = "multimatch" in families and options.get("multimatch_alignment", "exact") == "exact"
+    for k, (g, p) in enumerate(zip(gt, pred)):
+        cells = len(g) * len(p)
+        if cells > MAX_PAIR_CELLS:
+            raise DataError(f"{describe(k)}: {len(g)} x {len(p)} fixations ({cells:.3g} alignment "
+                            f"cells) is beyond the {MAX_PAIR_CELLS:.0e}-cell limit of one pair; "
+                            "not a scanpath of a CT reading (split or subsample it)")
+        if exact and cells > EXACT_MAX_CELLS:
+            raise DataError(f"{describe(k)}: {len(g)} x {len(p)} fixations is beyond MultiMatch "
+                            f"exact's limit of {EXACT_MAX_CELLS:,} cells (its graph needs about "
+                            "100 bytes per cell); use --multimatch-alignment dp, whose memory "
+                            "is about 2 bytes per cell")
+
+
+def _chunks(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
+            max_pairs: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive [start, stop) ranges within the chunk budgets (a big pair alone)."""
+    max_pairs = min(max_pairs or PAIR_CHUNK_PAIRS, PAIR_CHUNK_PAIRS)
+    out, start, cells = [], 0, 0
+    for k, (g, p) in enumerate(zip(gt, pred)):
+        c = len(g) * len(p)
+        if k > start and (k - start >= max_pairs or cells + c > PAIR_CHUNK_CELLS):
+            out.append((start, k))
+            start, cells = k, 0
+        cells += c
+    if len(gt) > start:
+        out.append((start, len(gt)))
+    return out
+
+
+def score_pairs_chunked(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
+                        families: Sequence[str] = DEFAULT_FAMILIES, *,
+                        progress: Callable[[int, int], None] | None = None,
+                        **options) -> dict[str, np.ndarray]:
+    """`score_pairs` over chunks of pairs (module docstring): same values, bounded memory.
+
+    progress: `progress(done, total)` after each chunk; chunks are then also at most about a
+    twentieth of the pairs (and at least `PROGRESS_CHUNK`), so the reports come regularly.
+    """
+    total = len(gt)
+    max_pairs = max(PROGRESS_CHUNK, math.ceil(total / 20)) if progress is not None else None
+    if progress is not None:
+        progress(0, total)
+    parts = []
+    for a, b in _chunks(gt, pred, max_pairs):
+        parts.append(score_pairs(gt[a:b], pred[a:b], families, **options))
+        if progress is not None:
+            progress(b, total)
+    if not parts:
+        return {}
+    return {n: np.concatenate([part[n] for part in parts]) for n in parts[0]}
+
+
 def score_cts(gt_cts: Sequence[Sequence[np.ndarray]], pred_cts: Sequence[Sequence[np.ndarray]],
               families: Sequence[str], **options) -> dict[str, np.ndarray]:
     """Per-CT metrics of the "ct" families among `families`: {metric name: (C,) float64}."""
@@ -217,12 +289,14 @@ class ProtocolResult:
 def run_pairs(pairs: list[Pair], gt_cts: Sequence[Sequence[np.ndarray]],
               pred_cts: Sequence[Sequence[np.ndarray]], families: Sequence[str], *,
               gt_is_pred: bool = False, ct_inputs: tuple | None = None,
-              progress: Callable[[int, int], None] | None = None, **options) -> ProtocolResult:
+              progress: Callable[[int, int], None] | None = None,
+              describe: Callable[[int], str] | None = None, **options) -> ProtocolResult:
     """Score explicit pairs (validating every scanpath used) and aggregate them.
 
     Per-CT families score `ct_inputs` = (gt_cts, pred_cts) when given, else the CTs themselves.
     progress: called as `progress(done, total)` pairs; the pairs are then scored in about 20
     chunks (each pair's scores do not depend on the others, so the values are the same).
+    describe(k): how error messages name pair k (default: indices).
     """
     check_families(families)
     for c, readers in enumerate(gt_cts):
@@ -234,30 +308,15 @@ def run_pairs(pairs: list[Pair], gt_cts: Sequence[Sequence[np.ndarray]],
                 check_scanpath(p, f"prediction: CT {c}, scanpath {r}")
     gt = [np.asarray(gt_cts[p.ct][p.gt_index], np.float64) for p in pairs]
     pred = [np.asarray(pred_cts[p.ct][p.pred_index], np.float64) for p in pairs]
-    if not pairs:
-        scores = {}
-    elif progress is None:
-        scores = score_pairs(gt, pred, families, **options)
-    else:
-        scores = _score_in_chunks(gt, pred, families, progress, **options)
+    describe = describe or (lambda k: f"CT {pairs[k].ct}, reader {pairs[k].gt_index} vs "
+                                      f"prediction {pairs[k].pred_index}")
+    check_pair_sizes(gt, pred, families, options, describe)
+    scores = score_pairs_chunked(gt, pred, families, progress=progress, **options) if pairs else {}
     summary = aggregate(scores)
     per_ct = score_cts(*(ct_inputs or (gt_cts, pred_cts)), families, **options)
     scores.update(per_ct)
     summary.update({n: summary_stats(v) for n, v in per_ct.items()})
     return ProtocolResult(pairs, scores, {n: summary[n] for n in METRICS if n in summary})
-
-
-def _score_in_chunks(gt, pred, families, progress: Callable[[int, int], None],
-                     **options) -> dict[str, np.ndarray]:
-    total = len(gt)
-    size = max(PROGRESS_CHUNK, math.ceil(total / 20))
-    parts: list[dict[str, np.ndarray]] = []
-    progress(0, total)
-    for start in range(0, total, size):
-        parts.append(score_pairs(gt[start:start + size], pred[start:start + size], families,
-                                 **options))
-        progress(min(start + size, total), total)
-    return {n: np.concatenate([part[n] for part in parts]) for n in parts[0]}
 
 
 def _index_subjects(gt_cts, pred_cts, repeats: int):

@@ -125,3 +125,32 @@ def test_scoring_progress_reports_only_runs_over_a_few_seconds(capsys):
     # silent for the first 3 s, then at most every 10 s, and at the end
     assert [l.split(" ", 1)[1] for l in lines] == ["scored 30/50 pairs in 5 s, ETA 3 s",
                                                     "scored 50/50 pairs in 30 s"]
+
+
+def test_partial_scoring_is_said_and_strict_refuses_it(files, tmp_path, capsys):
+    """Issue 16.9: CTs and readers without predictions are reported (stderr and report);
+    --strict makes that an error; zero scored pairs is always an error."""
+    from ctsearcher_jax import cli
+
+    root, _ = files
+    preds = [r for r in json.loads((root / "pred.json").read_text())
+             if r["name"] == "ct0" and r["subject"] == 1]
+    (tmp_path / "one.json").write_text(json.dumps(preds))
+    argv = ["evaluate", "--pred", str(tmp_path / "one.json"), "--gt", str(root / "gt.json"),
+            "--split", "all", "--metrics", "sed"]
+    assert cli.main(argv + ["--out", str(tmp_path / "r.json")]) == 0
+    captured = capsys.readouterr()
+    assert "1 CTs, 1 pairs" in captured.out
+    assert "not scored: 2 CT(s) of split 'all' have no prediction" in captured.err
+    assert "ct1, ct2" in captured.err and "1 reader(s) have no prediction" in captured.err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["not_scored"] == {"cts_without_predictions": ["ct1", "ct2"],
+                                    "readers_without_predictions": [{"ct": "ct0", "subject": 2}]}
+    assert cli.main(argv + ["--strict"]) == 2
+    assert "--strict: not everything is scored" in capsys.readouterr().err
+    single = [r for r in json.loads((root / "gt.json").read_text()) if r["subject"] == 1]
+    (tmp_path / "single.json").write_text(json.dumps(single))
+    assert cli.main(["evaluate", "--gt", str(tmp_path / "single.json"), "--protocol", "human",
+                     "--split", "all", "--metrics", "sed"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to score in split 'all'" in err and "3 CT(s) have a single reader" in err

@@ -151,3 +151,44 @@ def test_metrics_import_no_model_code_and_keep_x64_scoped():
             "assert jnp.zeros(1).dtype == jnp.float32\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
+
+
+def test_pairs_are_scored_in_bounded_chunks_with_the_same_values(monkeypatch):
+    """Issue 16.5: memory grows with the largest pair, not the number of pairs."""
+    from ctsearcher_jax.metrics import protocol as proto_mod
+
+    rng = np.random.default_rng(5)
+
+    def sp(n):
+        return np.column_stack([rng.uniform(1, 512, (n, 3)), rng.uniform(0.1, 0.5, n)])
+
+    gt = [sp(n) for n in (3, 7, 4, 9, 5)]
+    pred = [sp(n) for n in (6, 3, 8, 4, 5)]
+    whole = proto_mod.score_pairs(gt, pred, ["sed", "scanmatch"])
+    calls = []
+    real = proto_mod.score_pairs
+    monkeypatch.setattr(proto_mod, "score_pairs", lambda g, p, *a, **k: calls.append(len(g))
+                        or real(g, p, *a, **k))
+    monkeypatch.setattr(proto_mod, "PAIR_CHUNK_PAIRS", 2)
+    chunked = proto_mod.score_pairs_chunked(gt, pred, ["sed", "scanmatch"])
+    assert calls == [2, 2, 1]
+    monkeypatch.setattr(proto_mod, "PAIR_CHUNK_PAIRS", 100)
+    monkeypatch.setattr(proto_mod, "PAIR_CHUNK_CELLS", 30)  # cells: 18, 21, 32, 36, 25
+    calls.clear()
+    assert proto_mod._chunks(gt, pred) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    for name in whole:
+        np.testing.assert_array_equal(chunked[name], whole[name])
+
+
+def test_pairs_beyond_the_documented_size_are_refused_by_name(monkeypatch):
+    from ctsearcher_jax.errors import DataError
+    from ctsearcher_jax.metrics import protocol as proto_mod
+
+    big = np.column_stack([np.linspace(1, 500, 30)] * 3 + [np.full(30, 0.2)])
+    monkeypatch.setattr(proto_mod, "EXACT_MAX_CELLS", 400)
+    with pytest.raises(DataError, match=r"CT 0, reader 0 vs prediction 0: 30 x 30 fixations is "
+                                        r"beyond MultiMatch exact's limit .*--multimatch-alignment dp"):
+        proto_mod.all_pairs_protocol([[big]], [[big]], ["multimatch"])
+    monkeypatch.setattr(proto_mod, "MAX_PAIR_CELLS", 800)
+    with pytest.raises(DataError, match=r"30 x 30 fixations \(900 alignment cells\) is beyond"):
+        proto_mod.all_pairs_protocol([[big]], [[big]], ["sed"])
