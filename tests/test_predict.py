@@ -64,11 +64,27 @@ def test_predict_never_replaces_cached_features_of_other_weights(setup):
     from ctsearcher_jax.errors import DataError
     from ctsearcher_jax.predict import predict_volumes
 
-    root, _ = setup
+    import numpy as np
+
+    from feature_extraction import manifest as mf
+    from feature_extraction.preprocess import volume_name
+
+    root, cfg = setup
     cts = sorted((root / "data" / "cts").glob("*.nii.gz"))
-    cache = root / "out" / "features"
-    if not (cache / "manifest.json").is_file():
-        pytest.skip("needs the cache of test_predict_dataset_split_pairs_samples_with_readers")
+    # A cache as `extract --weights random --seed 1` writes it (the refusals come before any
+    # extraction, so the arrays only need to be intact).
+    cache = root / "cache_seed1"
+    cache.mkdir()
+    entries = {}
+    for ct in cts:
+        name = volume_name(ct)
+        np.save(cache / f"{name}.npy", np.zeros((cfg.model.feature_dim, 2, 2, 1), np.float32))
+        entries[name] = {"channels": cfg.model.feature_dim, "grid_shape": [2, 2, 1],
+                         "source_sha256": mf.file_sha256(ct), "outputs": {"dec4": f"{name}.npy"},
+                         "weights": {"kind": "random", "seed": 1, "sha256": "0" * 64,
+                                     "feature_size": cfg.model.feature_dim // 16,
+                                     "merging_order": "legacy"}}
+    mf.write_manifest(cache / "manifest.json", entries)
     before = {p.name: p.read_bytes() for p in cache.iterdir()}
     # another random seed = other weights: refused, naming the recorded weights
     with pytest.raises(DataError, match=r"made with a random-initialised encoder .*seed 1.*never "

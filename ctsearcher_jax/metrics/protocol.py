@@ -21,7 +21,8 @@ chunks of at most `PAIR_CHUNK_PAIRS` pairs and `PAIR_CHUNK_CELLS` alignment cell
 n x m over the chunk's pairs), one batch per family and chunk: memory grows with the largest
 pair, not with the number of pairs, and results do not depend on the chunking. A pair larger
 than `MAX_PAIR_CELLS` cells, or than `EXACT_MAX_CELLS` for MultiMatch `exact` (whose Dijkstra
-graph needs about 100 bytes per cell), is refused with a DataError naming it.
+graph needs about 120 bytes per cell, measured at 1,000 x 1,000), is refused with a DataError
+naming it.
 """
 
 from __future__ import annotations
@@ -177,8 +178,8 @@ def check_pair_sizes(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray], famil
         if exact and cells > EXACT_MAX_CELLS:
             raise DataError(f"{describe(k)}: {len(g)} x {len(p)} fixations is beyond MultiMatch "
                             f"exact's limit of {EXACT_MAX_CELLS:,} cells (its graph needs about "
-                            "100 bytes per cell); use --multimatch-alignment dp, whose memory "
-                            "is about 2 bytes per cell")
+                            "120 bytes per cell); use --multimatch-alignment dp, which needs a few "
+                            "bytes per cell")
 
 
 def _chunks(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
