@@ -100,7 +100,13 @@ class RunResult:
 
 
 class _StopFlag:
-    """Set by SIGTERM; checked (and agreed on by all processes) after every step."""
+    """Set by SIGTERM; checked after every step.
+
+    With several processes the flag must be agreed on (a collective, which also waits for the
+    step): that happens only at steps that log, evaluate or checkpoint anyway, so the loop never
+    syncs with the device on the other steps. A SIGTERM is then acted on within `log_every`
+    steps (SLURM's --signal=TERM@300 leaves five minutes).
+    """
 
     def __init__(self):
         self.requested = False
@@ -119,13 +125,19 @@ class _StopFlag:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
 
-    def agreed(self) -> bool:
-        """True on every process as soon as any process received SIGTERM."""
+    def agreed(self, sync: bool = True) -> bool:
+        """True on every process as soon as any process received SIGTERM.
+
+        sync: with several processes, agree now (every process must pass the same value at the
+        same step); False = not at this step (returns False).
+        """
         import jax
         import numpy as np
 
         if jax.process_count() == 1:
             return self.requested
+        if not sync:
+            return False
         from jax.experimental import multihost_utils
 
         flags = multihost_utils.process_allgather(np.array([int(self.requested)], np.int32))
@@ -305,11 +317,17 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
                     write_eval_metrics(workdir, step, plan.epoch(step), eval_metrics)
                 say(f"step {step} epoch {plan.epoch(step)}: " + " ".join(
                     f"{k}={v:.4f}" for k, v in eval_metrics.items()))
-            preempted = stop.agreed()
+            # No host-device sync on the other steps: while step s runs (async dispatch), the
+            # next loop turn reads batch s+1 and puts it on the devices, so the next step is
+            # ready when this one ends. The iterator is never read ahead of the step, so the
+            # checkpointed iterator state stays exact.
+            sync_point = plan.should_log(step) or evaluate or plan.should_checkpoint(step)
+            preempted = stop.agreed(sync=sync_point)
             if plan.should_checkpoint(step, preempted=preempted):
                 checkpoints.save(step, state.checkpoint_tree(), iterator, meta_for(step),
                                  metrics=eval_metrics)
-            tracker.flush()
+            if sync_point:
+                tracker.flush()
             if evaluate or step % train_cfg.log_every == 0:
                 # throughput counts training only, not evaluation or checkpoint hand-off
                 window_start, window_steps = time.perf_counter(), 0
