@@ -179,46 +179,101 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
                                                                  list(overrides)))
     ext_cfg = extraction_config(config)
     check_feature_cache(volumes, feature_dir, swin_weights, ext_cfg, seed)
+    import jax
+
+    from ctsearcher_jax.runtime.multihost import agree_on_error
+
+    # Many CTs: each process takes every N-th CT (extraction and sampling), samples its CTs in
+    # chunks sharded over its local devices, and process 0 gathers the records in CT order.
+    pidx, pcount = jax.process_index(), jax.process_count()
     summary = PredictSummary(out_dir=out_dir)
     names: list[str] = []
+    indices: list[int] = []
     sources: dict[str, Path] = {}
-    manifest = read_manifest(feature_dir) if feature_dir.is_dir() else {}
-    for i, path in enumerate(volumes):
-        if swin_weights is None:  # checked above: the cache holds intact features of this CT
-            name = volume_name(path)
-            entry = manifest[name]
-        else:
-            if progress:
-                echo(f"features [{i + 1}/{len(volumes)}] {path.name}")
-            try:
-                result = extract_volume(path, feature_dir, swin_weights, ext_cfg, seed=seed,
-                                        keep_others=True)
-            except (DataError,) as exc:
-                summary.failed.append((str(path), str(exc)))
-                _log.error(f"{path}: {exc}")
-                continue
-            name, entry = result.name, result.entry or {}
-            if not result.skipped:
-                summary.extracted.append(name)
-        if (entry.get("weights") or {}).get("kind") == "random":
-            summary.random_features.append(name)
-        names.append(name)
-        sources[name] = path
+    records: list[dict] = []
+    error: BaseException | None = None
+    try:
+        manifest = read_manifest(feature_dir) if feature_dir.is_dir() else {}
+        for i, path in list(enumerate(volumes))[pidx::pcount]:
+            if swin_weights is None:  # checked above: the cache holds intact features of this CT
+                name = volume_name(path)
+                entry = manifest[name]
+            else:
+                if progress:
+                    echo(f"features [{i + 1}/{len(volumes)}] {path.name}")
+                try:
+                    result = extract_volume(path, feature_dir, swin_weights, ext_cfg, seed=seed,
+                                            keep_others=True, process=(pidx, pcount))
+                except (DataError,) as exc:
+                    summary.failed.append((str(path), str(exc)))
+                    _log.error(f"{path}: {exc}")
+                    continue
+                name, entry = result.name, result.entry or {}
+                if not result.skipped:
+                    summary.extracted.append(name)
+            if (entry.get("weights") or {}).get("kind") == "random":
+                summary.random_features.append(name)
+            names.append(name)
+            indices.append(i)
+            sources[name] = path
+        if names:
+            records = sample_records(model, config, names, feature_dir, samples=samples,
+                                     seed=seed, readers=readers, indices=indices,
+                                     devices=jax.local_devices())
+        if pcount > 1:  # this process's records, for process 0 to gather
+            atomic_write_json(out_dir / f"predictions.part-{pidx}-of-{pcount}.json",
+                              {"indices": indices, "names": names, "records": records})
+    except BaseException as exc:  # noqa: BLE001 - told to the other processes, then raised
+        error = exc
+    agree_on_error(error)  # with several processes: also the barrier before gathering
+    if pcount > 1:
+        summary.predictions = _gather_parts(out_dir, feature_dir, pidx, pcount)
+    elif names:
+        summary.predictions = atomic_write_json(out_dir / PREDICTIONS, records)
     if not names:
         summary.seconds = time.perf_counter() - t0
         return summary
-    records = sample_records(model, config, names, feature_dir, samples=samples, seed=seed,
-                             readers=readers)
-    summary.predictions = atomic_write_json(out_dir / PREDICTIONS, records)
     summary.cts, summary.scanpaths = names, len(records)
     if figures:
         from ctsearcher_jax.viz import render_ct_figures
 
         by_ct = records_to_scanpaths(records)
-        for name in names[:figure_limit]:
+        for name, index in zip(names, indices):
+            if index >= figure_limit:  # the first figure_limit CTs of the whole list
+                continue
             gt = list(readers.get(name, ())) if readers else []
             summary.figures[name] = render_ct_figures(
                 sources[name], gt, by_ct.get(name), out_dir / "figures", name=name,
-                sources={"predictions": str(summary.predictions)})
+                sources={"predictions": str(out_dir / PREDICTIONS)})
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _gather_parts(out_dir: Path, feature_dir: Path, pidx: int, pcount: int) -> Path | None:
+    """Process 0: the processes' record parts -> predictions.json in CT order; manifest parts
+    merged. Every process: a barrier after it, and the path (None when no CT had records)."""
+    from ctsearcher_jax.io import atomic_write_json, read_json
+    from ctsearcher_jax.runtime.multihost import agree_on_error
+    from feature_extraction import manifest as mf
+
+    path = out_dir / PREDICTIONS
+    error = None
+    if pidx == 0:
+        try:
+            parts = [out_dir / f"predictions.part-{p}-of-{pcount}.json" for p in range(pcount)]
+            by_index = []
+            for part in parts:
+                data = read_json(part)
+                order = dict(zip(data["names"], data["indices"]))
+                by_index += [(order[r["name"]], k, r) for k, r in enumerate(data["records"])]
+            records = [r for _, _, r in sorted(by_index, key=lambda t: (t[0], t[1]))]
+            if records:
+                atomic_write_json(path, records)
+            for part in parts:
+                part.unlink()
+            if feature_dir.is_dir() and any(feature_dir.glob(mf.PART_GLOB)):
+                mf.merge_parts(feature_dir)
+        except BaseException as exc:  # noqa: BLE001 - told to the other processes, then raised
+            error = exc
+    agree_on_error(error)
+    return path if path.is_file() else None

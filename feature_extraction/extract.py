@@ -317,10 +317,14 @@ def _encode_and_write(prep: _Prepared, out_dir: Path, extractor: Extractor, own:
 def extract_volume(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                    weights: str | os.PathLike[str] = "random", config: ExtractConfig | None = None,
                    *, seed: int = 0, force: bool = False, keep_others: bool = False,
-                   extractor: Extractor | None = None) -> VolumeResult:
+                   extractor: Extractor | None = None,
+                   process: tuple[int, int] | None = None) -> VolumeResult:
     """Extract one CT into `out_dir` (skipped when the manifest already holds it unchanged).
 
     keep_others: never replace features made with other weights or settings (DataError instead).
+    process: (index, count) when several processes extract into `out_dir` at once (`predict`
+      over many CTs): the entry goes to this process's manifest part, which process 0 merges
+      (`manifest.merge_parts`) once every process is done.
 
     Raises:
       DataError: the file is unusable (named in the message); nothing is written for it.
@@ -332,12 +336,18 @@ def extract_volume(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         raise DataError(f"{path}: not a NIfTI file (.nii/.nii.gz); convert it first")
     out_dir.mkdir(parents=True, exist_ok=True)
     extractor = extractor or get_extractor(weights, config, seed=seed)
-    manifest_file = mf.manifest_path(out_dir)
-    if any(out_dir.glob(mf.PART_GLOB)):
-        mf.merge_parts(out_dir)  # leftovers of a multi-process run
+    if process is not None and process[1] > 1:
+        manifest_file = mf.manifest_path(out_dir, *process)
+        own = mf.read_part(manifest_file)
+    else:
+        manifest_file = mf.manifest_path(out_dir)
+        if any(out_dir.glob(mf.PART_GLOB)):
+            mf.merge_parts(out_dir)  # leftovers of a multi-process run
+        own = None
     manifest = mf.read_manifest(out_dir)
     prep = _prepare(path, out_dir, extractor, manifest, force, keep_others)
-    return _encode_and_write(prep, out_dir, extractor, manifest, manifest_file)
+    return _encode_and_write(prep, out_dir, extractor, manifest if own is None else own,
+                             manifest_file)
 
 
 # ----------------------------------------------------------------------------- a directory

@@ -2,7 +2,8 @@
 
 `sample_records` is what `predict` and training's metric evaluator share: per CT it loads the
 tokens (`data.features`), finds the Z extent (`data.frames`) and draws scanpaths with the jitted
-sampler (`model.sampling`) in fixed-size chunks of CTs, so one compiled shape serves every chunk.
+sampler (`model.sampling`) in fixed-size chunks of CTs, so one compiled shape serves every chunk,
+with one key per CT (its scanpaths do not depend on which chunk, device or process drew them).
 With ground-truth readers, sample s of reader r takes that reader's subject, in sample-major
 blocks: the pairing the original evaluation protocol uses (prediction i against reader i).
 """
@@ -30,38 +31,65 @@ def _subjects_for(name: str, samples: int, readers: Mapping[str, Sequence[Scanpa
 
 def sample_records(model: Any, config: Config, names: Sequence[str], feature_dir: str | os.PathLike[str],
                    *, samples: int, seed: int,
-                   readers: Mapping[str, Sequence[Scanpath]] | None = None) -> list[dict[str, Any]]:
+                   readers: Mapping[str, Sequence[Scanpath]] | None = None,
+                   indices: Sequence[int] | None = None,
+                   devices: Sequence[Any] | None = None) -> list[dict[str, Any]]:
     """Dataset-format records: per CT, `samples` scanpaths (x its readers when `readers` is given).
 
-    Deterministic for `seed`: chunk c of CTs uses `fold_in(key(seed), c)`.
+    Deterministic for `seed`: CT `names[i]` draws with `fold_in(key(seed), indices[i])` (indices
+    default to 0, 1, ...: the CT's position in the whole list), so a CT's scanpaths do not depend
+    on the chunking, the devices or the process that sampled it.
+
+    devices: shard each chunk of CTs over these (this process's) devices, the model replicated
+    on them; every chunk of the call then has the same size (a multiple of the device count, at
+    most CHUNK rounded up, padded), so one compilation serves every chunk and every CT size. None: the default device, the last chunk
+    padded only when there is more than one (training's evaluator, whose model may live on a
+    global mesh).
     """
     import jax
 
     from ctsearcher_jax.data.features import load_tokens
     from ctsearcher_jax.data.frames import z_extents
-    from ctsearcher_jax.model.sampling import sample_scanpaths, sampled_to_records
+    from ctsearcher_jax.model.sampling import sample_scanpaths_per_ct, sampled_to_records
 
+    indices = list(range(len(names))) if indices is None else [int(i) for i in indices]
+    if len(indices) != len(names):
+        raise ValueError(f"need one index per CT: {len(indices)} for {len(names)}")
     extents = z_extents(config.data, names, feature_dir)
     per_ct = {n: len(_subjects_for(n, samples, readers)) for n in names}
     # One sampling width for every CT keeps one compiled shape; extra draws are dropped.
     width = max(per_ct.values(), default=samples)
+    chunk_size, place = CHUNK, None
+    if devices is not None:
+        model, place, chunk_size = _replicate(model, list(devices))
+        # Fewer CTs than a chunk: a smaller chunk (still a multiple of the device count), so one
+        # CT on one device does not pay for eight; every chunk of this call has the same size.
+        ndev = len(list(devices))
+        chunk_size = min(chunk_size, max(ndev, -(-len(names) // ndev) * ndev))
     records: list[dict[str, Any]] = []
-    key = jax.random.key(seed)
-    for c, start in enumerate(range(0, len(names), CHUNK)):
-        chunk = list(names[start:start + CHUNK])
+    base = jax.random.key(seed)
+    for start in range(0, len(names), chunk_size):
+        chunk = list(names[start:start + chunk_size])
         tokens = np.stack([load_tokens(feature_dir, n, config.model.grid) for n in chunk])
         z = np.array([extents[n] for n in chunk], np.float32)
-        if len(chunk) < CHUNK and len(names) > CHUNK:  # pad the last chunk to the compiled shape
-            pad = CHUNK - len(chunk)
+        ids = np.array(indices[start:start + chunk_size], np.uint32)
+        pad_to = chunk_size if (place is not None or len(names) > chunk_size) else len(chunk)
+        if len(chunk) < pad_to:  # pad the last chunk to the compiled shape (rows dropped below)
+            pad = pad_to - len(chunk)
             tokens = np.concatenate([tokens, np.repeat(tokens[-1:], pad, 0)])
             z = np.concatenate([z, np.repeat(z[-1:], pad)])
+            ids = np.concatenate([ids, np.repeat(ids[-1:], pad)])
         if tokens.shape[-1] != config.model.feature_dim:
             raise DataError(f"{feature_dir}: features of {chunk[0]!r} have {tokens.shape[-1]} channels; "
                             f"the model expects {config.model.feature_dim} (re-extract them)")
-        sampled = sample_scanpaths(model, tokens, jax.random.fold_in(key, c), num_samples=width,
-                                   min_length=config.eval.min_length,
-                                   legacy_duration_sampling=config.eval.legacy_duration_sampling,
-                                   frame=config.data.frame, z_extent=z)
+        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(ids)
+        args = (tokens, keys, z)
+        if place is not None:
+            args = tuple(place(a) for a in args)
+        sampled = sample_scanpaths_per_ct(model, args[0], args[1], num_samples=width,
+                                          min_length=config.eval.min_length,
+                                          legacy_duration_sampling=config.eval.legacy_duration_sampling,
+                                          frame=config.data.frame, z_extent=args[2])
         sampled = jax.tree.map(lambda a: np.asarray(a)[: len(chunk)], sampled)
         subjects = [_subjects_for(n, samples, readers) + [None] * (width - per_ct[n]) for n in chunk]
         for rec in sampled_to_records(sampled, chunk, subjects):
@@ -72,6 +100,21 @@ def sample_records(model: Any, config: Config, names: Sequence[str], feature_dir
         raise DataError(f"the model stopped before the first fixation for {empty[:3]}; raise "
                         f"eval.min_length (--set eval.min_length=N) so every scanpath has fixations")
     return records
+
+
+def _replicate(model: Any, devices: list) -> tuple[Any, Any, int]:
+    """(model with its state replicated on `devices`, a function sharding arrays along their
+    first axis over them, the chunk size: CHUNK rounded up to a multiple of the device count)."""
+    import jax
+    from flax import nnx
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    mesh = Mesh(np.array(devices), ("data",))
+    graphdef, state = nnx.split(model)
+    model = nnx.merge(graphdef, jax.device_put(state, NamedSharding(mesh, P())))
+    rows = NamedSharding(mesh, P("data"))
+    chunk = -(-CHUNK // len(devices)) * len(devices)
+    return model, (lambda a: jax.device_put(a, rows)), chunk
 
 
 def records_to_scanpaths(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Scanpath]]:

@@ -131,6 +131,42 @@ def sample_scanpaths(model: Any, tokens: jax.Array, key: jax.Array, *, num_sampl
                        legacy_duration_sampling=bool(legacy_duration_sampling))
 
 
+@functools.partial(nnx.jit, static_argnames=("num_samples", "min_length", "legacy_duration_sampling"))
+def _sample_per_ct_jit(model: Any, tokens: jax.Array, keys: jax.Array, frame: jax.Array,
+                       z_extent: jax.Array, *, num_samples: int, min_length: int,
+                       legacy_duration_sampling: bool) -> SampledScanpaths:
+    out = model(tokens, deterministic=True)
+
+    def one(logits, mu, log_sigma2, key, z):
+        drawn = draw_from_outputs(logits[None], mu[None], log_sigma2[None], key,
+                                  grid=model.config.grid, num_samples=num_samples,
+                                  min_length=min_length,
+                                  legacy_duration_sampling=legacy_duration_sampling, frame=frame,
+                                  z_extent=z[None])
+        return jax.tree.map(lambda a: a[0], drawn)
+
+    return jax.vmap(one)(out.spatial_logits, out.duration_mu, out.duration_log_sigma2, keys,
+                         z_extent)
+
+
+def sample_scanpaths_per_ct(model: Any, tokens: jax.Array, keys: jax.Array, *, num_samples: int,
+                            min_length: int, legacy_duration_sampling: bool = False,
+                            frame: float = GAZE_FRAME, z_extent: jax.Array | np.ndarray | float = GAZE_FRAME
+                            ) -> SampledScanpaths:
+    """Like `sample_scanpaths`, with one key per CT: `tokens` (B, N, C), `keys` (B,) typed keys.
+
+    CT b's scanpaths depend only on its tokens and keys[b], not on the other CTs of the batch,
+    so batching, padding, device sharding and the split over processes leave them unchanged.
+    Arrays may be sharded along B (the model's state then replicated on the same devices).
+    """
+    b = tokens.shape[0]
+    z = jnp.broadcast_to(jnp.asarray(z_extent, jnp.float32), (b,)) if np.ndim(z_extent) == 0 \
+        else z_extent
+    return _sample_per_ct_jit(model, tokens, keys, jnp.asarray(frame, jnp.float32), z,
+                              num_samples=int(num_samples), min_length=int(min_length),
+                              legacy_duration_sampling=bool(legacy_duration_sampling))
+
+
 def sampled_to_records(sampled: SampledScanpaths, names: Sequence[str],
                        subjects: Sequence[Any]) -> list[dict[str, Any]]:
     """Dataset-format records {name, subject, X, Y, Z, T, length}, CT-major then sample.
