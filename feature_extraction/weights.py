@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +71,7 @@ def save_weights(path: str | Path, config: Any, parts: str, params: dict[str, np
 
 def load_weights(path: str | Path) -> tuple[Any, str, dict[str, np.ndarray], dict[str, str]]:
     """Read a weights file: `(SwinUNETRConfig, parts, params, metadata)`; verifies both hashes."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load
 
     from feature_extraction.swin_unetr import PARTS, SwinUNETRConfig
@@ -90,8 +89,9 @@ def load_weights(path: str | Path) -> tuple[Any, str, dict[str, np.ndarray], dic
                                "corrupt or was replaced; convert it again")
     try:
         params = load(blob)
-        meta = _read_metadata(blob)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, ValueError, OSError) as exc:
         raise WeightsError(f"{path}: not a readable safetensors file ({exc}); convert it again") from exc
     if meta.get("format") != FORMAT:
         raise WeightsError(f"{path}: metadata format {meta.get('format')!r} is not {FORMAT!r}; "
@@ -112,13 +112,6 @@ def load_weights(path: str | Path) -> tuple[Any, str, dict[str, np.ndarray], dic
     # NaN/inf or integer weights
     check_weight_tensors(params, str(path), int_keys=("relative_position_index",))
     return config, parts, params, meta
-
-
-def _read_metadata(blob: bytes) -> dict[str, str]:
-    n = int.from_bytes(blob[:8], "little")
-    if n <= 0 or n > len(blob) - 8:
-        raise ValueError("bad header length")
-    return json.loads(blob[8:8 + n]).get("__metadata__", {}) or {}
 
 
 def model_param_shapes(config: Any, parts: str) -> dict[str, tuple[tuple[int, ...], Any]]:

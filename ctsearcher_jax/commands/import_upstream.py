@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 HELP = ("convert an original (PyTorch) CT-Searcher checkpoint - a Lightning .ckpt or a plain "
-        "state dict - into our model directory (model.safetensors + config.yaml)")
+        "state dict - into our model folder (model.safetensors, config.json/yaml, README.md model card)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-heads", type=int, default=8,
                         help="attention heads the checkpoint was trained with (--nhead; default 8, "
                              "the original's default; not recoverable from the weights)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing model in --out")
+    parser.add_argument("--force", action="store_true", help="replace an existing model in --out")
+    parser.add_argument("--overwrite", dest="force", action="store_true",
+                        help=argparse.SUPPRESS)  # the former name of --force
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,20 +28,22 @@ def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.paths import check_output_dir, check_output_file
 
     out = check_output_dir(args.out)
-    for name in (serialization.WEIGHTS, serialization.CONFIG):
+    for name in (serialization.WEIGHTS, serialization.CONFIG_JSON, serialization.CONFIG,
+                 serialization.CARD):
         check_output_file(out / name, inputs=[args.checkpoint])
-    if (out / serialization.WEIGHTS).exists() and not args.overwrite:
+    if (out / serialization.WEIGHTS).exists() and not args.force:
         raise WeightsError(f"{out / serialization.WEIGHTS} already exists; choose another --out or "
-                           "pass --overwrite")
+                           "pass --force")
     state = read_torch_state_dict(args.checkpoint)
     model, config = import_state_dict(state, source=str(args.checkpoint), num_heads=args.num_heads)
-    serialization.save_model(out, model, config)
+    serialization.save_model(out, model, config, card={"source": str(args.checkpoint)})
     c = config.model
     print(f"imported {len(state)} tensors from {args.checkpoint}: d_model {c.d_model}, heads "
           f"{c.num_heads}, {c.num_encoder_layers}+{c.num_decoder_layers} layers, ff "
           f"{c.dim_feedforward}, max_length {c.max_length}, grid {c.grid}, legacy_stop_last, "
           f"stored PE table")
-    print(f"wrote {out / serialization.WEIGHTS} and {out / serialization.CONFIG}")
+    print(f"wrote {out / serialization.WEIGHTS}, {out / serialization.CONFIG_JSON}, "
+          f"{out / serialization.CONFIG} and {out / serialization.CARD}")
     return 0
 
 

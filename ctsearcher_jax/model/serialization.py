@@ -1,10 +1,13 @@
-"""A trained or imported CT-Searcher as files: `model.safetensors` + `config.yaml`.
+"""A trained or imported CT-Searcher as a folder: `model.safetensors`, `config.json`,
+`config.yaml` and a `README.md` model card.
 
 `model.safetensors` holds every parameter and the fixed PE table, keyed by their NNX paths
 (`encoder.0.self_attn.in_proj.kernel`, `pos_table`, ...), float32, with metadata `format`,
-`sha256` (of the tensors' bytes in sorted key order, checked on load) and `ctsearcher_jax` version.
-`config.yaml` is the resolved Config. Both are written to temporary names and renamed, so a failed
-save leaves any earlier files intact. No pickle anywhere.
+`sha256` (of the tensors' bytes in sorted key order, checked on load) and `ctsearcher_jax`
+(the version that wrote it). `config.json` and `config.yaml` are the resolved Config (the same
+content; `load_model` reads `config.json`, or `config.yaml` in folders written before
+`config.json` existed). `README.md` is generated (`model/card.py`). Every file is written to a
+temporary name and renamed, so a failed save leaves any earlier files intact. No pickle anywhere.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from ctsearcher_jax.tensors import check_weight_tensors
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
+CONFIG_JSON = "config.json"
+CARD = "README.md"
 FORMAT = "ctsearcher-jax/ct-searcher/1"
 
 
@@ -54,11 +59,19 @@ def model_tensors(model: Any) -> dict[str, np.ndarray]:
     return {k: np.asarray(v.get_value(), dtype=np.float32) for k, v in _saved_variables(model).items()}
 
 
-def save_model(out_dir: str | os.PathLike[str], model: Any, config: Config | ModelConfig) -> Path:
-    """Write `out_dir/model.safetensors` and `out_dir/config.yaml` atomically; return out_dir."""
+def save_model(out_dir: str | os.PathLike[str], model: Any, config: Config | ModelConfig,
+               card: dict[str, Any] | None = None) -> Path:
+    """Write the model folder (`model.safetensors`, `config.json`, `config.yaml`, `README.md`)
+    atomically, file by file; return out_dir.
+
+    card: what the model card should say beyond the config (see `model.card.card_text`: the
+    training step and its metrics, or the imported checkpoint).
+    """
     from safetensors.numpy import save
 
-    from ctsearcher_jax.io import atomic_write, atomic_write_text
+    from ctsearcher_jax import __version__
+    from ctsearcher_jax.io import atomic_write, atomic_write_json, atomic_write_text
+    from ctsearcher_jax.model.card import write_model_card
 
     if isinstance(config, ModelConfig):
         config = Config(model=config)
@@ -68,37 +81,62 @@ def save_model(out_dir: str | os.PathLike[str], model: Any, config: Config | Mod
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = model_tensors(model)
-    metadata = {"format": FORMAT, "sha256": _digest(tensors)}
+    metadata = {"format": FORMAT, "sha256": _digest(tensors), "ctsearcher_jax": __version__}
     blob = save(tensors, metadata=metadata)
     atomic_write(out_dir / WEIGHTS, lambda f: f.write(blob))
+    atomic_write_json(out_dir / CONFIG_JSON, config_lib.to_dict(config))
     atomic_write_text(out_dir / CONFIG, config_lib.dumps(config))
+    write_model_card(out_dir, config, card)
     return out_dir
 
 
+def read_model_config(model_dir: str | os.PathLike[str]) -> tuple[Config, Path]:
+    """The Config of a model folder and the file it came from: `config.json`, else (a folder
+    written before config.json existed) `config.yaml`."""
+    from ctsearcher_jax.io import loads_json
+
+    model_dir = Path(model_dir)
+    json_path, yaml_path = model_dir / CONFIG_JSON, model_dir / CONFIG
+    if json_path.is_file():
+        data = loads_json(json_path.read_text(errors="replace"), str(json_path))
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{json_path}: expected a JSON object of config sections")
+        try:
+            return config_lib.from_dict(data), json_path
+        except config_lib.ConfigError as exc:
+            raise CheckpointError(f"{json_path}: {exc}") from None
+    if yaml_path.is_file():
+        return config_lib.load(yaml_path), yaml_path
+    raise CheckpointError(f"{model_dir}: no {CONFIG_JSON} (or {CONFIG}); expected a folder written "
+                          "by `ctsearcher import-upstream` or by training's model export")
+
+
 def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple[Any, Config]:
-    """Read a directory written by `save_model`: (model of `config.model.arch`, Config).
+    """Read a model folder (`save_model`, a training run's `<workdir>/model`, `import-upstream`):
+    (Flax NNX model of `config.model.arch`, Config). Folders written before `config.json`
+    existed (only `config.yaml`) load too.
+
+        model, config = load_model("runs/paper/model")
 
     Raises CheckpointError naming the file for a missing file, a hash mismatch, or tensors that do
     not fit the config. `rng_seed` seeds the dropout stream of the rebuilt model.
     """
     from flax import nnx
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
+    from safetensors import SafetensorError, safe_open
 
     from ctsearcher_jax.model.factory import build
 
     model_dir = Path(model_dir)
-    weights, config_path = model_dir / WEIGHTS, model_dir / CONFIG
-    for path in (weights, config_path):
-        if not path.is_file():
-            raise CheckpointError(f"{path} does not exist; expected a directory written by "
-                                  "`ctsearcher import-upstream` or by training's model export")
-    config = config_lib.load(config_path)
-    blob = weights.read_bytes()
+    weights = model_dir / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} does not exist; expected a directory written by "
+                              "`ctsearcher import-upstream` or by training's model export")
+    config, config_path = read_model_config(model_dir)
     try:
-        tensors = load(blob)
-        metadata = _read_metadata(blob)
-    except (SafetensorError, ValueError) as exc:
+        with safe_open(str(weights), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, ValueError, OSError) as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{weights}: format {metadata.get('format')!r} is not {FORMAT!r}")
@@ -117,10 +155,3 @@ def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple
     for key, variable in variables.items():
         variable[...] = tensors[key]
     return model, config
-
-
-def _read_metadata(blob: bytes) -> dict[str, str]:
-    """The `__metadata__` of a safetensors byte string."""
-    header_len = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8:8 + header_len])
-    return header.get("__metadata__", {}) or {}

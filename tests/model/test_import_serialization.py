@@ -35,8 +35,13 @@ def test_import_plain_state_dict_reproduces_outputs(tmp_path, state_dict, refere
     close_rel(out.spatial_logits, reference["spatial_logits"], 1e-5, "logits")
     close_rel(out.duration_mu, reference["duration_mu"], 1e-5, "mu")
     close_rel(jnp.exp(out.duration_log_sigma2), reference["duration_sigma2"], 1e-5, "sigma2")
-    # refuses to overwrite
+    # refuses to overwrite; --force (or its former name --overwrite) replaces
     assert main(["import-upstream", str(ckpt), "--out", str(tmp_path / "m"), "--num-heads", "4"]) == 2
+    for flag in ("--force", "--overwrite"):
+        assert main(["import-upstream", str(ckpt), "--out", str(tmp_path / "m"), "--num-heads", "4",
+                     flag]) == 0
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert f"Imported from `{ckpt}`" in card and "load_model(" in card
 
 
 def test_import_lightning_checkpoint(tmp_path, state_dict, reference):
@@ -122,3 +127,48 @@ def test_save_load_round_trip_and_corruption(tmp_path):
         serialization.load_model(tmp_path / "m")
     with pytest.raises(CheckpointError, match="does not exist"):
         serialization.load_model(tmp_path / "nothing")
+
+
+def test_model_folder_layout_and_folders_from_before_config_json(tmp_path):
+    import json
+
+    import yaml
+    from safetensors import safe_open
+
+    from ctsearcher_jax import __version__
+    from ctsearcher_jax.config import Config, to_dict
+
+    config = Config(model=ModelConfig(d_model=16, num_heads=2, num_encoder_layers=1,
+                                      num_decoder_layers=1, dim_feedforward=16, dropout=0.0,
+                                      feature_dim=8, grid=(2, 2, 2), max_length=4))
+    model = CTSearcher(config.model, rngs=nnx.Rngs(1))
+    card = {"step": 40, "total_steps": 60, "selected_by": "scanmatch_with_duration", "value": 0.25,
+            "direction": "higher is better", "metrics": {"scanmatch_with_duration": 0.25, "sed": 7.5},
+            "directions": {"scanmatch_with_duration": "higher", "sed": "lower"}}
+    folder = serialization.save_model(tmp_path / "m", model, config, card=card)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "config.yaml",
+                                                         "model.safetensors"]
+    assert json.loads((folder / "config.json").read_text()) == to_dict(config)
+    assert yaml.safe_load((folder / "config.yaml").read_text()) == to_dict(config)
+    with safe_open(str(folder / "model.safetensors"), framework="numpy") as f:
+        meta = f.metadata()
+    assert meta["format"] == serialization.FORMAT and meta["ctsearcher_jax"] == __version__
+    text = (folder / "README.md").read_text()
+    assert "step 40 of 60" in text and "`scanmatch_with_duration` = 0.2500" in text
+    assert "| sed | 7.5000 | lower |" in text and "load_model(" in text and "d_model: 16" in text
+
+    # config.json is what load_model reads ...
+    edited = to_dict(config)
+    edited["eval"]["min_length"] = 3
+    (folder / "config.json").write_text(json.dumps(edited))
+    assert serialization.load_model(folder)[1].eval.min_length == 3
+    # ... and a folder exported before config.json existed (weights + config.yaml) still loads
+    (folder / "config.json").unlink()
+    (folder / "README.md").unlink()
+    loaded, loaded_config = serialization.load_model(folder)
+    assert loaded_config == config
+    for key, value in serialization.model_tensors(model).items():
+        np.testing.assert_array_equal(serialization.model_tensors(loaded)[key], value)
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="config.json"):
+        serialization.load_model(folder)

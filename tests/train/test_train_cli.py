@@ -100,7 +100,10 @@ def test_train_command_evaluates_logs_selects_and_exports(helpers, tmp_path, xla
 
     info = json.loads((work / "model" / "export.json").read_text())
     assert info["step"] == best and info["selected_by"] == "scanmatch_with_duration"
-    assert info["value"] == scores[best]
+    assert info["value"] == scores[best] and info["direction"] == "higher is better"
+    card = (work / "model" / "README.md").read_text()  # the model card names the step and why
+    assert f"training step {best} of 6" in card and f"= {scores[best]:.4f}" in card
+    assert "| eval_loss |" in card and (work / "model" / "config.json").is_file()
     latest = json.loads((work / "eval_metrics.json").read_text())
     assert latest["step"] == 6 and latest["metrics"]["eval_loss"] == eval_rows[-1]["eval_loss"]
 
