@@ -9,9 +9,14 @@ Reads what the other stages leave in a workdir:
 - `predictions/figures/*`: figures written by `ctsearcher predict`, and its interactive viewers
   (`<CT>_viewer.html`).
 
-Writes `<workdir>/report/report.md`, `report.html` and `curves.png` (atomically); images are
-linked by relative paths so the folder can be copied as a whole. The viewers of the CTs shown are
-copied into `report/viewers/` (each is one self-contained page) and linked from both reports.
+- `model/export.json`: which step the exported model is and the metric (and value) that chose it;
+- `provenance.json`: one entry per training launch (version, git commit, time, devices).
+
+Writes `<workdir>/report/report.md`, `report.html` and `curves.png` (atomically). The report
+folder is self-contained: the figures shown are copied into `report/figures/` and the viewers of
+the CTs shown into `report/viewers/` (each one self-contained page), all linked by relative paths,
+so `report/` can be copied or sent on its own. It ends with its provenance: package version, git
+commit when run from a checkout, date, the training launches' devices, and the resolved config.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ REPORT_DIR = "report"
 EVAL_DIR = "evaluation"
 FIGURE_DIR = Path("predictions") / "figures"
 VIEWER_DIR = "viewers"  # under report/: copies of the interactive viewers
+REPORT_FIGURES = "figures"  # under report/: copies of the figures shown
 CURVE_KEYS = ("loss", "spatial", "duration", "lr", "grad_norm")
 
 
@@ -107,6 +113,12 @@ def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path | None:
     return atomic_write(out, lambda f: fig.savefig(f, format="png"))
 
 
+def _html_code(escaped: str) -> str:
+    """`code` spans of an already escaped Markdown sentence as <code> elements."""
+    parts = escaped.split("`")
+    return "".join(f"<code>{p}</code>" if k % 2 else p for k, p in enumerate(parts))
+
+
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
@@ -153,6 +165,54 @@ def copy_viewers(figure_dir: Path, names: list[str], dest: Path) -> dict[str, Pa
     return copies
 
 
+def copy_figures(paths: list[Path], dest: Path) -> dict[Path, Path]:
+    """Copy each figure into `dest` (atomically); {source: copy}."""
+    from ctsearcher_jax.io import atomic_write
+
+    copies: dict[Path, Path] = {}
+    for src in paths:
+        data = src.read_bytes()
+        copies[src] = atomic_write(dest / src.name, lambda f, data=data: f.write(data))
+    return copies
+
+
+def exported_model_lines(workdir: Path) -> list[str]:
+    """Plain sentences on `<workdir>/model`: its step, and the metric and value that chose it."""
+    path = workdir / "model" / "export.json"
+    if not path.is_file():
+        return ["No exported model (`model/export.json`) in the workdir yet."]
+    try:
+        info = read_json(path)
+        step, total = info["step"], info.get("total_steps")
+    except (DataError, KeyError, TypeError):
+        return [f"`{path}` is not readable; re-run training to export the model again."]
+    of = f" of {total}" if total else ""
+    if info.get("selected_by"):
+        direction = info.get("direction") or ""
+        return [f"`model/` holds the weights of step {step}{of}: the best checkpoint by "
+                f"`{info['selected_by']}` = {_fmt(info.get('value'))} on the evaluation split"
+                + (f" ({direction})" if direction else "") + "."]
+    return [f"`model/` holds the weights of step {step}{of}: the final step (no evaluation "
+            f"metric selected a checkpoint)."]
+
+
+def provenance_lines(workdir: Path) -> list[str]:
+    """This report's provenance and that of every training launch recorded in the workdir."""
+    from ctsearcher_jax.provenance import collect, read_launches
+
+    now = collect()
+    lines = [f"Report written {now['time']} by ctsearcher-jax {now['ctsearcher_jax']}"
+             + (f" (git {now['git_commit']})" if now.get("git_commit") else "") + "."]
+    for k, launch in enumerate(read_launches(workdir), 1):
+        lines.append(f"Training launch {k}: {launch.get('time', '?')} on {launch.get('host', '?')}, "
+                     f"ctsearcher-jax {launch.get('ctsearcher_jax', '?')}"
+                     + (f" (git {launch['git_commit']})" if launch.get("git_commit") else "")
+                     + (f"; {launch['startup']}" if launch.get("startup") else "") + ".")
+    if len(lines) == 1:
+        lines.append("No training launch recorded (`provenance.json`).")
+    return lines
+
+
 def _config_text(workdir: Path) -> str:
     path = workdir / "config.yaml"
     return path.read_text() if path.is_file() else "(no config.yaml in the workdir)"
@@ -181,6 +241,10 @@ def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
         by_ct.setdefault(p.stem.rsplit("_", 1)[0], []).append(p)
     ct_names = list(by_ct)[: max(1, max_figures // 4)]
     viewers = copy_viewers(workdir / FIGURE_DIR, ct_names, out / VIEWER_DIR)
+    copies = copy_figures([p for n in ct_names for p in by_ct[n]], out / REPORT_FIGURES)
+    by_ct = {n: [copies[p] for p in by_ct[n]] for n in ct_names}
+    exported = exported_model_lines(workdir)
+    provenance = provenance_lines(workdir)
     header, table = metric_table(evaluations)
     title = title or f"CT-Searcher run: {workdir.name}"
     train_rows = [r for r in rows if r.get("split", "train") == "train"]
@@ -193,7 +257,7 @@ def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
     if train_rows:
         md += [f"Training: {len(train_rows)} logged steps, last step {train_rows[-1]['step']}, "
                f"last loss {_fmt(train_rows[-1].get('loss'))}.", ""]
-    md += ["## Metrics", ""]
+    md += ["## Exported model", "", *exported, "", "## Metrics", ""]
     if table:
         md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         md += ["| " + " | ".join(r) + " |" for r in table]
@@ -211,10 +275,11 @@ def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
                 md += [f"[Interactive viewer]({rel(viewers[name])}) (replay the scanpaths over "
                        f"the slices; opens in any browser)", ""]
             md += [f"![{p.name}]({rel(p)})" for p in by_ct[name]] + [""]
+    md += ["## Provenance", "", *[f"- {line}" for line in provenance], ""]
     md += ["## Resolved config", "", "```yaml", _config_text(workdir).rstrip(), "```", ""]
     md_path = atomic_write_text(out / "report.md", "\n".join(md))
 
-    # HTML (self-contained apart from the linked images)
+    # HTML (its images are the copies under report/)
     e = html.escape
     h = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
          "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
@@ -225,6 +290,7 @@ def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
     if train_rows:
         h.append(f"<p>Training: {len(train_rows)} logged steps, last step {train_rows[-1]['step']}, "
                  f"last loss {e(_fmt(train_rows[-1].get('loss')))}.</p>")
+    h += ["<h2>Exported model</h2>", *[f"<p>{_html_code(e(line))}</p>" for line in exported]]
     h.append("<h2>Metrics</h2>")
     if table:
         h.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in header) + "</tr>")
@@ -243,6 +309,8 @@ def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
                 h.append(f"<p><a href='{e(rel(viewers[name]))}'>Interactive viewer</a> (replay "
                          f"the scanpaths over the slices; opens in any browser)</p>")
             h += [f"<img src='{e(rel(p))}' alt='{e(p.name)}'>" for p in by_ct[name]]
+    h += ["<h2>Provenance</h2>", "<ul>", *[f"<li>{_html_code(e(line))}</li>" for line in provenance],
+          "</ul>"]
     h += ["<h2>Resolved config</h2>", f"<pre>{e(_config_text(workdir))}</pre>", "</body></html>"]
     html_path = atomic_write_text(out / "report.html", "\n".join(h))
     return ReportFiles(markdown=md_path, html=html_path, curves=curves)

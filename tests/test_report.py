@@ -44,7 +44,11 @@ def test_report_has_table_curves_figures_and_config(workdir):
     lines = [l for l in md.splitlines() if l.startswith("| ")]
     assert [l.split("|")[1].strip() for l in lines[1:]] == ["model", "uniform", "human"]
     assert "0.5000 ± 0.0100" in md
-    assert "](../predictions/figures/ct_a_projections.png)" in md
+    # self-contained: the figures shown are copies under report/, linked relatively
+    assert "](figures/ct_a_projections.png)" in md and "../" not in md
+    copied = workdir / "report" / "figures" / "ct_a_projections.png"
+    assert copied.read_bytes() == (workdir / "predictions" / "figures" / copied.name).read_bytes()
+    assert "src='figures/ct_a_drilling.png'" in files.html.read_text()
     assert "d_model: 32" in md
     html = files.html.read_text()
     assert "<table>" in html and "ct_a_drilling.png" in html and "curves.png" in html
@@ -83,3 +87,24 @@ def test_report_cli(workdir):
     out = subprocess.run([sys.executable, "-m", "ctsearcher_jax.cli", "report", "--workdir",
                           str(workdir / "missing")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "no such workdir" in out.stderr
+
+
+def test_report_says_which_model_was_exported_and_where_it_came_from(workdir):
+    from ctsearcher_jax import __version__
+    from ctsearcher_jax.provenance import collect, record_launch
+
+    (workdir / "model").mkdir()
+    (workdir / "model" / "export.json").write_text(json.dumps({
+        "step": 8, "total_steps": 10, "selected_by": "scanmatch_with_duration", "value": 0.4321,
+        "direction": "higher is better"}))
+    record_launch(workdir, {**collect({"backend": "cpu"}), "startup": "JAX 0.0: backend cpu, 1 x cpu"})
+    md = write_report(workdir).markdown.read_text()
+    assert ("`model/` holds the weights of step 8 of 10: the best checkpoint by "
+            "`scanmatch_with_duration` = 0.4321 on the evaluation split (higher is better).") in md
+    provenance = md.split("## Provenance")[1].split("## Resolved config")[0]
+    assert f"ctsearcher-jax {__version__}" in provenance and "Training launch 1:" in provenance
+    assert "backend cpu, 1 x cpu" in provenance
+    commit = collect()["git_commit"]  # a checkout here; None when installed from a wheel
+    assert commit is None or f"git {commit}" in provenance
+    html = (workdir / "report" / "report.html").read_text()
+    assert "<code>scanmatch_with_duration</code>" in html and "Training launch 1:" in html

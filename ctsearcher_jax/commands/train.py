@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 HELP = ("train CT-Searcher (resumes from WORKDIR's checkpoints by itself; SIGTERM saves and "
@@ -53,12 +54,20 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.workdir, flag="--workdir")  # before compiling anything
     maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
                      process_id=args.process_id, force=args.distributed)
-    from ctsearcher_jax.runtime.devices import startup_line
+    from ctsearcher_jax.runtime.devices import describe, startup_line
 
+    devices = describe()
     # every process: a host that sees no accelerator stands out
-    logging.getLogger(__name__).info(startup_line())
+    logging.getLogger(__name__).info(startup_line(devices))
 
     import jax
+
+    if jax.process_index() == 0:
+        from ctsearcher_jax.provenance import collect, record_launch
+
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        record_launch(args.workdir, {**collect(devices), "startup": startup_line(devices),
+                                     "argv": sys.argv[1:]})
 
     from ctsearcher_jax.train.loop import train_and_evaluate
 
