@@ -121,3 +121,17 @@ def test_verbosity_flags_set_the_log_level_before_or_after_the_command(capsys):
     assert len(err) == 2 and "hidden" not in err[0]
     assert err[0].endswith(" warning: shown") and err[1].endswith(" [p1/4] error: from host one")
     logs.setup(0)
+
+
+def test_validate_data_warns_about_zero_based_coordinates(tmp_path):
+    zero = [GOOD, dict(GOOD, subject=2, X=[0.0, 5.0], Z=[0.0, 1.0])]
+    (tmp_path / "data_simplified_split_matched_pt.json").write_text(json.dumps(zero))
+    out = ctsearcher("validate-data", tmp_path)
+    assert out.returncode == 0, out.stderr  # a warning, not an error
+    assert "1 warning(s):" in out.stderr and "record 1, CT 'ct_a': coordinates below 1 (X 1, Z 1" \
+        in out.stderr and "OK: no problems found" in out.stdout
+    negative = [GOOD, dict(GOOD, subject=2, Z=[-1.0, 1.0])]
+    (tmp_path / "data_simplified_split_matched_pt.json").write_text(json.dumps(negative))
+    out = ctsearcher("validate-data", tmp_path)
+    assert out.returncode == 2 and "record 1, CT 'ct_a': field 'Z' outside the frame [0, 512]" \
+        in out.stderr

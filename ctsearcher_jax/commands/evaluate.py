@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise DataError(f"--metrics: unknown families {unknown}; choose from {list(FAMILIES)}")
     gt_path = find_dataset_json(args.gt)
-    items = group_by_ct(load_records(gt_path), gt_path)
+    # scoring accepts [0, frame]: 0-based exports exist and the original's metrics score them
+    items = group_by_ct(load_records(gt_path, lowest=0), gt_path)
     if args.split != "all":
         items = [it for it in items if it.split == args.split]
         if not items:
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.pred:
             raise DataError("--pred is required unless --protocol human")
         pred_path = Path(args.pred)
-        preds = load_records(pred_path, require_split=False)
+        preds = load_records(pred_path, require_split=False, lowest=0)
         pred_cts, order, labels = group_predictions(items, preds, str(pred_path))
         gt_cts = [[r.as_array() for r in it.readers] for it in items]
         if args.protocol == "original":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "check a dataset folder (or its JSON): every problem, then a summary; exit 0 only when clean"
+HELP = ("check a dataset folder (or its JSON): every problem, then a summary; exit 0 only when "
+        "clean (warnings, e.g. coordinates at 0, do not fail it)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +24,14 @@ def run(args: argparse.Namespace) -> int:
     report = validate_dataset(args.path, check_volumes=not args.no_volumes)
     for line in report.summary_lines():
         print(line)
+    if report.warnings:
+        shown_w = report.warnings[: args.max_problems]
+        print(f"\n{len(report.warnings)} warning(s):", file=sys.stderr)
+        for w in shown_w:
+            print(f"  warning: {w}", file=sys.stderr)
+        if len(report.warnings) > len(shown_w):
+            print(f"  ... and {len(report.warnings) - len(shown_w)} more (--max-problems)",
+                  file=sys.stderr)
     if report.ok:
         print("OK: no problems found")
         return 0

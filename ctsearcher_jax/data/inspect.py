@@ -62,9 +62,12 @@ class DatasetReport:
     json_path: Path
     items: list[schema.CTItem]
     problems: list[str]
+    # Worth a look but not wrong: coordinates at 0 (a 0-based export; `evaluate` scores them).
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """No problems (warnings do not count)."""
         return not self.problems
 
     def summary_lines(self) -> list[str]:
@@ -113,9 +116,12 @@ def validate_dataset(path: str | os.PathLike[str], *, frame: int = GAZE_FRAME,
         volumes = find_volumes(cts_dir)
         z_limits, volume_problems = slice_counts(volumes)
         problems.extend(volume_problems)
+    # [0, frame] is accepted (0-based exports exist and the metrics score them); below 1 is a
+    # warning, since the dataset convention is 1-based
     scanpaths, record_problems = schema.parse_records(
-        records, str(json_path), frame=frame, z_limits=z_limits, collect=True)
+        records, str(json_path), frame=frame, z_limits=z_limits, collect=True, lowest=0)
     problems.extend(record_problems)
+    warnings = [w for sp in scanpaths if (w := _below_one(sp, json_path)) is not None]
     if not records:
         problems.append(f"{json_path}: contains no records")
     items: list[schema.CTItem] = []
@@ -129,4 +135,16 @@ def validate_dataset(path: str | os.PathLike[str], *, frame: int = GAZE_FRAME,
                 problems.append(f"{json_path}: CT {it.name!r} (records "
                                 f"{[r.index for r in it.readers]}) has no volume "
                                 f"{cts_dir / (it.name + '.nii.gz')}")
-    return DatasetReport(json_path=json_path, items=items, problems=problems)
+    return DatasetReport(json_path=json_path, items=items, problems=problems, warnings=warnings)
+
+
+def _below_one(sp: schema.Scanpath, json_path: Path) -> str | None:
+    """A warning naming the record when any X, Y or Z lies in [0, 1) (the convention is 1-based)."""
+    low = {axis.upper(): int((getattr(sp, axis) < 1).sum()) for axis in ("x", "y", "z")}
+    low = {k: v for k, v in low.items() if v}
+    if not low:
+        return None
+    counts = ", ".join(f"{k} {v}" for k, v in low.items())
+    return (f"{json_path}: record {sp.index}, CT {sp.name!r}: coordinates below 1 ({counts} "
+            f"fixation(s)); the dataset convention is 1-based: a 0-based export? `evaluate` "
+            f"scores it as it is")

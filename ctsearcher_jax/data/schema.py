@@ -129,11 +129,13 @@ def _is_number(v: Any) -> bool:
 
 def check_record(record: Any, index: int, source: str = "<records>", *,
                  require_split: bool = True, frame: int = GAZE_FRAME,
-                 z_limit: float | None = GAZE_FRAME) -> list[str]:
+                 z_limit: float | None = GAZE_FRAME, lowest: float = 1) -> list[str]:
     """All problems of one record, each a message naming source, record, CT and field.
 
-    frame: X and Y must lie in [1, frame]. z_limit: Z must lie in [1, z_limit] (None: no upper
-    bound, e.g. when the CT's slice count is unknown and `z_extent: volume` is used).
+    frame: X and Y must lie in [lowest, frame]. z_limit: Z must lie in [lowest, z_limit] (None:
+    no upper bound, e.g. when the CT's slice count is unknown and `z_extent: volume` is used).
+    lowest: 1 for the dataset convention (1-based); 0 where 0-based exports are accepted
+    (`evaluate` scores [0, frame], as the original's metrics do).
     """
     where = _where(source, index, record)
     if not isinstance(record, Mapping):
@@ -183,9 +185,9 @@ def check_record(record: Any, index: int, source: str = "<records>", *,
                                 f"{low[:5].tolist()} are not")
         else:
             hi = frame if key in ("X", "Y") else z_limit
-            out = np.nonzero((arr < 1) | ((arr > hi) if hi is not None else False))[0]
+            out = np.nonzero((arr < lowest) | ((arr > hi) if hi is not None else False))[0]
             if out.size:
-                rng = f"[1, {hi:g}]" if hi is not None else "[1, inf)"
+                rng = f"[{lowest:g}, {hi:g}]" if hi is not None else f"[{lowest:g}, inf)"
                 problems.append(f"{where}: field '{key}' outside the frame {rng} at fixations "
                                 f"{out[:5].tolist()} (e.g. {arr[out[0]]:g})")
     if len(set(lengths.values())) > 1:
@@ -212,10 +214,11 @@ def _to_scanpath(record: Mapping[str, Any], index: int) -> Scanpath:
 def parse_records(records: Iterable[Any], source: str = "<records>", *, require_split: bool = True,
                   frame: int = GAZE_FRAME, z_limits: Mapping[str, float | None] | None = None,
                   default_z_limit: float | None = GAZE_FRAME,
-                  collect: bool = False) -> tuple[list[Scanpath], list[str]]:
+                  collect: bool = False, lowest: float = 1) -> tuple[list[Scanpath], list[str]]:
     """Validate records and convert the good ones to `Scanpath`s.
 
     z_limits: per-CT upper bound of Z (e.g. slice counts read from the volumes).
+    lowest: smallest X, Y, Z accepted (see `check_record`).
     collect: return (scanpaths, problems) instead of raising on the first problem.
     """
     scanpaths: list[Scanpath] = []
@@ -227,7 +230,7 @@ def parse_records(records: Iterable[Any], source: str = "<records>", *, require_
                 and isinstance(record.get("name"), str) and record["name"] in z_limits:
             z_limit = z_limits[record["name"]]
         rec_problems = check_record(record, index, source, require_split=require_split,
-                                    frame=frame, z_limit=z_limit)
+                                    frame=frame, z_limit=z_limit, lowest=lowest)
         if not rec_problems and require_split:
             key = (record["name"], repr(record["subject"]))
             if key in seen:
@@ -245,15 +248,17 @@ def parse_records(records: Iterable[Any], source: str = "<records>", *, require_
 
 def load_records(path: str | os.PathLike[str], *, require_split: bool = True,
                  frame: int = GAZE_FRAME, z_limits: Mapping[str, float | None] | None = None,
-                 default_z_limit: float | None = GAZE_FRAME) -> list[Scanpath]:
+                 default_z_limit: float | None = GAZE_FRAME, lowest: float = 1) -> list[Scanpath]:
     """Load and validate a dataset (folder or JSON) or a predictions file; raise on the first problem.
 
-    Use `require_split=False` for predictions (records without split, task, report).
+    Use `require_split=False` for predictions (records without split, task, report), and
+    `lowest=0` to accept 0-based coordinates (scoring).
     """
     json_path = find_dataset_json(path)
     records = read_json_records(json_path)
     scanpaths, _ = parse_records(records, str(json_path), require_split=require_split, frame=frame,
-                                 z_limits=z_limits, default_z_limit=default_z_limit)
+                                 z_limits=z_limits, default_z_limit=default_z_limit,
+                                 lowest=lowest)
     if not scanpaths:
         raise DataError(f"{json_path}: contains no records")
     return scanpaths

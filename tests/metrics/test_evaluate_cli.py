@@ -97,19 +97,6 @@ def test_evaluate_human_consistency(files):
     assert "3 CTs, 6 pairs" in res.stdout and "saliency_auc_judd" in res.stdout
 
 
-def test_evaluate_json_prints_the_summary_on_stdout_and_logs_on_stderr(files):
-    root, _ = files
-    out = root / "report_json.json"
-    res = _run("--pred", str(root / "pred.json"), "--gt", str(root / "gt.json"), "--out", str(out),
-               "--json", "--metrics", "sed")
-    assert res.returncode == 0, res.stderr
-    printed = json.loads(res.stdout)  # stdout is the JSON document alone
-    report = json.loads(out.read_text())
-    assert printed["summary"] == report["summary"] and list(printed["summary"]) == ["sed"]
-    assert printed["num_pairs"] == 4 and "pairs" not in printed
-    assert f"wrote {out}" in res.stderr
-
-
 def test_scoring_progress_reports_only_runs_over_a_few_seconds(capsys):
     from ctsearcher_jax import logs
     from ctsearcher_jax.commands.evaluate import ScoringProgress
@@ -154,3 +141,26 @@ def test_partial_scoring_is_said_and_strict_refuses_it(files, tmp_path, capsys):
                      "--split", "all", "--metrics", "sed"]) == 2
     err = capsys.readouterr().err
     assert "nothing to score in split 'all'" in err and "3 CT(s) have a single reader" in err
+
+
+def test_evaluate_scores_zero_based_coordinates_and_names_records_outside(files, tmp_path):
+    root, _ = files
+    preds = json.loads((root / "pred.json").read_text())
+    for key in ("X", "Y", "Z"):
+        preds[0][key][0] = 0.0  # a fixation at X = 0, Y = 0, Z = 0
+    (tmp_path / "zero.json").write_text(json.dumps(preds))
+    out = tmp_path / "report.json"
+    res = _run("--pred", str(tmp_path / "zero.json"), "--gt", str(root / "gt.json"), "--json",
+               "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    printed = json.loads(res.stdout)  # --json: stdout is the summary JSON alone
+    assert printed["summary"] == json.loads(out.read_text())["summary"] and "pairs" not in printed
+    assert f"wrote {out}" in res.stderr  # diagnostics on stderr
+    summary = printed["summary"]
+    assert summary["sed"]["n"] == 4 and 0 <= summary["scanmatch_with_duration"]["mean"] <= 1
+    assert 0 <= summary["multimatch_position"]["mean"] <= 1
+    preds[1]["Z"][0] = -0.5
+    (tmp_path / "negative.json").write_text(json.dumps(preds))
+    res = _run("--pred", str(tmp_path / "negative.json"), "--gt", str(root / "gt.json"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "record 1, CT 'ct0': field 'Z' outside the frame [0, 512]" in res.stderr
