@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ctsearcher_jax.config import Config, to_dict
 from ctsearcher_jax.errors import CheckpointError, ConfigError
@@ -81,6 +81,17 @@ def metric_higher_is_better(name: str) -> bool:
         return TRAINING_METRICS_HIGHER_IS_BETTER[name]
     raise ConfigError(f"eval.best_metric={name!r} is unknown; choose one of "
                       f"{sorted(METRICS) + sorted(TRAINING_METRICS_HIGHER_IS_BETTER)}")
+
+
+def _best_value_fn(best_metric: str, higher: bool) -> Callable[[dict[str, Any]], float]:
+    """The value Orbax ranks checkpoints by; a NaN or missing value never counts as the best."""
+    worst = -math.inf if higher else math.inf
+
+    def best_value(metrics: dict[str, Any]) -> float:
+        value = metrics.get(best_metric)
+        return worst if value is None or math.isnan(float(value)) else float(value)
+
+    return best_value
 
 
 @dataclasses.dataclass
@@ -184,13 +195,7 @@ class RunCheckpoints:
         best_fn, best_mode = None, "max"
         if best_metric is not None:
             higher = metric_higher_is_better(best_metric)
-            worst = -math.inf if higher else math.inf
-
-            def best_fn(metrics: dict[str, Any]) -> float:
-                value = metrics.get(best_metric)
-                # a NaN or missing value never counts as the best
-                return worst if value is None or math.isnan(float(value)) else float(value)
-
+            best_fn = _best_value_fn(best_metric, higher)
             best_mode = "max" if higher else "min"
             if train.keep_best > 0:
                 # BestN keeps the last n after sorting ascending, so lower-is-better sorts reversed.

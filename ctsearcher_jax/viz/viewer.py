@@ -232,14 +232,17 @@ def path_payload(vp: ViewerPath, shape: Sequence[int], colour: str) -> dict[str,
                         "slices_visited": int(np.unique(slice_indices(k, shape[2])).size)}}
 
 
-def pair_metrics(reference: Scanpath, others: Sequence[Scanpath], families: Sequence[str] = (
-        "scanmatch", "multimatch", "sed")) -> list[dict[str, float]]:
-    """ScanMatch / MultiMatch / SED of each of `others` against `reference` (project metrics).
+def pair_metrics(reference: Scanpath, others: Sequence[Scanpath],
+                 families: Sequence[str] | None = None) -> list[dict[str, float]]:
+    """The metrics of each of `others` against `reference` (project metrics; `families` defaults
+    to the registry's default families: ScanMatch, MultiMatch, SED).
 
     Returns one {metric name: value} per other scanpath (NaN becomes None for JSON).
     """
     from ctsearcher_jax.metrics.protocol import score_pairs
+    from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES
 
+    families = DEFAULT_FAMILIES if families is None else tuple(families)
     if not others:
         return []
     ref = reference.as_array()

@@ -41,7 +41,7 @@ def test_example_shapes_and_reader_padding(source):
 
 
 def test_epochs_are_permutations_with_fresh_order(source):
-    n, b, per_epoch = len(source), 2, len(source) // 2
+    b, per_epoch = 2, len(source) // 2
     ds = train_dataset(source, batch_size=b, seed=5, num_steps=3 * per_epoch)
     epochs = []
     for e in range(3):
