@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no per-CT progress lines")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override eval/data settings, e.g. --set eval.min_length=50")
+    parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host without SLURM/TPU "
+                                              "auto-detection); each process takes its share of CTs")
+    parser.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
+    parser.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(out / PREDICTIONS, inputs=inputs)
     if args.swin_weights is not None:  # only then may features be written
         check_output_dir(args.features or out / "features", flag="--features")
+    from ctsearcher_jax.runtime.devices import startup_line
+    from ctsearcher_jax.train.distributed import maybe_initialize
+
+    maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
+                     process_id=args.process_id)
+    logging.getLogger(__name__).info(startup_line())
     summary = predict_volumes(volumes, args.checkpoint, args.out, swin_weights=args.swin_weights,
                               samples=args.samples, seed=args.seed, feature_dir=args.features,
                               readers=readers, figures=args.figure_cts > 0,

@@ -38,7 +38,8 @@ def sample_records(model: Any, config: Config, names: Sequence[str], feature_dir
 
     Deterministic for `seed`: CT `names[i]` draws with `fold_in(key(seed), indices[i])` (indices
     default to 0, 1, ...: the CT's position in the whole list), so a CT's scanpaths do not depend
-    on the chunking, the devices or the process that sampled it.
+    on the chunking, the devices or the process that sampled it (up to float32 rounding of the
+    forward pass, which may differ in the last bit between chunk sizes).
 
     devices: shard each chunk of CTs over these (this process's) devices, the model replicated
     on them; every chunk of the call then has the same size (a multiple of the device count, at
