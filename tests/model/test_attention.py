@@ -17,14 +17,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ctsearcher_jax.config import ModelConfig
 from ctsearcher_jax.model import attention as attention_mod
 from ctsearcher_jax.model import layers
-from ctsearcher_jax.model.ct_searcher import CTSearcher
-
-CONFIG = ModelConfig(d_model=24, num_heads=3, num_encoder_layers=1, num_decoder_layers=1,
-                     dim_feedforward=40, dropout=0.0, feature_dim=10, grid=(3, 2, 4), max_length=7)
-
 
 def explicit(q, k, v, bias=None, causal=False):
     """The attention as written before `jax.nn.dot_product_attention` (pre-scaled q)."""
@@ -49,15 +43,17 @@ def test_float32_equal_to_explicit_to_rounding(t, s, causal, with_bias):
     assert attention_mod.last_used["attention"] == "jax(None)"  # CPU: JAX's choice (XLA)
 
 
-def test_model_float32_outputs_kept(monkeypatch):
-    model = CTSearcher(CONFIG, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (2, 24, 10))
-    fused = nnx.jit(lambda m, x: m(x))(model, x)
-
-    # The same model with every attention call routed through the explicit formula.
+def test_layer_float32_outputs_kept(monkeypatch):
+    """MultiHeadAttention (what every CT-Searcher layer calls): causal self- and cross-attention."""
+    mha = layers.MultiHeadAttention(24, 3, 0.0, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, 7, 24))
+    memory = jax.random.normal(jax.random.key(2), (2, 25, 24))
+    fused = [mha(x, causal=True, deterministic=True), mha(x, memory, causal=False, deterministic=True)]
+    # The same layer with the attention routed through the explicit formula.
     monkeypatch.setattr(layers, "attention", lambda q, k, v, is_causal, label: explicit(
         q, k, v, causal=is_causal))
-    reference = nnx.jit(lambda m, x: m(x))(model, x)
+    reference = [mha(x, causal=True, deterministic=True),
+                 mha(x, memory, causal=False, deterministic=True)]
     for a, b in zip(fused, reference):  # the project's float32 parity bound, 1e-5 relative
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
