@@ -29,8 +29,9 @@ carried as wheels built here with `scripts/bench_wheelhouse.sh` (writes `.whl/`,
     #                                PYTHONPATH=/tmp/site:. python3 scripts/bench_accelerator.py --out $OUT/bench.md
 
 A section whose packages are missing says so in its row instead of failing the run. `--sections`
-runs a subset; `--budget-s` (default 450) bounds the run: the training sweep stops taking new batch sizes after
-45 % of it (sections 3 and 4 take about the rest on an H100/H200, an estimate until measured).
+runs a subset; `--budget-s` (default 450) bounds the run: the training sweep (bfloat16 first,
+the bars' case) stops taking new batch sizes after 45 % of it (sections 3 and 4 take about the
+rest on an H100/H200, an estimate until measured).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ sys.path.insert(0, str(REPO))
 
 FULL = {"matmul": 8192, "train_config": "paper", "batches": [2, 8, 32], "steps": 10,
         "fs": 48, "roi": 96, "shape": (512, 512, 128), "swin_batch": 8, "volumes": 8, "repeats": 2,
-        "train_dtypes": ("float32", "bfloat16")}
+        "train_dtypes": ("bfloat16", "float32")}
 # Smoke: every code path, sizes that compile and run in seconds on a CPU (a micro CT-Searcher
 # trained in bfloat16 only: float32 is the same code with another dtype and would double the
 # slowest compilation; one 32^3 window of a feature_size 12 Swin UNETR, one timed repeat). MONAI refuses a window with
