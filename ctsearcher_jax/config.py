@@ -62,6 +62,12 @@ class ModelConfig:
     legacy_stop_last: bool = False
     # Dtype of activations and matmuls; parameters stay float32.
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    # Reader input: "none" (one output serves every reader, the original) or "embedding" (a
+    # learned vector per reader id added to every decoder query; see model/ct_searcher.py).
+    reader_conditioning: Literal["none", "embedding"] = "none"
+    # Reader ids of an "embedding" model (the data's `subject` as text); row i of the embedding
+    # is readers[i]. Empty: training fills it from the dataset (every split, sorted).
+    readers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from ctsearcher_jax.model.factory import ARCHITECTURES  # a table of names, no Flax
@@ -76,6 +82,14 @@ class ModelConfig:
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
         _check(len(self.grid) == 3 and all(g >= 1 for g in self.grid), "model.grid",
                "must be three positive integers (Gy, Gx, Gz)")
+        _check(len(set(self.readers)) == len(self.readers), "model.readers", "ids must be unique")
+        _check(self.reader_conditioning == "embedding" or not self.readers, "model.readers",
+               "only for model.reader_conditioning=embedding")
+
+    @property
+    def reader_conditioned(self) -> bool:
+        """True when the model takes reader indices (`reader_conditioning: embedding`)."""
+        return self.reader_conditioning == "embedding"
 
     @property
     def num_tokens(self) -> int:

@@ -145,6 +145,7 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
                     samples: int = 1, seed: int = 0, feature_dir: str | os.PathLike[str] | None = None,
                     readers: Mapping[str, Sequence[Scanpath]] | None = None,
                     figures: bool = True, figure_limit: int = 4, overrides: Sequence[str] = (),
+                    reader_filter: Sequence[str] | None = None,
                     progress: bool = True, echo: Callable[[str], None] | None = None
                     ) -> PredictSummary:
     """Extract (or reuse) features, sample scanpaths, write predictions.json and figures.
@@ -157,6 +158,8 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
     (eval.min_length, data.z_extent, ...; model.* keys are refused). A CT whose features cannot be
     made is reported in `failed` and the others still run. progress: a plain line per CT through
     `echo` (default: this module's logger; no cursor codes, so it reads the same in a log file).
+    reader_filter: reader ids to predict for (reader-conditioned models; default every reader:
+    the ground-truth readers of each CT, or all the model knows).
     """
     from ctsearcher_jax import config as config_lib
     from ctsearcher_jax.io import atomic_write_json
@@ -177,6 +180,10 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
             raise CheckpointError("model.* cannot be overridden at prediction time: the weights fix it")
         config = config_lib.from_dict(config_lib.apply_overrides(config_lib.to_dict(config),
                                                                  list(overrides)))
+    if reader_filter:
+        from ctsearcher_jax.model.generate import check_reader_filter
+
+        check_reader_filter(config, reader_filter)  # before any extraction
     ext_cfg = extraction_config(config)
     check_feature_cache(volumes, feature_dir, swin_weights, ext_cfg, seed)
     import jax
@@ -219,7 +226,7 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
         if names:
             records = sample_records(model, config, names, feature_dir, samples=samples,
                                      seed=seed, readers=readers, indices=indices,
-                                     devices=jax.local_devices())
+                                     devices=jax.local_devices(), reader_filter=reader_filter)
         if pcount > 1:  # this process's records, for process 0 to gather
             atomic_write_json(out_dir / f"predictions.part-{pidx}-of-{pcount}.json",
                               {"indices": indices, "names": names, "records": records})

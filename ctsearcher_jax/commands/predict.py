@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="draw figures for the first N CTs (0 = none; default 4)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no per-CT progress lines")
+    parser.add_argument("--reader", dest="readers", action="append", default=None, metavar="ID",
+                        help="reader-conditioned models: predict as this reader (its subject id; "
+                             "repeatable). Default: every reader (the ground-truth readers with "
+                             "--data, else all the model was trained on)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override eval/data settings, e.g. --set eval.min_length=50")
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host without SLURM/TPU "
@@ -93,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
                               samples=args.samples, seed=args.seed, feature_dir=args.features,
                               readers=readers, figures=args.figure_cts > 0,
                               figure_limit=args.figure_cts, overrides=args.overrides,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress,
+                              reader_filter=args.readers)
     if summary.predictions:
         print(f"{summary.scanpaths} scanpaths for {len(summary.cts)} CT(s) -> {summary.predictions}")
     for name, figs in summary.figures.items():

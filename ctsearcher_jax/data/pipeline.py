@@ -8,6 +8,8 @@ One example is one CT with every reader's targets::
     action_mask    (R, L)        float32
     duration_mask  (R, L)        float32
     reader_mask    (R,)          float32  1 for real readers, 0 for padding
+    reader_ids     (R,)          int32    embedding row of each reader (`model.readers`) for a
+                                          reader-conditioned model; 0 for padding and otherwise
     ct_mask        ()            float32  1 for real CTs, 0 for the padding of the last eval batch
 
 R = R_max, the largest reader count in the dataset (every split), so batch shapes are static.
@@ -31,6 +33,7 @@ import numpy as np
 
 from ctsearcher_jax.config import Config
 from ctsearcher_jax.data.features import load_tokens
+from ctsearcher_jax.data.readers import reader_indices
 from ctsearcher_jax.data.schema import CTItem
 from ctsearcher_jax.data.targets import build_ct_targets
 from ctsearcher_jax.errors import ConfigError, DataError
@@ -78,6 +81,11 @@ class CTExampleSource:
             item.readers, num_readers_padded=self.num_readers_padded, grid=model.grid,
             max_length=model.max_length, frame=data.frame, z_extent=self.z_extents[item.name],
             blur_sigma=data.blur_sigma)
+        reader_ids = np.zeros(self.num_readers_padded, np.int32)
+        if model.reader_conditioned:
+            rows = reader_indices(model, [r.subject for r in item.readers],
+                                  where=f"{data.data_dir}: CT {item.name!r}")
+            reader_ids[:len(rows)] = rows
         return {
             "tokens": tokens.astype(np.float32),
             "spatial": targets.spatial,
@@ -85,6 +93,7 @@ class CTExampleSource:
             "action_mask": targets.action_mask,
             "duration_mask": targets.duration_mask,
             "reader_mask": reader_mask,
+            "reader_ids": reader_ids,
             "ct_mask": np.float32(1.0),
         }
 

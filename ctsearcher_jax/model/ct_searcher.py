@@ -15,6 +15,17 @@ builds the original's key order [Z + PE, stop], so original weights give the ori
 (index N = stop); the loss then pairs logits and targets index by index exactly as the original.
 
 The model is not autoregressive: every step's distribution comes from this one forward pass.
+
+Reader conditioning (`reader_conditioning: embedding`, the paper-era recipe): a learned vector
+per reader id, `reader_embed` (num_readers, d), is added to every decoder query,
+
+    queries = query_embed + reader_embed[reader]    (B, L, d)
+
+so only the decoder depends on the reader: given reader indices (B, R) the encoder runs once per
+CT and the decoder once per (CT, reader), outputs with leading axis B*R (reader-major inside each
+CT). Adding to the queries (rather than to the memory or the tokens) keeps the encoder shared
+across readers and costs no extra matmul; the queries enter the decoder's self-attention and
+cross-attention, so the reader shifts both which steps attend where and the duration heads.
 """
 
 from __future__ import annotations
@@ -79,6 +90,13 @@ class CTSearcher(nnx.Module):
         self.spatial_fc = linear(d, d, dtype=dtype, rngs=rngs)
         self.duration_mu = DurationHead(d, dtype=dtype, rngs=rngs)
         self.duration_logvar = DurationHead(d, dtype=dtype, rngs=rngs)
+        if config.reader_conditioned:
+            if not config.readers:
+                raise ValueError("model.reader_conditioning=embedding needs model.readers (the "
+                                 "reader ids; training fills them from the dataset)")
+            # Drawn last, so an unconditioned model's initialisation is unchanged.
+            self.reader_embed = nnx.Param(
+                xavier_uniform(rngs.params(), (len(config.readers), d), jnp.float32))
 
     def _with_stop(self, grid_tokens: jax.Array, stop: jax.Array) -> jax.Array:
         """Key sequence (B, 1+N, d): [stop, grid...] or, legacy, [grid..., stop]."""
@@ -101,13 +119,34 @@ class CTSearcher(nnx.Module):
         memory = x + self._with_stop(jnp.broadcast_to(pe, (1, *pe.shape)), jnp.zeros((1, 1, pe.shape[-1])))
         return x, memory
 
-    def __call__(self, tokens: jax.Array, *, deterministic: bool = True) -> ScanpathOutputs:
-        """tokens (B, N, feature_dim) float32 -> ScanpathOutputs (see the class docstring)."""
-        enc, memory = self.encode(tokens, deterministic=deterministic)
-        b = tokens.shape[0]
+    def decode(self, enc: jax.Array, memory: jax.Array, readers: jax.Array | None = None, *,
+               deterministic: bool = True) -> ScanpathOutputs:
+        """enc, memory (B, 1+N, d) from `encode`; readers (B,) int32 reader indices or None."""
+        b = enc.shape[0]
         r = jnp.broadcast_to(self.query_embed[...], (b, *self.query_embed.shape))
+        if self.config.reader_conditioned:
+            if readers is None:
+                raise ValueError("this model is reader-conditioned: pass reader indices")
+            r = r + self.reader_embed[...][readers][:, None, :]
+        elif readers is not None:
+            raise ValueError("this model is not reader-conditioned: it takes no reader indices")
         for layer in self.decoder:
             r = layer(r, memory, deterministic=deterministic)
         projected = self.spatial_fc(r)
         logits = jnp.einsum("bld,bkd->blk", projected, enc.astype(self.dtype)).astype(jnp.float32)
         return ScanpathOutputs(logits, self.duration_mu(r), self.duration_logvar(r))
+
+    def __call__(self, tokens: jax.Array, readers: jax.Array | None = None, *,
+                 deterministic: bool = True) -> ScanpathOutputs:
+        """tokens (B, N, feature_dim) float32 -> ScanpathOutputs (see the class docstring).
+
+        readers (conditioned models only): (B,) int32 reader indices, one per CT, outputs (B, ...);
+        or (B, R) for R readers per CT: the encoder runs once per CT, outputs (B*R, ...) with the
+        readers of a CT consecutive.
+        """
+        enc, memory = self.encode(tokens, deterministic=deterministic)
+        if readers is not None and readers.ndim == 2:
+            per_ct = readers.shape[1]
+            enc, memory = jnp.repeat(enc, per_ct, axis=0), jnp.repeat(memory, per_ct, axis=0)
+            readers = readers.reshape(-1)
+        return self.decode(enc, memory, readers, deterministic=deterministic)

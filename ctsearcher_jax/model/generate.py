@@ -6,6 +6,10 @@ sampler (`model.sampling`) in fixed-size chunks of CTs, so one compiled shape se
 with one key per CT (its scanpaths do not depend on which chunk, device or process drew them).
 With ground-truth readers, sample s of reader r takes that reader's subject, in sample-major
 blocks: the pairing the original evaluation protocol uses (prediction i against reader i).
+
+A reader-conditioned model draws each reader's samples from that reader's own decoder pass:
+per CT, the ground-truth readers (or, without ground truth, every reader the model knows), kept
+to `reader_filter` when given (`predict --reader ID`); records keep the same sample-major order.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ def sample_records(model: Any, config: Config, names: Sequence[str], feature_dir
                    *, samples: int, seed: int,
                    readers: Mapping[str, Sequence[Scanpath]] | None = None,
                    indices: Sequence[int] | None = None,
-                   devices: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+                   devices: Sequence[Any] | None = None,
+                   reader_filter: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Dataset-format records: per CT, `samples` scanpaths (x its readers when `readers` is given).
 
     Deterministic for `seed`: CT `names[i]` draws with `fold_in(key(seed), indices[i])` (indices
@@ -46,7 +51,15 @@ def sample_records(model: Any, config: Config, names: Sequence[str], feature_dir
     most CHUNK rounded up, padded), so one compilation serves every chunk and every CT size. None: the default device, the last chunk
     padded only when there is more than one (training's evaluator, whose model may live on a
     global mesh).
+    reader_filter: reader ids to sample for (reader-conditioned models only; ConfigError
+    otherwise, DataError for an id the model does not know). A conditioned model samples per
+    (CT, reader) job on the default device, chunk c of jobs with `fold_in(key(seed), c)`.
     """
+    if reader_filter:
+        check_reader_filter(config, reader_filter)
+    if config.model.reader_conditioned:
+        return _conditioned_records(model, config, names, feature_dir, samples=samples, seed=seed,
+                                    readers=readers, reader_filter=reader_filter)
     import jax
 
     from ctsearcher_jax.data.features import load_tokens
@@ -96,10 +109,84 @@ def sample_records(model: Any, config: Config, names: Sequence[str], feature_dir
         for rec in sampled_to_records(sampled, chunk, subjects):
             if rec["subject"] is not None:
                 records.append(rec)
+    _check_nonempty(records)
+    return records
+
+
+def check_reader_filter(config: Config, reader_filter: Sequence[str]) -> None:
+    """ConfigError for reader ids given to an unconditioned model; DataError for unknown ids."""
+    from ctsearcher_jax.data.readers import reader_indices
+    from ctsearcher_jax.errors import ConfigError
+
+    if not config.model.reader_conditioned:
+        raise ConfigError("--reader needs a reader-conditioned model (trained with "
+                          "model.reader_conditioning=embedding); this one has no reader input")
+    reader_indices(config.model, list(reader_filter), where="--reader")
+
+
+def _check_nonempty(records: Sequence[Mapping[str, Any]]) -> None:
     empty = [f"{r['name']} (subject {r['subject']})" for r in records if r["length"] == 0]
     if empty:
         raise DataError(f"the model stopped before the first fixation for {empty[:3]}; raise "
                         f"eval.min_length (--set eval.min_length=N) so every scanpath has fixations")
+
+
+def _conditioned_records(model: Any, config: Config, names: Sequence[str],
+                         feature_dir: str | os.PathLike[str], *, samples: int, seed: int,
+                         readers: Mapping[str, Sequence[Scanpath]] | None,
+                         reader_filter: Sequence[str] | None) -> list[dict[str, Any]]:
+    """`sample_records` for a reader-conditioned model: one job per (CT, reader), CHUNK jobs per
+    jitted call (chunk c uses `fold_in(key(seed), c)`), `samples` draws per job."""
+    import jax
+
+    from ctsearcher_jax.data.features import load_tokens
+    from ctsearcher_jax.data.frames import z_extents
+    from ctsearcher_jax.data.readers import reader_id, reader_indices, subject_of
+    from ctsearcher_jax.model.sampling import sample_scanpaths, sampled_to_records
+
+    wanted = {reader_id(r) for r in reader_filter} if reader_filter else None
+    subjects: dict[str, list] = {}
+    for name in names:
+        if readers and readers.get(name):
+            found = [r.subject for r in readers[name]]
+        else:
+            found = [subject_of(r) for r in config.model.readers]
+        subjects[name] = [s for s in found if wanted is None or reader_id(s) in wanted]
+    jobs = [(n, s) for n in names for s in subjects[n]]
+    rows = reader_indices(config.model, [s for _, s in jobs], where=str(feature_dir))
+    extents = z_extents(config.data, names, feature_dir)
+    tokens_of: dict[str, np.ndarray] = {}
+    drawn: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    key = jax.random.key(seed)
+    for c, start in enumerate(range(0, len(jobs), CHUNK)):
+        chunk = jobs[start:start + CHUNK]
+        chunk_rows = list(rows[start:start + CHUNK])
+        for n, _ in chunk:
+            if n not in tokens_of:
+                tokens_of[n] = load_tokens(feature_dir, n, config.model.grid)
+        tokens = np.stack([tokens_of[n] for n, _ in chunk])
+        z = np.array([extents[n] for n, _ in chunk], np.float32)
+        if len(chunk) < CHUNK and len(jobs) > CHUNK:  # pad the last chunk to the compiled shape
+            pad = CHUNK - len(chunk)
+            tokens = np.concatenate([tokens, np.repeat(tokens[-1:], pad, 0)])
+            z = np.concatenate([z, np.repeat(z[-1:], pad)])
+            chunk_rows += [chunk_rows[-1]] * pad
+        if tokens.shape[-1] != config.model.feature_dim:
+            raise DataError(f"{feature_dir}: features of {chunk[0][0]!r} have {tokens.shape[-1]} "
+                            f"channels; the model expects {config.model.feature_dim} (re-extract them)")
+        sampled = sample_scanpaths(model, tokens, jax.random.fold_in(key, c), num_samples=samples,
+                                   min_length=config.eval.min_length,
+                                   legacy_duration_sampling=config.eval.legacy_duration_sampling,
+                                   frame=config.data.frame, z_extent=z,
+                                   readers=np.asarray(chunk_rows, np.int32))
+        sampled = jax.tree.map(lambda a: np.asarray(a)[: len(chunk)], sampled)
+        recs = sampled_to_records(sampled, [n for n, _ in chunk], [s for _, s in chunk])
+        for j, (n, s) in enumerate(chunk):
+            drawn[(n, reader_id(s))] = recs[j * samples:(j + 1) * samples]
+    # sample-major per CT, as the unconditioned path: sample k of every reader, then k + 1
+    records = [drawn[(n, reader_id(s))][k] for n in names for k in range(samples)
+               for s in subjects[n]]
+    _check_nonempty(records)
     return records
 
 

@@ -108,9 +108,10 @@ def draw_from_outputs(logits: jax.Array, mu: jax.Array, log_sigma2: jax.Array, k
 
 
 @functools.partial(nnx.jit, static_argnames=("num_samples", "min_length", "legacy_duration_sampling"))
-def _sample_jit(model: Any, tokens: jax.Array, key: jax.Array, frame: jax.Array, z_extent: jax.Array, *,
-                num_samples: int, min_length: int, legacy_duration_sampling: bool) -> SampledScanpaths:
-    out = model(tokens, deterministic=True)
+def _sample_jit(model: Any, tokens: jax.Array, key: jax.Array, frame: jax.Array, z_extent: jax.Array,
+                readers: jax.Array | None, *, num_samples: int, min_length: int,
+                legacy_duration_sampling: bool) -> SampledScanpaths:
+    out = model(tokens, readers, deterministic=True)
     return draw_from_outputs(out.spatial_logits, out.duration_mu, out.duration_log_sigma2, key,
                              grid=model.config.grid, num_samples=num_samples, min_length=min_length,
                              legacy_duration_sampling=legacy_duration_sampling, frame=frame,
@@ -119,14 +120,19 @@ def _sample_jit(model: Any, tokens: jax.Array, key: jax.Array, frame: jax.Array,
 
 def sample_scanpaths(model: Any, tokens: jax.Array, key: jax.Array, *, num_samples: int, min_length: int,
                      legacy_duration_sampling: bool = False, frame: float = GAZE_FRAME,
-                     z_extent: float | Sequence[float] | np.ndarray = GAZE_FRAME) -> SampledScanpaths:
+                     z_extent: float | Sequence[float] | np.ndarray = GAZE_FRAME,
+                     readers: Sequence[int] | np.ndarray | None = None) -> SampledScanpaths:
     """Draw `num_samples` scanpaths for each CT of `tokens` (B, N, C) with one jitted call.
 
     Deterministic for a given `key`. z_extent: the Z extent binned into Gz cells, scalar or (B,).
+    readers: (B,) embedding rows of a reader-conditioned model (row b conditions CT b); None for
+    an unconditioned model.
     """
     b = tokens.shape[0]
     z = jnp.broadcast_to(jnp.asarray(z_extent, jnp.float32), (b,))
-    return _sample_jit(model, jnp.asarray(tokens), key, jnp.asarray(frame, jnp.float32), z,
+    if readers is not None:
+        readers = jnp.asarray(readers, jnp.int32).reshape(b)
+    return _sample_jit(model, jnp.asarray(tokens), key, jnp.asarray(frame, jnp.float32), z, readers,
                        num_samples=int(num_samples), min_length=int(min_length),
                        legacy_duration_sampling=bool(legacy_duration_sampling))
 

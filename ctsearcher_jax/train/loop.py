@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ctsearcher_jax.config import Config, to_dict, write_resolved
+from ctsearcher_jax.data.readers import with_readers
 from ctsearcher_jax.errors import ConfigError, DataError
 from ctsearcher_jax.io import atomic_write_json
 from ctsearcher_jax.logs import progress_bars
@@ -200,6 +201,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
 
     # ---- input
     items, train_items, eval_items = _split_items(config)
+    config = with_readers(config, items)  # a conditioned model's reader ids, from the data
+    train_cfg = config.train
     r_max = max_readers(items)
     source = CTExampleSource(train_items, config, r_max)
     steps_per_epoch = len(train_items) // train_cfg.batch_size

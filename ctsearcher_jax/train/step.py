@@ -128,18 +128,34 @@ def mask_totals(batch: Batch) -> tuple[jax.Array, jax.Array]:
 def loss_terms(model: nnx.Module, batch: Batch, *, train: TrainConfig,
                deterministic: bool) -> tuple[jax.Array, jax.Array]:
     """(spatial, duration) losses of one (micro-)batch, each normalised by its own mask sums."""
-    tokens = batch["tokens"]
-    if train.share_forward_across_readers:
-        outputs = model(tokens, deterministic=deterministic)
-    else:
-        # One forward per reader slot, as the original: (B, N, C) -> (B*R, N, C).
-        readers = batch["reader_mask"].shape[1]
-        outputs = model(repeat_for_readers(tokens, readers), deterministic=deterministic)
+    outputs, shared = reader_outputs(model, batch, train=train, deterministic=deterministic)
     _, parts = scanpath_loss(outputs, batch_targets(batch), batch["reader_mask"],
                              duration_weight=train.duration_loss_weight,
-                             share_forward=train.share_forward_across_readers,
-                             legacy_epsilon=train.legacy_loss_epsilon)
+                             share_forward=shared, legacy_epsilon=train.legacy_loss_epsilon)
     return parts["spatial"], parts["duration"]
+
+
+def reader_outputs(model: nnx.Module, batch: Batch, *, train: TrainConfig,
+                   deterministic: bool) -> tuple[Any, bool]:
+    """The model's outputs for every reader slot of the batch, and whether they are shared.
+
+    Unconditioned model: (B, ...) shared by the readers of a CT, or (B*R, ...) from one forward
+    per reader slot when `share_forward_across_readers` is off (as the original). Conditioned
+    model: always (B*R, ...), each reader's own; with sharing on the encoder still runs once per
+    CT (only the decoder runs per reader). Returns (outputs, True when (B, ...)).
+    """
+    tokens = batch["tokens"]
+    readers = batch["reader_mask"].shape[1]
+    if model.config.reader_conditioned:
+        ids = batch["reader_ids"]
+        if train.share_forward_across_readers:
+            return model(tokens, ids, deterministic=deterministic), False
+        return model(repeat_for_readers(tokens, readers), ids.reshape(-1),
+                     deterministic=deterministic), False
+    if train.share_forward_across_readers:
+        return model(tokens, deterministic=deterministic), True
+    # One forward per reader slot, as the original: (B, N, C) -> (B*R, N, C).
+    return model(repeat_for_readers(tokens, readers), deterministic=deterministic), False
 
 
 def _microbatches(batch: Batch, count: int) -> Batch:
