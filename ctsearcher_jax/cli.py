@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "convert-monai": "convert_monai",
     "extract": "extract",
     "train": "train",
+    "finetune": "finetune",
     "predict": "predict",
     "evaluate": "evaluate",
     "baselines": "baselines",

@@ -270,6 +270,31 @@ class ExtractConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """ScanMatch-reward fine-tuning (`ctsearcher finetune`): self-critical policy gradient."""
+
+    # Model folder the run starts from (set by `ctsearcher finetune --from`); "" = supervised run.
+    source: str = ""
+    # Scanpaths sampled per CT and reader each step; their mean reward is the baseline.
+    samples: int = 5
+    # Fine-tuning learning rate as a fraction of the supervised run's (applied once by the command).
+    lr_scale: float = 0.1
+    # Fine-tuning epochs (the command sets train.epochs to this; lr decays linearly to 0).
+    epochs: int = 5
+    # Weight of the supervised loss added to the policy-gradient loss (0 = reward only).
+    supervised_weight: float = 0.0
+    # Inside the reward, fixations longer than this (seconds) count as this long (fixed shapes).
+    duration_cap_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.samples >= 2, "finetune.samples", "must be >= 2 (the baseline is their mean)")
+        _check(0 < self.lr_scale, "finetune.lr_scale", "must be > 0")
+        _check(self.epochs >= 1, "finetune.epochs", "must be >= 1")
+        _check(self.supervised_weight >= 0, "finetune.supervised_weight", "must be >= 0")
+        _check(self.duration_cap_s >= 0.025, "finetune.duration_cap_s", "must be >= 0.025")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
@@ -283,6 +308,8 @@ class Config:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     # Feature extraction.
     extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
+    # ScanMatch-reward fine-tuning (inactive unless finetune.source is set).
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
 
 # The original's command-line flag names, mapped to our keys where the meaning is the same.

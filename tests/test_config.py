@@ -101,7 +101,7 @@ def test_bad_set_key_is_not_blamed_on_the_file(tmp_path):
 def test_resolved_config_round_trips(tmp_path, paper):
     path = cfg.write_resolved(paper, tmp_path)
     data = yaml.safe_load(path.read_text())
-    assert set(data) == {"model", "data", "train", "eval", "extract"}
+    assert set(data) == {"model", "data", "train", "eval", "extract", "finetune"}
     assert cfg.from_dict(data) == paper
     assert not list(tmp_path.glob(".*tmp"))
 

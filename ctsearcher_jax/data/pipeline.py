@@ -10,6 +10,10 @@ One example is one CT with every reader's targets::
     reader_mask    (R,)          float32  1 for real readers, 0 for padding
     reader_ids     (R,)          int32    embedding row of each reader (`model.readers`) for a
                                           reader-conditioned model; 0 for padding and otherwise
+    gaze           (R, L, 4)     float32  each reader's first L fixations [x, y, z, seconds] as
+                                          recorded (the fine-tuning reward scores against them)
+    gaze_length    (R,)          int32    fixations in `gaze` (0 for padding)
+    z_extent       ()            float32  slices binned into Gz cells (decodes sampled cells)
     ct_mask        ()            float32  1 for real CTs, 0 for the padding of the last eval batch
 
 R = R_max, the largest reader count in the dataset (every split), so batch shapes are static.
@@ -86,6 +90,12 @@ class CTExampleSource:
             rows = reader_indices(model, [r.subject for r in item.readers],
                                   where=f"{data.data_dir}: CT {item.name!r}")
             reader_ids[:len(rows)] = rows
+        gaze = np.zeros((self.num_readers_padded, model.max_length, 4), np.float32)
+        gaze_length = np.zeros(self.num_readers_padded, np.int32)
+        for r, sp in enumerate(item.readers):
+            n = min(len(sp.x), model.max_length)
+            gaze[r, :n] = np.stack([sp.x[:n], sp.y[:n], sp.z[:n], sp.t[:n]], axis=1)
+            gaze_length[r] = n
         return {
             "tokens": tokens.astype(np.float32),
             "spatial": targets.spatial,
@@ -94,6 +104,9 @@ class CTExampleSource:
             "duration_mask": targets.duration_mask,
             "reader_mask": reader_mask,
             "reader_ids": reader_ids,
+            "gaze": gaze,
+            "gaze_length": gaze_length,
+            "z_extent": np.float32(self.z_extents[item.name]),
             "ct_mask": np.float32(1.0),
         }
 
@@ -101,7 +114,7 @@ class CTExampleSource:
 def _masked(example: Example) -> Example:
     """A padding example: same shapes, every mask 0 (contributes nothing to losses or metrics)."""
     out = dict(example)
-    for key in ("action_mask", "duration_mask", "reader_mask"):
+    for key in ("action_mask", "duration_mask", "reader_mask", "gaze_length"):
         out[key] = np.zeros_like(example[key])
     out["ct_mask"] = np.float32(0.0)
     return out

@@ -31,6 +31,7 @@ from ctsearcher_jax.errors import CheckpointError, ConfigError
 # (paths, logging, retention, fsdp, eval settings) may change between launches.
 RESUME_INVARIANT = {
     "model": None,  # the whole section
+    "finetune": None,
     "data": ("frame", "z_extent", "blur_sigma", "train_split"),
     "train": ("seed", "lr", "beta1", "beta2", "eps", "weight_decay", "warmup_epochs", "epochs",
               "batch_size", "duration_loss_weight", "clip_grad_norm", "grad_accum_steps",

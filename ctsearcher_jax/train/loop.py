@@ -183,6 +183,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
                                               max_readers, train_dataset)
     from ctsearcher_jax.train import checkpoint as ckpt_lib
     from ctsearcher_jax.train import sharding as sh
+    from ctsearcher_jax.train import finetune as finetune_lib
     from ctsearcher_jax.train import step as step_lib
     from ctsearcher_jax.train.evaluators import (LossEvaluator, ScanpathMetricsEvaluator,
                                                  scalar)
@@ -271,8 +272,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
         f"{steps_per_epoch}); " + (f"resuming at step {start_step}" if start_step
                                    else "starting at step 0"))
 
-    train_step = step_lib.make_train_step(graphdef, train_cfg, schedule, shardings,
-                                          sh.replicated(mesh))
+    if config.finetune.source and not start_step:  # fine-tuning starts from the source model
+        state = finetune_lib.start_from_source(config, state, shardings)
+    train_step = finetune_lib.make_step(graphdef, config, schedule, shardings, sh.replicated(mesh))
     if start_step == 0:
         tracker.log_hparams(_flat_hparams(config), metrics=available)
 

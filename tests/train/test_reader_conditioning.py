@@ -20,6 +20,16 @@ def root(tmp_path_factory):
     return tinydata.write_tiny_dataset(tmp_path_factory.mktemp("cond"), num_train=4, num_test=2)
 
 
+@pytest.fixture(scope="module")
+def conditioned_run(root, tmp_path_factory):
+    """A two-step conditioned training run (4 CTs, batch 2): (workdir, result, config)."""
+    from ctsearcher_jax.train.loop import train_and_evaluate
+
+    config = _config(root)
+    work = tmp_path_factory.mktemp("cond_run") / "run"
+    return work, train_and_evaluate(config, work), config
+
+
 def _config(root, **model):
     data = tinydata.tiny_config_dict(root, epochs=1, batch_size=2, warmup_epochs=0)
     data["model"].update({"reader_conditioning": "embedding", **model})
@@ -86,20 +96,17 @@ def test_unknown_reader_ids_are_refused(root):
         from_dict({"model": {"readers": ["1"]}})
 
 
-def test_smoke_train_export_round_trip_and_predict_per_reader(root, tmp_path):
+def test_smoke_train_export_round_trip_and_predict_per_reader(root, conditioned_run):
     from ctsearcher_jax.model.generate import sample_records
     from ctsearcher_jax.model.serialization import load_model, model_tensors
     from ctsearcher_jax.train.checkpoint import RunCheckpoints
-    from ctsearcher_jax.train.loop import train_and_evaluate
-
-    config = _config(root)
-    result = train_and_evaluate(config, tmp_path / "run")  # 4 CTs, batch 2: two steps
+    run, result, _ = conditioned_run
     assert result.status == "completed" and result.step == 2
     assert np.isfinite(result.last_train["loss"])
-    model, loaded = load_model(tmp_path / "run" / "model")
+    model, loaded = load_model(run / "model")
     assert loaded.model.readers == ("1", "2", "3")
     assert "reader_embed" in model_tensors(model)
-    checkpoints = RunCheckpoints(tmp_path / "run", loaded, best_metric=None)
+    checkpoints = RunCheckpoints(run, loaded, best_metric=None)
     assert checkpoints.read_meta(2)["config"]["model"]["readers"] == ["1", "2", "3"]
     checkpoints.close()
 
@@ -112,3 +119,40 @@ def test_smoke_train_export_round_trip_and_predict_per_reader(root, tmp_path):
     with pytest.raises(DataError, match="reader '7' is unknown"):
         sample_records(model, loaded, names, root / "features", samples=1, seed=0,
                        reader_filter=["7"])
+
+
+def test_finetune_smoke_logs_reward_and_resumes_exactly(conditioned_run, tmp_path):
+    """Two fine-tuning steps from a conditioned model; dropping the last checkpoint and running
+    again resumes at step 1 and reproduces step 2 bit for bit (samples depend on (seed, step))."""
+    import json
+    import shutil
+
+    from ctsearcher_jax import cli
+
+    source, _, config = conditioned_run
+    args = ["--set", "finetune.epochs=1", "--set", "finetune.samples=3",
+            "--set", "train.checkpoint_every_steps=1", "--set", "finetune.supervised_weight=0.5"]
+    work = tmp_path / "ft"
+    assert cli.main(["finetune", "--from", str(source), "--workdir", str(work), *args]) == 0
+    rows = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    for r in train_rows:
+        assert 0 <= r["reward_mean"] <= 1 and r["reward_std"] >= 0 and np.isfinite(r["supervised"])
+    # lr x0.1, no warm-up, linear decay over the 2 steps: step 1 at half of it
+    assert train_rows[0]["lr"] == pytest.approx(config.train.lr * 0.1 * 0.5)
+    from ctsearcher_jax.model.serialization import load_model, model_tensors
+
+    saved = model_tensors(load_model(work / "model")[0])
+    first = train_rows[1]
+    shutil.rmtree(work / "checkpoints" / "2")
+    shutil.rmtree(work / "model")
+    (work / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows if r["step"] < 2) + "\n")
+    assert cli.main(["finetune", "--workdir", str(work)]) == 0  # resumes from step 1
+    again = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
+    again = [r for r in again if r["split"] == "train" and r["step"] == 2][0]
+    assert again["reward_mean"] == first["reward_mean"] and again["loss"] == first["loss"]
+    resumed = model_tensors(load_model(work / "model")[0])
+    assert resumed.keys() == saved.keys()
+    for k in saved:
+        np.testing.assert_array_equal(resumed[k], saved[k], err_msg=k)

@@ -1,0 +1,43 @@
+"""`ctsearcher finetune --from MODEL --workdir W`: ScanMatch-reward fine-tuning (self-critical)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = ("fine-tune a trained CT-Searcher with a ScanMatch reward (K samples per CT and reader, "
+        "mean-reward baseline, lr x0.1 decaying linearly); resumes from WORKDIR by itself")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="source",
+                        help="training workdir (uses <workdir>/model) or exported model folder to "
+                             "start from (default when resuming: the one in WORKDIR/config.yaml)")
+    parser.add_argument("--workdir", required=True,
+                        help="fine-tuning run folder: checkpoints/, tb/, metrics.jsonl, model/")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key, e.g. --set finetune.samples=8 --set "
+                             "finetune.supervised_weight=0.1 (model.* is fixed by the source)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctsearcher_jax.config import load
+    from ctsearcher_jax.errors import ConfigError
+    from ctsearcher_jax.train.finetune import finetune_config
+
+    resolved = Path(args.workdir) / "config.yaml"
+    if args.source is not None:
+        config = finetune_config(args.source, args.overrides)
+    elif resolved.is_file():
+        config = load(resolved, args.overrides)  # already a fine-tuning config: lr scaled once
+        if not config.finetune.source:
+            raise ConfigError(f"{resolved} is not a fine-tuning run; pass --from MODEL")
+    else:
+        raise ConfigError(f"--from is required: {resolved} does not exist (new fine-tuning run)")
+
+    from ctsearcher_jax.train.loop import train_and_evaluate
+
+    result = train_and_evaluate(config, args.workdir, echo=print)
+    print(f"{result.status}: step {result.step}/{result.total_steps}; model in "
+          f"{Path(args.workdir) / 'model'}")
+    return 0
