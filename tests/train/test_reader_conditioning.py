@@ -33,6 +33,7 @@ def conditioned_run(root, tmp_path_factory):
 def _config(root, **model):
     data = tinydata.tiny_config_dict(root, epochs=1, batch_size=2, warmup_epochs=0)
     data["model"].update({"reader_conditioning": "embedding", **model})
+    data["data"]["eval_split"] = "none"  # no evaluators: these tests check training, not scores
     return from_dict(data)
 
 
