@@ -90,12 +90,11 @@ def alignment_score(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array, *,
     if params.gap != 0:
         raise ValueError("the jit ScanMatch supports gap 0 only (the evaluation's setting)")
     sub = jnp.asarray(substitution_matrix(params.bins, params.threshold), dtype)
-    sub_b = sub[:, b]  # (K, Nb): row a_i of it is S[a_i, b_j] for every column j
     nb = b.shape[0]
     zero = jnp.zeros((1,), dtype)
 
     def row(i, f):
-        s = sub_b[a[i]]
+        s = sub[a[i]][b]  # S[a_i, b_j] for every column j (no (K, Nb) table per pair)
         diag = jnp.concatenate([zero, f[:-1]])  # F[i-1, j-1] for column j+1 ... stored at j
         return jax.lax.cummax(jnp.maximum(diag + s, f), axis=0)
 
