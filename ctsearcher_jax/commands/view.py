@@ -51,8 +51,7 @@ def volume_shape(path: Path) -> tuple[int, int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsearcher_jax.data.inspect import find_volumes
-    from ctsearcher_jax.data.schema import find_dataset_json, load_dataset, load_records
+    from ctsearcher_jax.data.gaze_sources import GazeSources
     from ctsearcher_jax.errors import ConfigError, DataError
     from ctsearcher_jax.paths import check_output_dir, check_output_file, child_path, os_error
     from ctsearcher_jax.viz.viewer import check_paths, default_paths, metrics_against, write_viewer
@@ -74,37 +73,13 @@ def run(args: argparse.Namespace) -> int:
     if args.reference is not None and not args.metrics:
         raise ConfigError("--reference only applies with --metrics")
 
-    json_path = find_dataset_json(args.data)
-    items = {it.name: it for it in load_dataset(json_path)}
-    pred_by_ct: dict[str, list] = {}
-    if args.pred:
-        for sp in load_records(args.pred, require_split=False, default_z_limit=None):
-            pred_by_ct.setdefault(sp.name, []).append(sp)
-    cts_dir = json_path.parent / "cts"
-    volumes = find_volumes(cts_dir) if cts_dir.is_dir() else {}
-    readers = None if args.reader is None else {str(r) for r in args.reader}
+    sources = GazeSources.load(args.data, args.pred, args.reader)
+    json_path, volumes = sources.json_path, sources.volumes
 
     # Check every name before writing anything.
     jobs = []
     for name in args.name:
-        if name not in items:
-            known = sorted(items)
-            shown = ", ".join(known[:10]) + (f", ... ({len(known)} CTs)" if len(known) > 10 else "")
-            raise DataError(f"CT {name!r} is not in {json_path}; known CTs: {shown}")
-        if name not in volumes:
-            raise DataError(f"CT {name!r}: no volume {cts_dir / (name + '.nii.gz')}; put the "
-                            f"CT there (NIfTI .nii.gz or .nii)")
-        gt = list(items[name].readers)
-        pred = pred_by_ct.get(name, [])
-        if args.pred and not pred:
-            raise DataError(f"{args.pred}: no predicted scanpath for CT {name!r}")
-        if readers is not None:
-            gt = [sp for sp in gt if str(sp.subject) in readers]
-            pred = [sp for sp in pred if str(sp.subject) in readers]
-            if not gt:
-                raise DataError(f"CT {name!r}: no scanpath of reader(s) {sorted(readers)} in "
-                                f"{json_path}; its readers are "
-                                f"{[str(s.subject) for s in items[name].readers]}")
+        gt, pred = sources.select(name)
         paths = default_paths(gt, pred, gt_source=str(json_path),
                               pred_source=str(args.pred) if args.pred else "")
         reference = None
@@ -126,14 +101,14 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(out)
         targets = [child_path(out, name, "_viewer.html") for name, _, _ in jobs]
 
-    sources = {"dataset": str(json_path)}
+    files = {"dataset": str(json_path)}
     if args.pred:
-        sources["predictions"] = str(args.pred)
+        files["predictions"] = str(args.pred)
     for (name, paths, reference), target in zip(jobs, targets):
         volume = load_volume(volumes[name])
         metrics = metrics_against(paths, reference) if reference is not None else None
         try:
-            path, size = write_viewer(target, volume, paths, name=name, sources=sources,
+            path, size = write_viewer(target, volume, paths, name=name, sources=files,
                                       window=args.window, reference=reference, metrics=metrics,
                                       max_side=args.max_side, hu_step=args.hu_step)
         except OSError as exc:

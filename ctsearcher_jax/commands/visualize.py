@@ -34,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsearcher_jax.data.inspect import find_volumes
-    from ctsearcher_jax.data.schema import find_dataset_json, load_dataset, load_records
-    from ctsearcher_jax.errors import ConfigError, DataError
+    from ctsearcher_jax.data.gaze_sources import GazeSources
     from ctsearcher_jax.data.inspect import slice_counts
+    from ctsearcher_jax.data.schema import find_dataset_json
+    from ctsearcher_jax.errors import ConfigError
     from ctsearcher_jax.paths import check_output_dir, check_output_file, child_path
     from ctsearcher_jax.viz import FIGURES, render_ct_figures
     from ctsearcher_jax.viz.render import FILE_NAMES, MAX_DPI, MIN_DPI
@@ -64,35 +64,11 @@ def run(args: argparse.Namespace) -> int:
         for kind in figures:
             check_output_file(child_path(out, name, FILE_NAMES[kind].format(name="")),
                               inputs=inputs)
-    items = {it.name: it for it in load_dataset(json_path)}
-    pred_by_ct: dict[str, list] = {}
-    if args.pred:
-        for sp in load_records(args.pred, require_split=False, default_z_limit=None):
-            pred_by_ct.setdefault(sp.name, []).append(sp)
-    cts_dir = json_path.parent / "cts"
-    volumes = find_volumes(cts_dir) if cts_dir.is_dir() else {}
-    readers = None if args.reader is None else {str(r) for r in args.reader}
+    sources = GazeSources.load(json_path, args.pred, args.reader)
+    volumes = sources.volumes
 
     for name in args.name:
-        if name not in items and name not in pred_by_ct:
-            known = sorted(items)
-            shown = ", ".join(known[:10]) + (f", ... ({len(known)} CTs)" if len(known) > 10 else "")
-            raise DataError(f"CT {name!r} is not in {json_path}"
-                            + (f" nor in {args.pred}" if args.pred else "")
-                            + f"; known CTs: {shown}")
-        if name not in volumes:
-            raise DataError(f"CT {name!r}: no volume {cts_dir / (name + '.nii.gz')}; put the "
-                            f"CT there (NIfTI .nii.gz or .nii)")
-        gt = list(items[name].readers) if name in items else []
-        pred = pred_by_ct.get(name, [])
-        if args.pred and not pred:
-            raise DataError(f"{args.pred}: no predicted scanpath for CT {name!r}")
-        if readers is not None:
-            gt = [sp for sp in gt if str(sp.subject) in readers]
-            pred = [sp for sp in pred if str(sp.subject) in readers]
-            if not gt and not pred:
-                raise DataError(f"CT {name!r}: no scanpath of reader(s) {sorted(readers)} in "
-                                f"{json_path}" + (f" or {args.pred}" if args.pred else ""))
+        gt, pred = sources.select(name, need_ground_truth=False)
         warn_outside_volume(name, gt, pred, slice_counts({name: volumes[name]})[0].get(name),
                             str(json_path), args.pred)
         written = render_ct_figures(volumes[name], gt, pred or None, out, name=name,
