@@ -30,7 +30,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from ctsearcher_jax.config import Config
@@ -147,7 +146,8 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
                        metric_sharding=None):
     """jit-compiled `step(state, rng_state, batch) -> (state, metrics)`; `state` is donated."""
     from ctsearcher_jax.model.losses import scanpath_loss
-    from ctsearcher_jax.train.step import batch_targets, pack, reader_outputs, unpack
+    from ctsearcher_jax.train.step import (apply_update, batch_targets, jit_train_step, pack,
+                                           reader_outputs, unpack)
 
     train, ft = config.train, config.finetune
     if train.grad_accum_steps != 1:
@@ -177,15 +177,9 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
 
         (loss, (pg, supervised, stats, others)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(params, others)
-        nnx.update(model, others)
-        grad_norm = optax.tree.norm(grads)
-        lr = schedule(count)
-        optimizer.update(model, grads)
+        grad_norm = apply_update(model, optimizer, grads, others)
         metrics = {"loss": loss, "pg_loss": pg, "supervised": supervised, **stats,
-                   "grad_norm": grad_norm, "lr": jnp.asarray(lr, jnp.float32)}
+                   "grad_norm": grad_norm, "lr": jnp.asarray(schedule(count), jnp.float32)}
         return pack(model, optimizer, state.key), metrics
 
-    out_shardings = None
-    if state_shardings is not None:
-        out_shardings = (state_shardings, metric_sharding)
-    return jax.jit(step, donate_argnums=(0,), out_shardings=out_shardings)
+    return jit_train_step(step, state_shardings, metric_sharding)

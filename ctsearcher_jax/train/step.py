@@ -208,14 +208,26 @@ def make_train_step(graphdef, train: TrainConfig, schedule: Callable,
             zeros = jax.tree.map(jnp.zeros_like, params)
             (grads, spatial, duration, others), _ = jax.lax.scan(
                 body, (zeros, 0.0, 0.0, others), _microbatches(batch, accum))
-        nnx.update(model, others)
-        grad_norm = optax.tree.norm(grads)
-        lr = schedule(count)
-        optimizer.update(model, grads)
+        grad_norm = apply_update(model, optimizer, grads, others)
         metrics = {"loss": spatial + w * duration, "spatial": spatial, "duration": duration,
-                   "grad_norm": grad_norm, "lr": jnp.asarray(lr, jnp.float32)}
+                   "grad_norm": grad_norm, "lr": jnp.asarray(schedule(count), jnp.float32)}
         return pack(model, optimizer, state.key), metrics
 
+    return jit_train_step(step, state_shardings, metric_sharding)
+
+
+def apply_update(model, optimizer, grads, others) -> jax.Array:
+    """Write back the step's non-parameter state (dropout counters), then take the optimizer step
+    on `grads`; returns the global gradient norm (logged)."""
+    nnx.update(model, others)
+    grad_norm = optax.tree.norm(grads)
+    optimizer.update(model, grads)
+    return grad_norm
+
+
+def jit_train_step(step, state_shardings, metric_sharding):
+    """`step(state, ...) -> (state, metrics)` under jit with the state donated and, when given,
+    the state and metrics placed by the mesh's shardings."""
     out_shardings = None
     if state_shardings is not None:
         out_shardings = (state_shardings, metric_sharding)
