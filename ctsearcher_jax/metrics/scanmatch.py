@@ -20,8 +20,8 @@ Original quirks kept: two empty symbol sequences (every fixation shorter than ha
 bin) give `0 / 0 = NaN`, as the original does; one empty sequence gives 0.
 
 Kernels. With gap 0 (the paper's setting) F is monotone, so max(F) = F[la, lb]: each pair runs
-`_stripe_kernel` (stripes of rows swept by anti-diagonals); on CPU one pair per host thread, on
-accelerators chunks of pairs vmapped. Other gaps use `_nw_max_one` (whole anti-diagonals,
+`stripe_kernel` (stripes of rows swept by anti-diagonals); on CPU one pair per host thread, on
+accelerators chunks of pairs in one batched call. Other gaps use `_nw_max_one` (whole anti-diagonals,
 masked). A pair's score never depends on the other pairs, the chunking or the threads.
 With durations a 250-fixation pair is a ~3000 x 3000 DP (a 0.3 s fixation is 12 symbols), the
 dominant cost of an evaluation; timings in README, Benchmarks (`scripts/bench_metrics.py`).
@@ -168,53 +168,61 @@ def _nw_max_one(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array,
 
 # Null coordinates (bin units) that pad the row and the column sequences: farther from every
 # real bin, and from each other, than any two real bins, so their substitution score is negative
-# (see `_stripe_kernel`). Squared distances stay within int32.
+# (see `stripe_kernel`). Squared distances stay within int32.
 _NULL_ROW, _NULL_COL = 1 << 12, -(1 << 12)
 
 
-def _stripe_kernel(ac: jax.Array, la: jax.Array, bc: jax.Array, lb: jax.Array, consts: jax.Array,
-                   width: int) -> jax.Array:
-    """F[la, lb] of one pair with gap 0 (F is then monotone, so this is max(F)).
+def stripe_kernel(ac: jax.Array, la: jax.Array, bc: jax.Array, lb: jax.Array, consts: jax.Array,
+                  width: int) -> jax.Array:
+    """F[la, lb] of a batch of pairs with gap 0 (F is then monotone, so this is max(F)): (*P,).
 
-    ac: (3, N) int32 bin coordinates (y, x, z) of the row sequence, N >= la + width;
-    bc: (3, N) of the column sequence, N >= lb + width + 2; padded with `_NULL_ROW` / `_NULL_COL`.
-    consts: (2,) float64 [max_d, max_d - threshold]. Returns () float64.
+    ac: (*P, 3, N) int32 bin coordinates (y, x, z) of the row sequences, N >= max(la) rounded up
+    to a multiple of `width`; bc: (*P, 3, M) of the column sequences, M >= max(lb) + width + 2;
+    both padded with `_NULL_ROW` / `_NULL_COL`. la, lb: (*P,) int32; *P is () for one pair (the
+    CPU path: 1-D vectors, twice as fast there as a batch of one) or (P,). consts: (2,) [max_d,
+    max_d - threshold] in the DP's dtype (float64 for the metric, float32 for the RL reward).
 
     Stripes of `width` rows, each swept by anti-diagonals with the previous stripe's last row as
     its top border: no empty corners of a whole-matrix sweep, and a cache-sized working set.
     No masks: a null symbol scores below 0 against everything, so padding leaves F[la, lb]
-    unchanged. Scores come from bin coordinates, `|sqrt(d2) - max_d| - (max_d - threshold)`,
-    the table's own float operations (bit-identical; tested), faster than a lookup on CPU.
+    unchanged (extra null rows copy the top border down, extra null columns lie right of lb).
+    That is also why the pairs of a batch share one loop counter (stripes up to max(la),
+    diagonals up to width + max(lb) - 1): every slice starts at the same offset for all pairs,
+    a contiguous copy rather than the per-pair gather a vmapped loop would make.
+    Scores come from bin coordinates, `|sqrt(d2) - max_d| - (max_d - threshold)`, the table's
+    own float operations (bit-identical; tested), faster than a lookup on CPU.
     """
-    nb = bc.shape[1]
-    null = jnp.full((width + 4,), _NULL_COL, jnp.int32)
-    # Column sequence reversed: on diagonal e, stripe row t meets column e - t, i.e. brev[nb-1-e+t].
-    by, bx, bz = (jnp.concatenate([bc[k, ::-1], null]) for k in range(3))
+    batch, nb = ac.shape[:-2], bc.shape[-1]
+    null = jnp.full((*batch, 3, width + 4), _NULL_COL, jnp.int32)
+    # Columns reversed: on diagonal e, stripe row t meets column e - t, i.e. brev[nb-1-e+t].
+    brev = jnp.concatenate([bc[..., ::-1], null], axis=-1)
+    by, bx, bz = brev[..., 0, :], brev[..., 1, :], brev[..., 2, :]
     max_d, offset = consts[0], consts[1]
     zero_i = jnp.int32(0)
-    pairs_of_diagonals = (width + lb) // 2  # width + lb - 1 diagonals, two per loop step
+    last = len(batch)  # the sequence axis of (*P, width) vectors
+    pairs_of_diagonals = (width + jnp.max(lb)) // 2  # width + lb - 1 diagonals, two per step
 
     def stripe(s, top):
-        a_s = jax.lax.dynamic_slice(ac, (zero_i, s * width), (3, width))
-        ay, ax, az = a_s[0], a_s[1], a_s[2]
+        a_s = jax.lax.dynamic_slice_in_dim(ac, s * width, width, axis=ac.ndim - 1)
+        ay, ax, az = a_s[..., 0, :], a_s[..., 1, :], a_s[..., 2, :]
 
         def diagonal(e, f1, f2, bottom):
-            # f1, f2: diagonals e-1 and e-2, by stripe row.
+            # f1, f2: diagonals e-1 and e-2, (*P, width) by stripe row.
             start = nb - 1 - e
-            dy = ay - jax.lax.dynamic_slice(by, (start,), (width,))
-            dx = ax - jax.lax.dynamic_slice(bx, (start,), (width,))
-            dz = az - jax.lax.dynamic_slice(bz, (start,), (width,))
+            dy = ay - jax.lax.dynamic_slice_in_dim(by, start, width, axis=last)
+            dx = ax - jax.lax.dynamic_slice_in_dim(bx, start, width, axis=last)
+            dz = az - jax.lax.dynamic_slice_in_dim(bz, start, width, axis=last)
             root = jnp.sqrt((dx * dx + dy * dy + dz * dz).astype(consts.dtype))
             # |D - max_d| == max_d - D bit for bit for real bins (D <= max_d; rounding is
             # symmetric); for null symbols (D > max_d) this is very negative, i.e. "skip".
             score = (max_d - root) - offset
-            border = jax.lax.dynamic_slice(top, (e,), (2,))  # F[top, e], F[top, e + 1]
-            up = jnp.concatenate([border[1:], f1[:-1]])      # F[i-1, j]
-            diag = jnp.concatenate([border[:1], f2[:-1]])    # F[i-1, j-1]
+            border = jax.lax.dynamic_slice_in_dim(top, e, 2, axis=last)  # F[top, e], F[top, e+1]
+            up = jnp.concatenate([border[..., 1:], f1[..., :-1]], axis=-1)     # F[i-1, j]
+            diag = jnp.concatenate([border[..., :1], f2[..., :-1]], axis=-1)   # F[i-1, j-1]
             f = jnp.maximum(jnp.maximum(diag + score, up), f1)
             # The stripe's last row reaches column e - width + 2 on this diagonal.
-            col = jnp.clip(e - width + 2, 0, bottom.shape[0] - 1).astype(jnp.int32)
-            return f, jax.lax.dynamic_update_slice(bottom, f[width - 1:], (col,))
+            col = jnp.clip(e - width + 2, 0, bottom.shape[-1] - 1).astype(jnp.int32)
+            return f, jax.lax.dynamic_update_slice_in_dim(bottom, f[..., width - 1:], col, last)
 
         def two_diagonals(k, carry):
             # Two diagonals per step, written back into the slots they came from: a swap of
@@ -224,23 +232,18 @@ def _stripe_kernel(ac: jax.Array, la: jax.Array, bc: jax.Array, lb: jax.Array, c
             f_odd, bottom = diagonal(2 * k + 1, f_even, f_odd, bottom)
             return (f_even, f_odd), bottom
 
-        zeros = jnp.zeros((width,), consts.dtype)
+        zeros = jnp.zeros((*batch, width), consts.dtype)
         _, bottom = jax.lax.fori_loop(zero_i, pairs_of_diagonals, two_diagonals,
                                       ((zeros, zeros), jnp.zeros_like(top)))
-        return bottom.at[0].set(0.0)
+        return bottom.at[..., 0].set(0.0)
 
-    top = jax.lax.fori_loop(zero_i, (la + width - 1) // width, stripe,
-                            jnp.zeros((nb + width + 4,), consts.dtype))
-    return top[lb]
-
-
-_stripe_one = jax.jit(_stripe_kernel, static_argnames=("width",))
+    top = jax.lax.fori_loop(zero_i, (jnp.max(la) + width - 1) // width, stripe,
+                            jnp.zeros((*batch, nb + width + 4), consts.dtype))
+    return jnp.take_along_axis(top, jnp.asarray(lb, jnp.int32)[..., None], axis=-1)[..., 0]
 
 
-@functools.partial(jax.jit, static_argnames=("width",))
-def _stripe_batch(ac, la, bc, lb, consts, width):
-    kernel = functools.partial(_stripe_kernel, width=width)
-    return jax.vmap(kernel, in_axes=(0, 0, 0, 0, None))(ac, la, bc, lb, consts)
+# One pair as (3, N) vectors (the CPU path) or a chunk as (P, 3, N) (accelerators).
+_stripe = jax.jit(stripe_kernel, static_argnames=("width",))
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -292,7 +295,7 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
                  threads: int | None = None, stripe: int | None | str = "auto") -> np.ndarray:
     """max(F) of the Needleman-Wunsch matrix for many symbol-sequence pairs: (B,) float64.
 
-    With gap 0 (the paper's setting) each pair runs the striped kernel (`_stripe_kernel`).
+    With gap 0 (the paper's setting) each pair runs the striped kernel (`stripe_kernel`).
     chunk = 1 (the CPU default) runs one pair per call on `threads` host threads (default: the
     usable cores), largest pairs first; a larger chunk vmaps that many pairs of similar size per
     call (accelerators). stripe: rows per stripe ("auto": `default_stripe()`; None: the whole
@@ -333,9 +336,9 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
             idx, ac, la, bc, lb, width = call
             with x64():  # a thread-local switch: each worker thread sets it
                 if chunk == 1:
-                    res = _stripe_one(ac[0], la[0], bc[0], lb[0], consts, width=width)
+                    res = _stripe(ac[0], la[0], bc[0], lb[0], consts, width=width)
                 else:
-                    res = _stripe_batch(ac, la, bc, lb, consts, width=width)
+                    res = _stripe(ac, la, bc, lb, consts, width=width)
                 out[idx] = np.asarray(res, np.float64).reshape(-1)
 
         if threads > 1 and len(calls) > 1:

@@ -36,6 +36,10 @@ from ctsearcher_jax.config import Config
 from ctsearcher_jax.errors import CheckpointError, ConfigError
 
 SAMPLE_STREAM = 1  # fold_in constant separating the sampling key from the dropout key
+# Reward DP calls per step on one device: pairs sorted by length, each call sweeping only its
+# own longest pair (4: ~1.4x faster than 1 on the bench's 80 pairs; more calls, more compile).
+# Sharded over devices the pairs stay where they are (1 call): a sort would gather them.
+REWARD_GROUPS = 4
 
 
 def finetune_config(source: str | Path, overrides: list[str] | None = None) -> Config:
@@ -127,11 +131,9 @@ def policy_gradient(outputs, shared: bool, batch, key, config: Config):
 
     gaze = batch["gaze"].reshape(b * r, *batch["gaze"].shape[2:])
     gaze_length = batch["gaze_length"].reshape(-1)
-    reward_one = lambda g, n, c, d, m: hmean_reward(g[:, :3], g[:, 3], n, c, d, m,  # noqa: E731
-                                                    duration_cap_s=ft.duration_cap_s)
-    over_samples = jax.vmap(reward_one, in_axes=(None, None, 0, 0, 0))
-    reward = jax.vmap(over_samples)(gaze, gaze_length, drawn.coords, drawn.durations,
-                                    drawn.lengths)  # (BR, S)
+    reward = hmean_reward(gaze[..., :3], gaze[..., 3], gaze_length, drawn.coords, drawn.durations,
+                          drawn.lengths, duration_cap_s=ft.duration_cap_s,
+                          groups=REWARD_GROUPS if jax.device_count() == 1 else 1)  # (BR, S)
     reward = jax.lax.stop_gradient(reward)
     valid = ((batch["reader_mask"].reshape(-1) > 0) & (gaze_length > 0)).astype(jnp.float32)
     advantage = reward - jnp.mean(reward, axis=1, keepdims=True)

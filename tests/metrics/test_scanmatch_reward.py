@@ -1,8 +1,9 @@
 """The jit, fixed-shape ScanMatch of the RL reward against the evaluation metric (float64 path).
 
 On the 60 reference pairs (tests/fixtures/metrics, up to 445 fixations, durations up to 2 s,
-cap 2.0 s) the float64 path equals the metric exactly and float32 differs by at most 6.4e-4
-(with duration) and 1.3e-7 (without); measured once (too slow for the suite at that length).
+cap 2.0 s) the float64 path equals the metric to 4.2e-17 and float32 differs by at most 6.4e-4
+(with duration) and 1.3e-7 (without); measured once with the batched striped kernel, 4 groups
+(too slow for the suite at that length).
 """
 
 from __future__ import annotations
@@ -47,25 +48,38 @@ def _padded(pairs, dtype):
 
 @pytest.mark.parametrize("params", [sm.WITH_DURATION, sm.WITHOUT_DURATION])
 def test_jit_scanmatch_equals_the_metric(params):
+    """float64: exactly the metric, whatever the stripe width (1, several and one whole stripe,
+    partial last stripes) and the grouping (sorted calls); float32 within 1e-3."""
     pairs = _pairs()
     ref = sm.scanmatch_batch([a for a, _ in pairs], [b for _, b in pairs], params)
-    fn = jax.jit(jax.vmap(lambda *a: rw.scanmatch_padded(*a, params=params, duration_cap_s=CAP)))
     with x64():
-        got64 = np.asarray(fn(*_padded(pairs, np.float64)))
-    np.testing.assert_allclose(got64, ref, rtol=0, atol=1e-12)  # NaN where both are empty
+        args64 = [jnp.asarray(x) for x in _padded(pairs, np.float64)]
+        for width, groups in [(None, 1), (8, 3), (5, 1), (1, 2), (10_000, 4)]:
+            fn = jax.jit(lambda *a, w=width, g=groups: rw.scanmatch_pairs(
+                *a, params=params, duration_cap_s=CAP, width=w, groups=g))
+            np.testing.assert_allclose(np.asarray(fn(*args64)), ref, rtol=0, atol=1e-12,
+                                       err_msg=f"width {width}, groups {groups}")
+    fn = jax.jit(lambda *a: rw.scanmatch_pairs(*a, params=params, duration_cap_s=CAP, groups=2))
     got32 = np.asarray(fn(*_padded(pairs, np.float32)))
-    np.testing.assert_allclose(got32, ref, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got32, ref, rtol=0, atol=1e-3)  # NaN where both are empty
 
 
-def test_reward_is_the_harmonic_mean_and_caps_durations():
-    pairs = _pairs(6, seed=1)
-    args = _padded(pairs, np.float32)
-    reward = np.asarray(jax.jit(jax.vmap(lambda *a: rw.hmean_reward(*a, duration_cap_s=CAP)))(*args))
-    a = sm.scanmatch_batch([x for x, _ in pairs], [y for _, y in pairs], sm.WITH_DURATION)
-    b = sm.scanmatch_batch([x for x, _ in pairs], [y for _, y in pairs], sm.WITHOUT_DURATION)
+def test_reward_is_the_harmonic_mean_per_sample_and_caps_durations():
+    """hmean_reward scores S samples against their row's recorded scanpath: (B, S)."""
+    pairs = _pairs(6, seed=1)[:6]
+    g0, gd, gl, c, d, cl = _padded(pairs, np.float32)
+    # B = 2 recorded scanpaths, S = 3 samples each: samples 0-2 against pair 0's ground truth,
+    # samples 3-5 against pair 3's.
+    gt = [pairs[0][0]] * 3 + [pairs[3][0]] * 3
+    reward = np.asarray(jax.jit(lambda *a: rw.hmean_reward(*a, duration_cap_s=CAP, groups=2))(
+        g0[[0, 3]], gd[[0, 3]], gl[[0, 3]], c.reshape(2, 3, L, 3), d.reshape(2, 3, L),
+        cl.reshape(2, 3)))
+    a = sm.scanmatch_batch(gt, [y for _, y in pairs], sm.WITH_DURATION)
+    b = sm.scanmatch_batch(gt, [y for _, y in pairs], sm.WITHOUT_DURATION)
     a, b = np.nan_to_num(a), np.nan_to_num(b)
     expected = np.where(a + b > 0, 2 * a * b / np.where(a + b > 0, a + b, 1), 0)
-    np.testing.assert_allclose(reward, expected, atol=1e-3)
+    assert reward.shape == (2, 3)
+    np.testing.assert_allclose(reward.reshape(-1), expected, atol=1e-3)
     assert rw.max_expanded_length(L, CAP) == L * 20
     # a fixation longer than the cap counts as the cap
     long = jnp.array([[10.0, 10, 10]]), jnp.array([3.0]), jnp.array(1)
