@@ -1,12 +1,15 @@
 """Scale tests on CPU: 1 device, 8 fake devices (with fsdp), 2 processes x 2 devices (gloo).
 
-All give the same loss at every step and the same final parameters (within 1e-5).
+All give the same loss at every step and the same final parameters (within 1e-5); fine-tuning
+with the ScanMatch reward gives the same losses and rewards on 1 and 8 devices.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -67,3 +70,26 @@ def test_two_processes_two_devices_each_match_one_device(helpers, tiny_root, xla
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stderr and "completed" in again.stdout
     _assert_same_run(helpers, tmp_path / "run", baseline)
+
+
+def _finetune_rows(helpers, source, workdir, cache, devices):
+    cmd = [sys.executable, "-m", "ctsearcher_jax.cli", "finetune", "--from", str(source),
+           "--workdir", str(workdir), "--set", "finetune.epochs=1"]
+    result = subprocess.run(cmd, env=helpers.subprocess_env(cache, devices), capture_output=True,
+                            text=True, timeout=240, cwd=helpers.REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if r["split"] == "train"}
+
+
+def test_finetune_on_eight_fake_devices_matches_one_device(helpers, xla_cache, baseline, tmp_path):
+    """The ScanMatch-reward step sharded over the data axis (pairs kept on their devices, one
+    reward call) gives the losses and rewards of one device (pairs sorted into 4 calls)."""
+    one = _finetune_rows(helpers, baseline[0], tmp_path / "one", xla_cache, devices=1)
+    eight = _finetune_rows(helpers, baseline[0], tmp_path / "eight", xla_cache, devices=8)
+    assert sorted(one) == sorted(eight) == [1, 2]
+    for step in one:
+        assert one[step]["reward_mean"] > 0
+        for key in ("loss", "pg_loss", "reward_mean", "reward_std", "supervised"):
+            np.testing.assert_allclose(eight[step][key], one[step][key], rtol=1e-5, atol=1e-5,
+                                       err_msg=f"step {step} {key}")
