@@ -297,7 +297,7 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
 
     With gap 0 (the paper's setting) each pair runs the striped kernel (`stripe_kernel`).
     chunk = 1 (the CPU default) runs one pair per call on `threads` host threads (default: the
-    usable cores), largest pairs first; a larger chunk vmaps that many pairs of similar size per
+    usable cores), largest pairs first; a larger chunk batches that many pairs of similar size per
     call (accelerators). stripe: rows per stripe ("auto": `default_stripe()`; None: the whole
     height). Other gaps use the masked whole-matrix kernel, `chunk` pairs per call.
     Results do not depend on chunk, threads or stripe.
