@@ -258,14 +258,17 @@ def _pow2(n: int) -> int:
     return 1 << max(3, (int(n) - 1).bit_length())
 
 
+def symbol_bins(symbols, bins: tuple[int, int, int]) -> tuple:
+    """(y, x, z) bin indices of symbols `yb * Xbin*Zbin + xb * Zbin + zb` (NumPy or jnp arrays)."""
+    xbins, _, zbins = bins
+    return symbols // (xbins * zbins), (symbols // zbins) % xbins, symbols % zbins
+
+
 def _coords(symbols: np.ndarray, length: int, bins: tuple[int, int, int], null: int) -> np.ndarray:
     """(3, length) int32 bin coordinates (y, x, z) of a symbol sequence, padded with `null`."""
-    xbins, _, zbins = bins
     out = np.full((3, length), null, np.int32)
     s = np.asarray(symbols, np.int64)
-    out[0, :len(s)] = s // (xbins * zbins)
-    out[1, :len(s)] = (s // zbins) % xbins
-    out[2, :len(s)] = s % zbins
+    out[:, :len(s)] = np.stack(symbol_bins(s, bins))
     return out
 
 

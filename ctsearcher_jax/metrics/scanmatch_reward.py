@@ -37,7 +37,7 @@ import numpy as np
 
 from ctsearcher_jax.metrics.scanmatch import (_NULL_COL, _NULL_ROW, WITH_DURATION, WITHOUT_DURATION,
                                                ScanMatchParams, _axis_tables, _score_constants,
-                                               stripe_kernel, substitution_matrix)
+                                               stripe_kernel, substitution_matrix, symbol_bins)
 
 DEFAULT_DURATION_CAP_S = 1.0
 
@@ -93,9 +93,8 @@ CPU_STRIPE_WIDTH = 64
 def bin_coordinates(sym: jax.Array, length: jax.Array, size: int, null: int,
                     params: ScanMatchParams) -> jax.Array:
     """(P, 3, size) int32 bin coordinates (y, x, z) of symbol rows (P, M), `null` past each length."""
-    xbins, _, zbins = params.bins
     sym = jnp.pad(sym, ((0, 0), (0, size - sym.shape[1])))
-    coords = jnp.stack([sym // (xbins * zbins), (sym // zbins) % xbins, sym % zbins], axis=1)
+    coords = jnp.stack(symbol_bins(sym, params.bins), axis=1)
     valid = jnp.arange(size)[None, None, :] < length[:, None, None]
     return jnp.where(valid, coords, null).astype(jnp.int32)
 
@@ -118,6 +117,8 @@ def scanmatch_pairs(gt_coords, gt_durations, gt_length, coords, durations, lengt
     bounds: less padding swept, one sort. Keep groups = 1 when the batch is sharded over devices
     (a sort would gather it onto every device).
     """
+    if params.gap != 0:
+        raise ValueError("the jit ScanMatch supports gap 0 only (the evaluation's setting)")
     dtype = coords.dtype
 
     def sym(c, d, n):
