@@ -189,40 +189,43 @@ def stripe_kernel(ac: jax.Array, la: jax.Array, bc: jax.Array, lb: jax.Array, co
     That is also why the pairs of a batch share one loop counter (stripes up to max(la),
     diagonals up to width + max(lb) - 1): every slice starts at the same offset for all pairs,
     a contiguous copy rather than the per-pair gather a vmapped loop would make.
+    Internally the sequence axis comes first and the pairs last, (width, *P) per diagonal: the
+    one-row shifts of the recurrence then move whole rows of P lanes, and on CPU a batch of 16
+    or 32 pairs fills the SIMD registers (1.4x faster per cell than pairs first; measured).
     Scores come from bin coordinates, `|sqrt(d2) - max_d| - (max_d - threshold)`, the table's
     own float operations (bit-identical; tested), faster than a lookup on CPU.
     """
     batch, nb = ac.shape[:-2], bc.shape[-1]
-    null = jnp.full((*batch, 3, width + 4), _NULL_COL, jnp.int32)
+    ac, bc = (jnp.moveaxis(x, (-2, -1), (0, 1)) for x in (ac, bc))  # (3, N, *P), (3, M, *P)
+    null = jnp.full((3, width + 4, *batch), _NULL_COL, jnp.int32)
     # Columns reversed: on diagonal e, stripe row t meets column e - t, i.e. brev[nb-1-e+t].
-    brev = jnp.concatenate([bc[..., ::-1], null], axis=-1)
-    by, bx, bz = brev[..., 0, :], brev[..., 1, :], brev[..., 2, :]
+    brev = jnp.concatenate([bc[:, ::-1], null], axis=1)
+    by, bx, bz = brev[0], brev[1], brev[2]
     max_d, offset = consts[0], consts[1]
     zero_i = jnp.int32(0)
-    last = len(batch)  # the sequence axis of (*P, width) vectors
     pairs_of_diagonals = (width + jnp.max(lb)) // 2  # width + lb - 1 diagonals, two per step
 
     def stripe(s, top):
-        a_s = jax.lax.dynamic_slice_in_dim(ac, s * width, width, axis=ac.ndim - 1)
-        ay, ax, az = a_s[..., 0, :], a_s[..., 1, :], a_s[..., 2, :]
+        a_s = jax.lax.dynamic_slice_in_dim(ac, s * width, width, axis=1)
+        ay, ax, az = a_s[0], a_s[1], a_s[2]
 
         def diagonal(e, f1, f2, bottom):
-            # f1, f2: diagonals e-1 and e-2, (*P, width) by stripe row.
+            # f1, f2: diagonals e-1 and e-2, (width, *P) by stripe row.
             start = nb - 1 - e
-            dy = ay - jax.lax.dynamic_slice_in_dim(by, start, width, axis=last)
-            dx = ax - jax.lax.dynamic_slice_in_dim(bx, start, width, axis=last)
-            dz = az - jax.lax.dynamic_slice_in_dim(bz, start, width, axis=last)
+            dy = ay - jax.lax.dynamic_slice_in_dim(by, start, width, axis=0)
+            dx = ax - jax.lax.dynamic_slice_in_dim(bx, start, width, axis=0)
+            dz = az - jax.lax.dynamic_slice_in_dim(bz, start, width, axis=0)
             root = jnp.sqrt((dx * dx + dy * dy + dz * dz).astype(consts.dtype))
             # |D - max_d| == max_d - D bit for bit for real bins (D <= max_d; rounding is
             # symmetric); for null symbols (D > max_d) this is very negative, i.e. "skip".
             score = (max_d - root) - offset
-            border = jax.lax.dynamic_slice_in_dim(top, e, 2, axis=last)  # F[top, e], F[top, e+1]
-            up = jnp.concatenate([border[..., 1:], f1[..., :-1]], axis=-1)     # F[i-1, j]
-            diag = jnp.concatenate([border[..., :1], f2[..., :-1]], axis=-1)   # F[i-1, j-1]
+            border = jax.lax.dynamic_slice_in_dim(top, e, 2, axis=0)  # F[top, e], F[top, e+1]
+            up = jnp.concatenate([border[1:], f1[:-1]], axis=0)     # F[i-1, j]
+            diag = jnp.concatenate([border[:1], f2[:-1]], axis=0)   # F[i-1, j-1]
             f = jnp.maximum(jnp.maximum(diag + score, up), f1)
             # The stripe's last row reaches column e - width + 2 on this diagonal.
-            col = jnp.clip(e - width + 2, 0, bottom.shape[-1] - 1).astype(jnp.int32)
-            return f, jax.lax.dynamic_update_slice_in_dim(bottom, f[..., width - 1:], col, last)
+            col = jnp.clip(e - width + 2, 0, bottom.shape[0] - 1).astype(jnp.int32)
+            return f, jax.lax.dynamic_update_slice_in_dim(bottom, f[width - 1:], col, 0)
 
         def two_diagonals(k, carry):
             # Two diagonals per step, written back into the slots they came from: a swap of
@@ -232,14 +235,14 @@ def stripe_kernel(ac: jax.Array, la: jax.Array, bc: jax.Array, lb: jax.Array, co
             f_odd, bottom = diagonal(2 * k + 1, f_even, f_odd, bottom)
             return (f_even, f_odd), bottom
 
-        zeros = jnp.zeros((*batch, width), consts.dtype)
+        zeros = jnp.zeros((width, *batch), consts.dtype)
         _, bottom = jax.lax.fori_loop(zero_i, pairs_of_diagonals, two_diagonals,
                                       ((zeros, zeros), jnp.zeros_like(top)))
-        return bottom.at[..., 0].set(0.0)
+        return bottom.at[0].set(0.0)
 
     top = jax.lax.fori_loop(zero_i, (jnp.max(la) + width - 1) // width, stripe,
-                            jnp.zeros((*batch, nb + width + 4), consts.dtype))
-    return jnp.take_along_axis(top, jnp.asarray(lb, jnp.int32)[..., None], axis=-1)[..., 0]
+                            jnp.zeros((nb + width + 4, *batch), consts.dtype))
+    return jnp.take_along_axis(top, jnp.asarray(lb, jnp.int32)[None], axis=0)[0]
 
 
 # One pair as (3, N) vectors (the CPU path) or a chunk as (P, 3, N) (accelerators).

@@ -36,10 +36,6 @@ from ctsearcher_jax.config import Config
 from ctsearcher_jax.errors import CheckpointError, ConfigError
 
 SAMPLE_STREAM = 1  # fold_in constant separating the sampling key from the dropout key
-# Reward DP calls per step on one device: pairs sorted by length, each call sweeping only its
-# own longest pair (4: ~1.4x faster than 1 on the bench's 80 pairs; more calls, more compile).
-# Sharded over devices the pairs stay where they are (1 call): a sort would gather them.
-REWARD_GROUPS = 4
 
 
 def finetune_config(source: str | Path, overrides: list[str] | None = None) -> Config:
@@ -98,7 +94,7 @@ def make_step(graphdef, config: Config, schedule: Callable, state_shardings=None
 def policy_gradient(outputs, shared: bool, batch, key, config: Config):
     """(pg loss, stats) of one batch; see the module docstring. outputs: (B, ...) when `shared`
     else (B*R, ...). stats: reward_mean, reward_std over real (CT, reader) pairs and samples."""
-    from ctsearcher_jax.metrics.scanmatch_reward import hmean_reward
+    from ctsearcher_jax.metrics.scanmatch_reward import CPU_GROUP_SIZE, hmean_reward
     from ctsearcher_jax.model.losses import duration_log_pdf
     from ctsearcher_jax.model.sampling import draw_from_outputs
 
@@ -131,9 +127,13 @@ def policy_gradient(outputs, shared: bool, batch, key, config: Config):
 
     gaze = batch["gaze"].reshape(b * r, *batch["gaze"].shape[2:])
     gaze_length = batch["gaze_length"].reshape(-1)
+    # One CPU device: pairs sorted by length into calls of CPU_GROUP_SIZE (less padding swept,
+    # full SIMD lanes). Sharded or on an accelerator: one call (a sort would gather the batch;
+    # a GPU wants all pairs in parallel).
+    single_cpu = jax.device_count() == 1 and jax.default_backend() == "cpu"
     reward = hmean_reward(gaze[..., :3], gaze[..., 3], gaze_length, drawn.coords, drawn.durations,
                           drawn.lengths, duration_cap_s=ft.duration_cap_s,
-                          groups=REWARD_GROUPS if jax.device_count() == 1 else 1)  # (BR, S)
+                          group_size=CPU_GROUP_SIZE if single_cpu else None)  # (BR, S)
     reward = jax.lax.stop_gradient(reward)
     valid = ((batch["reader_mask"].reshape(-1) > 0) & (gaze_length > 0)).astype(jnp.float32)
     advantage = reward - jnp.mean(reward, axis=1, keepdims=True)

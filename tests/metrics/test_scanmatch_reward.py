@@ -2,8 +2,8 @@
 
 On the 60 reference pairs (tests/fixtures/metrics, up to 445 fixations, durations up to 2 s,
 cap 2.0 s) the float64 path equals the metric to 4.2e-17 and float32 differs by at most 6.4e-4
-(with duration) and 1.3e-7 (without); measured once with the batched striped kernel, 4 groups
-(too slow for the suite at that length).
+(with duration) and 1.3e-7 (without); measured once with the batched striped kernel in calls of
+16 pairs (too slow for the suite at that length).
 """
 
 from __future__ import annotations
@@ -49,17 +49,20 @@ def _padded(pairs, dtype):
 @pytest.mark.parametrize("params", [sm.WITH_DURATION, sm.WITHOUT_DURATION])
 def test_jit_scanmatch_equals_the_metric(params):
     """float64: exactly the metric, whatever the stripe width (1, several and one whole stripe,
-    partial last stripes) and the grouping (sorted calls); float32 within 1e-3."""
+    partial last stripes) and the grouping (sorted calls of G pairs, the last one filled with
+    empty pairs); float32 within 1e-3."""
     pairs = _pairs()
     ref = sm.scanmatch_batch([a for a, _ in pairs], [b for _, b in pairs], params)
     with x64():
         args64 = [jnp.asarray(x) for x in _padded(pairs, np.float64)]
-        for width, groups in [(None, 1), (8, 3), (5, 1), (1, 2), (10_000, 4)]:
-            fn = jax.jit(lambda *a, w=width, g=groups: rw.scanmatch_pairs(
-                *a, params=params, duration_cap_s=CAP, width=w, groups=g))
+        assert len(pairs) % 3 and len(pairs) % 4, "the grouped cases must need filler pairs"
+        for width, group in [(None, None), (8, 3), (5, None), (1, 2), (10_000, 4), (64, 16)]:
+            fn = jax.jit(lambda *a, w=width, g=group: rw.scanmatch_pairs(
+                *a, params=params, duration_cap_s=CAP, width=w, group_size=g))
             np.testing.assert_allclose(np.asarray(fn(*args64)), ref, rtol=0, atol=1e-12,
-                                       err_msg=f"width {width}, groups {groups}")
-    fn = jax.jit(lambda *a: rw.scanmatch_pairs(*a, params=params, duration_cap_s=CAP, groups=2))
+                                       err_msg=f"width {width}, group size {group}")
+    fn = jax.jit(lambda *a: rw.scanmatch_pairs(*a, params=params, duration_cap_s=CAP,
+                                               group_size=4))
     got32 = np.asarray(fn(*_padded(pairs, np.float32)))
     np.testing.assert_allclose(got32, ref, rtol=0, atol=1e-3)  # NaN where both are empty
 
@@ -71,7 +74,7 @@ def test_reward_is_the_harmonic_mean_per_sample_and_caps_durations():
     # B = 2 recorded scanpaths, S = 3 samples each: samples 0-2 against pair 0's ground truth,
     # samples 3-5 against pair 3's.
     gt = [pairs[0][0]] * 3 + [pairs[3][0]] * 3
-    reward = np.asarray(jax.jit(lambda *a: rw.hmean_reward(*a, duration_cap_s=CAP, groups=2))(
+    reward = np.asarray(jax.jit(lambda *a: rw.hmean_reward(*a, duration_cap_s=CAP, group_size=4))(
         g0[[0, 3]], gd[[0, 3]], gl[[0, 3]], c.reshape(2, 3, L, 3), d.reshape(2, 3, L),
         cl.reshape(2, 3)))
     a = sm.scanmatch_batch(gt, [y for _, y in pairs], sm.WITH_DURATION)
@@ -87,3 +90,19 @@ def test_reward_is_the_harmonic_mean_per_sample_and_caps_durations():
     sym_long = rw.symbols(*long, params=sm.WITH_DURATION, max_symbols=20, duration_cap_s=CAP)
     sym_cap = rw.symbols(*short, params=sm.WITH_DURATION, max_symbols=20, duration_cap_s=CAP)
     assert int(sym_long[1]) == int(sym_cap[1]) == 20
+
+
+def test_symbols_expand_each_fixation_by_its_25ms_bins():
+    """Repeats round(int(ms) / 25) (0 for very short fixations), cut at max_symbols: the metric's
+    own expansion, padded with 0."""
+    coords = jnp.array([[10.0, 10, 10], [300, 200, 100], [500, 40, 250], [100, 400, 30], [0, 0, 0]])
+    durations = jnp.array([0.26, 0.011, 0.049, 0.5, 0.3])  # 10, 0, 2, 20 repeats; last unused
+    fix = np.concatenate([np.asarray(coords), np.asarray(durations)[:, None]], 1)[:4]
+    expected = sm.fixations_to_symbols(fix.astype(np.float64), sm.WITH_DURATION)
+    assert len(expected) == 32
+    for max_symbols in (40, 32, 25):
+        sym, n = rw.symbols(coords, durations, jnp.array(4), params=sm.WITH_DURATION,
+                            max_symbols=max_symbols, duration_cap_s=CAP)
+        assert int(n) == min(32, max_symbols)
+        np.testing.assert_array_equal(np.asarray(sym)[:int(n)], expected[:max_symbols])
+        assert not np.asarray(sym)[int(n):].any()
