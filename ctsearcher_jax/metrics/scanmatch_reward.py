@@ -99,12 +99,19 @@ CPU_GROUP_SIZE = 16
 
 
 def bin_coordinates(sym: jax.Array, length: jax.Array, size: int, null: int,
-                    params: ScanMatchParams) -> jax.Array:
-    """(P, 3, size) int32 bin coordinates (y, x, z) of symbol rows (P, M), `null` past each length."""
+                    params: ScanMatchParams, right: bool = False) -> jax.Array:
+    """(P, 3, size) int32 bin coordinates (y, x, z) of symbol rows (P, M) of `length` symbols,
+    `null` after them (before them when `right`: the row sequences of `stripe_kernel`)."""
     sym = jnp.pad(sym, ((0, 0), (0, size - sym.shape[1])))
+    position = jnp.arange(size)[None, :]
+    if right:  # position q holds symbol q - (size - length)
+        source = position - (size - length[:, None])
+        sym = jnp.take_along_axis(sym, jnp.maximum(source, 0), axis=1)
+        valid = source >= 0
+    else:
+        valid = position < length[:, None]
     coords = jnp.stack(symbol_bins(sym, params.bins), axis=1)
-    valid = jnp.arange(size)[None, None, :] < length[:, None, None]
-    return jnp.where(valid, coords, null).astype(jnp.int32)
+    return jnp.where(valid[:, None, :], coords, null).astype(jnp.int32)
 
 
 def scanmatch_pairs(gt_coords, gt_durations, gt_length, coords, durations, length, *,
@@ -145,7 +152,7 @@ def scanmatch_pairs(gt_coords, gt_durations, gt_length, coords, durations, lengt
     if width is None:
         width = CPU_STRIPE_WIDTH if jax.default_backend() == "cpu" else size
     width = max(1, min(int(width), size))
-    ac = bin_coordinates(rows, row_len, -(-size // width) * width, _NULL_ROW, params)
+    ac = bin_coordinates(rows, row_len, -(-size // width) * width, _NULL_ROW, params, right=True)
     bc = bin_coordinates(cols, col_len, size + width + 2, _NULL_COL, params)
     consts = jnp.asarray(_score_constants(params.bins, params.threshold), dtype)
     n = ac.shape[0]
