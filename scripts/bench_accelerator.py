@@ -19,7 +19,12 @@ Sections (each row of the table names its section):
    its float32 uses PyTorch's defaults (TF32 convolutions allowed), ours `precision="highest"`;
 4. end-to-end `ctsearcher extract` of 8 such volumes (NIfTI .nii.gz on local disk) with the
    default loader workers, bfloat16, run twice with a fresh persistent compilation cache: volumes/h,
-   the share of the encoder loop spent waiting on input, first vs second run compile seconds.
+   the share of the encoder loop spent waiting on input, first vs second run compile seconds;
+5. the fine-tuning reward (`metrics/scanmatch_reward.hmean_reward`, float32, in one jit call as the
+   fine-tuning step runs it on this backend): ms per call for the learning bench's step (16
+   (CT, reader) x K=5 samples of up to 64 fixations, ~0.4 s each) and the paper config's batch 2
+   (2 CTs x 2 readers x 5), to set against a training step of section 2 (issue 15: the reward must
+   not dominate a fine-tuning step). Smoke: 2 x 2 samples of 8 fixations.
 
 No network: everything is synthetic. Packages missing on the device image (MONAI, nibabel) are
 carried as wheels built here with `scripts/bench_wheelhouse.sh` (writes `.whl/`, ignored by git):
@@ -53,7 +58,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-FULL = {"matmul": 8192, "train_config": "paper", "batches": [2, 8, 32], "steps": 10,
+FULL = {"reward_shapes": [(16, 5, 64), (4, 5, 400)], "matmul": 8192, "train_config": "paper", "batches": [2, 8, 32], "steps": 10,
         "fs": 48, "roi": 96, "shape": (512, 512, 128), "swin_batch": 8, "volumes": 8, "repeats": 2,
         "train_dtypes": ("bfloat16", "float32")}
 # Smoke: every code path, sizes that compile and run in seconds on a CPU (a micro CT-Searcher
@@ -61,7 +66,7 @@ FULL = {"matmul": 8192, "train_config": "paper", "batches": [2, 8, 32], "steps":
 # slowest compilation; one 32^3 window of a feature_size 12 Swin UNETR, one timed repeat). MONAI refuses a window with
 # a single dec4 cell (its InstanceNorm needs more than one voxel), so in smoke mode it runs one
 # 64^3 window and no ratio against ours is printed.
-SMOKE = {"matmul": 256, "train_config": "tiny", "batches": [2], "steps": 2,
+SMOKE = {"reward_shapes": [(2, 2, 8)], "matmul": 256, "train_config": "tiny", "batches": [2], "steps": 2,
          "fs": 12, "roi": 32, "shape": (32, 32, 24), "swin_batch": 1, "volumes": 2, "repeats": 1,
          "monai_roi": 64, "monai_shape": (64, 64, 40), "train_dtypes": ("bfloat16",),
          "micro_model": {"d_model": 16, "num_heads": 2, "num_encoder_layers": 1,
@@ -351,6 +356,38 @@ def section_end_to_end(p: dict, rows: list, tmp: Path, isolate: bool) -> None:
                      f"{runs[0]['compile_seconds']:.1f} s vs {runs[1]['compile_seconds']:.1f} s", ""))
 
 
+# ----------------------------------------------------------------------------- 5. reward
+
+def section_reward(p: dict, rows: list) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from ctsearcher_jax.metrics import scanmatch_reward as rw
+
+    single_cpu = jax.device_count() == 1 and jax.default_backend() == "cpu"
+    group = rw.CPU_GROUP_SIZE if single_cpu else None  # as train/finetune.py chooses
+    fn = jax.jit(lambda *a: rw.hmean_reward(*a, group_size=group))
+    for b, k, length in p["reward_shapes"]:
+        rng = np.random.default_rng(0)
+
+        def scanpaths(*lead):
+            coords = rng.uniform(0, 511, (*lead, length, 3)).astype(np.float32)
+            durations = rng.lognormal(np.log(0.35), 0.5, (*lead, length)).astype(np.float32)
+            n = rng.integers(length // 3, length + 1, lead).astype(np.int32)
+            return jnp.asarray(coords), jnp.asarray(durations), jnp.asarray(n)
+
+        args = (*scanpaths(b), *scanpaths(b, k))
+        fn(*args).block_until_ready()  # compile
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn(*args).block_until_ready()
+            times.append(time.perf_counter() - t)
+        rows.append(("5 reward", f"hmean ScanMatch reward, {b} x {k} samples of <= {length} "
+                     "fixations, float32", f"{1e3 * min(times):.1f} ms per call",
+                     f"group size {group or 'all'}; compare a section-2 step"))
+
+
 # ----------------------------------------------------------------------------- main
 
 def table(rows: list) -> str:
@@ -364,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on CPU (under 2 minutes)")
     parser.add_argument("--out", default="bench_accelerator.md", help="where the table is written")
-    parser.add_argument("--sections", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--sections", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--batches", nargs="+", type=int, help="training batch sweep (CTs)")
     parser.add_argument("--budget-s", type=float, default=450.0,
                         help="skip further sweep points after this many seconds")
@@ -403,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             2: lambda: section_train(p, rows, peak, 0.45 * args.budget_s),
             3: lambda: section_swin(p, rows, isolate, tmp),
             4: lambda: section_end_to_end(p, rows, tmp, isolate),
+            5: lambda: section_reward(p, rows),
         }
         for n in sorted(set(args.sections)):
             if n == 2 and not np.isfinite(peak):
