@@ -24,7 +24,11 @@ Sections (each row of the table names its section):
    fine-tuning step runs it on this backend): ms per call for the learning bench's step (16
    (CT, reader) x K=5 samples of up to 64 fixations, ~0.4 s each) and the paper config's batch 2
    (2 CTs x 2 readers x 5), to set against a training step of section 2 (issue 15: the reward must
-   not dominate a fine-tuning step). Smoke: 2 x 2 samples of 8 fixations.
+   not dominate a fine-tuning step). Smoke: 2 x 2 samples of 8 fixations;
+6. evaluation of one CT as `scripts/bench_metrics.py` scores it (10 readers x 10 predictions of
+   100-400 fixations, every metric, MultiMatch `dp` and `exact`): cold and warm seconds with this
+   backend's defaults (64-pair chunks of the striped ScanMatch kernel on accelerators; the CPU
+   row in README is 0.80 / 1.52 s). Smoke: 2 x 2 scanpaths of 10-20 fixations.
 
 No network: everything is synthetic. Packages missing on the device image (MONAI, nibabel) are
 carried as wheels built here with `scripts/bench_wheelhouse.sh` (writes `.whl/`, ignored by git):
@@ -58,7 +62,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-FULL = {"reward_shapes": [(16, 5, 64), (4, 5, 400)], "matmul": 8192, "train_config": "paper", "batches": [2, 8, 32], "steps": 10,
+FULL = {"reward_shapes": [(16, 5, 64), (4, 5, 400)], "metrics_ct": (10, 100, 400), "matmul": 8192, "train_config": "paper", "batches": [2, 8, 32], "steps": 10,
         "fs": 48, "roi": 96, "shape": (512, 512, 128), "swin_batch": 8, "volumes": 8, "repeats": 2,
         "train_dtypes": ("bfloat16", "float32")}
 # Smoke: every code path, sizes that compile and run in seconds on a CPU (a micro CT-Searcher
@@ -66,7 +70,7 @@ FULL = {"reward_shapes": [(16, 5, 64), (4, 5, 400)], "matmul": 8192, "train_conf
 # slowest compilation; one 32^3 window of a feature_size 12 Swin UNETR, one timed repeat). MONAI refuses a window with
 # a single dec4 cell (its InstanceNorm needs more than one voxel), so in smoke mode it runs one
 # 64^3 window and no ratio against ours is printed.
-SMOKE = {"reward_shapes": [(2, 2, 8)], "matmul": 256, "train_config": "tiny", "batches": [2], "steps": 2,
+SMOKE = {"reward_shapes": [(2, 2, 8)], "metrics_ct": (2, 10, 20), "matmul": 256, "train_config": "tiny", "batches": [2], "steps": 2,
          "fs": 12, "roi": 32, "shape": (32, 32, 24), "swin_batch": 1, "volumes": 2, "repeats": 1,
          "monai_roi": 64, "monai_shape": (64, 64, 40), "train_dtypes": ("bfloat16",),
          "micro_model": {"d_model": 16, "num_heads": 2, "num_encoder_layers": 1,
@@ -388,6 +392,26 @@ def section_reward(p: dict, rows: list) -> None:
                      f"group size {group or 'all'}; compare a section-2 step"))
 
 
+# ----------------------------------------------------------------------------- 6. metrics
+
+def section_metrics(p: dict, rows: list) -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench_metrics
+
+    from ctsearcher_jax.metrics import protocol
+
+    n, lo, hi = p["metrics_ct"]
+    gt, pred = bench_metrics.make_ct(0, n_gt=n, n_pred=n, lo=lo, hi=hi)
+    for align in ("dp", "exact"):
+        times = []
+        for _ in range(2):  # cold (compiles), then warm
+            t = time.perf_counter()
+            protocol.all_pairs_protocol([gt], [pred], multimatch_alignment=align)
+            times.append(time.perf_counter() - t)
+        rows.append(("6 metrics", f"one CT, {n} x {n} pairs of {lo}-{hi} fixations, every metric, "
+                     f"MultiMatch {align}", f"{times[1]:.2f} s warm", f"cold {times[0]:.1f} s"))
+
+
 # ----------------------------------------------------------------------------- main
 
 def table(rows: list) -> str:
@@ -401,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on CPU (under 2 minutes)")
     parser.add_argument("--out", default="bench_accelerator.md", help="where the table is written")
-    parser.add_argument("--sections", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--sections", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--batches", nargs="+", type=int, help="training batch sweep (CTs)")
     parser.add_argument("--budget-s", type=float, default=450.0,
                         help="skip further sweep points after this many seconds")
@@ -441,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             3: lambda: section_swin(p, rows, isolate, tmp),
             4: lambda: section_end_to_end(p, rows, tmp, isolate),
             5: lambda: section_reward(p, rows),
+            6: lambda: section_metrics(p, rows),
         }
         for n in sorted(set(args.sections)):
             if n == 2 and not np.isfinite(peak):

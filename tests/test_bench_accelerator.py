@@ -32,6 +32,7 @@ def test_smoke_mode_runs_every_section(tmp_path):
     body = "\n".join(lines[2:])
     for needle in ("what JAX sees", "peak bf16 matmul", "bfloat16 batch 2",
                    "ours float32", "ours bfloat16", "MONAI float32", "MONAI AMP",
-                   "bf16 vs fp32 dec4 relative error", "ctsearcher extract 2 x", "hmean ScanMatch reward", "bench wall time"):
+                   "bf16 vs fp32 dec4 relative error", "ctsearcher extract 2 x", "hmean ScanMatch reward", "every metric, MultiMatch dp",
+                   "every metric, MultiMatch exact", "bench wall time"):
         assert needle in body, needle
     assert "failed" not in body and "not run" not in body, body
