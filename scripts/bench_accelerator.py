@@ -28,7 +28,7 @@ Sections (each row of the table names its section):
 6. evaluation of one CT as `scripts/bench_metrics.py` scores it (10 readers x 10 predictions of
    100-400 fixations, every metric, MultiMatch `dp` and `exact`): cold and warm seconds with this
    backend's defaults (64-pair chunks of the striped ScanMatch kernel on accelerators; the CPU
-   row in README is 0.80 / 1.52 s). Smoke: 2 x 2 scanpaths of 10-20 fixations.
+   row in README is 0.81 / 1.38 s). Smoke: 2 x 2 scanpaths of 10-20 fixations.
 
 No network: everything is synthetic. Packages missing on the device image (MONAI, nibabel) are
 carried as wheels built here with `scripts/bench_wheelhouse.sh` (writes `.whl/`, ignored by git):
@@ -62,20 +62,22 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-FULL = {"reward_shapes": [(16, 5, 64), (4, 5, 400)], "metrics_ct": (10, 100, 400), "matmul": 8192, "train_config": "paper", "batches": [2, 8, 32], "steps": 10,
+FULL = {"matmul": 8192, "train_config": "paper", "batches": [2, 8, 32], "steps": 10,
         "fs": 48, "roi": 96, "shape": (512, 512, 128), "swin_batch": 8, "volumes": 8, "repeats": 2,
-        "train_dtypes": ("bfloat16", "float32")}
+        "train_dtypes": ("bfloat16", "float32"),
+        "reward_shapes": [(16, 5, 64), (4, 5, 400)], "metrics_ct": (10, 100, 400)}
 # Smoke: every code path, sizes that compile and run in seconds on a CPU (a micro CT-Searcher
 # trained in bfloat16 only: float32 is the same code with another dtype and would double the
 # slowest compilation; one 32^3 window of a feature_size 12 Swin UNETR, one timed repeat). MONAI refuses a window with
 # a single dec4 cell (its InstanceNorm needs more than one voxel), so in smoke mode it runs one
 # 64^3 window and no ratio against ours is printed.
-SMOKE = {"reward_shapes": [(2, 2, 8)], "metrics_ct": (2, 10, 20), "matmul": 256, "train_config": "tiny", "batches": [2], "steps": 2,
+SMOKE = {"matmul": 256, "train_config": "tiny", "batches": [2], "steps": 2,
          "fs": 12, "roi": 32, "shape": (32, 32, 24), "swin_batch": 1, "volumes": 2, "repeats": 1,
          "monai_roi": 64, "monai_shape": (64, 64, 40), "train_dtypes": ("bfloat16",),
          "micro_model": {"d_model": 16, "num_heads": 2, "num_encoder_layers": 1,
                          "num_decoder_layers": 1, "dim_feedforward": 16, "grid": [2, 2, 2],
-                         "max_length": 8, "min_length": 2}}
+                         "max_length": 8, "min_length": 2},
+         "reward_shapes": [(2, 2, 8)], "metrics_ct": (2, 10, 20)}
 
 T0 = time.perf_counter()
 
@@ -368,8 +370,7 @@ def section_reward(p: dict, rows: list) -> None:
 
     from ctsearcher_jax.metrics import scanmatch_reward as rw
 
-    single_cpu = jax.device_count() == 1 and jax.default_backend() == "cpu"
-    group = rw.CPU_GROUP_SIZE if single_cpu else None  # as train/finetune.py chooses
+    group = rw.default_group_size()  # as the fine-tuning step chooses
     fn = jax.jit(lambda *a: rw.hmean_reward(*a, group_size=group))
     for b, k, length in p["reward_shapes"]:
         rng = np.random.default_rng(0)

@@ -207,7 +207,6 @@ def stripe_kernel(ac: jax.Array, la: jax.Array, bc: jax.Array, lb: jax.Array, co
     brev = jnp.concatenate([bc[:, ::-1], null], axis=1)
     by, bx, bz = brev[0], brev[1], brev[2]
     max_d, offset = consts[0], consts[1]
-    zero_i = jnp.int32(0)
     pairs_of_diagonals = (width + jnp.max(lb)) // 2  # width + lb - 1 diagonals, two per step
     n_rows = ac.shape[1]
     first_row = n_rows - jnp.max(la)  # of the longest pair; all rows above are null
@@ -284,8 +283,8 @@ def _coords(symbols: np.ndarray, length: int, bins: tuple[int, int, int], null: 
     after it (before it when `right`: the row sequences of `stripe_kernel`)."""
     out = np.full((3, length), null, np.int32)
     s = np.asarray(symbols, np.int64)
-    if len(s):
-        (out[:, length - len(s):] if right else out[:, :len(s)])[...] = np.stack(symbol_bins(s, bins))
+    start = length - len(s) if right else 0
+    out[:, start:start + len(s)] = np.stack(symbol_bins(s, bins))
     return out
 
 

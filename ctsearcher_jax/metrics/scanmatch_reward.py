@@ -98,6 +98,14 @@ CPU_STRIPE_WIDTH = 64
 CPU_GROUP_SIZE = 16
 
 
+def default_group_size() -> int | None:
+    """`group_size` for the training step: `CPU_GROUP_SIZE` on one CPU device; None (one call)
+    when the batch is sharded (a sort would gather it) or on an accelerator (all pairs in
+    parallel lanes)."""
+    single_cpu = jax.device_count() == 1 and jax.default_backend() == "cpu"
+    return CPU_GROUP_SIZE if single_cpu else None
+
+
 def bin_coordinates(sym: jax.Array, length: jax.Array, size: int, null: int,
                     params: ScanMatchParams, right: bool = False) -> jax.Array:
     """(P, 3, size) int32 bin coordinates (y, x, z) of symbol rows (P, M) of `length` symbols,
@@ -131,7 +139,7 @@ def scanmatch_pairs(gt_coords, gt_durations, gt_length, coords, durations, lengt
     one call for all pairs (keep it when the batch is sharded over devices: a sort would gather
     it onto every device). group_size G: the pairs are sorted by length and cut into calls of G
     (the last filled with empty pairs), each sweeping only its own longest pair; on one CPU
-    device `CPU_GROUP_SIZE` is fastest (`train/finetune.py` uses it).
+    device `CPU_GROUP_SIZE` is fastest (`default_group_size`, which `train/finetune.py` uses).
     """
     if params.gap != 0:
         raise ValueError("the jit ScanMatch supports gap 0 only (the evaluation's setting)")

@@ -94,7 +94,7 @@ def make_step(graphdef, config: Config, schedule: Callable, state_shardings=None
 def policy_gradient(outputs, shared: bool, batch, key, config: Config):
     """(pg loss, stats) of one batch; see the module docstring. outputs: (B, ...) when `shared`
     else (B*R, ...). stats: reward_mean, reward_std over real (CT, reader) pairs and samples."""
-    from ctsearcher_jax.metrics.scanmatch_reward import CPU_GROUP_SIZE, hmean_reward
+    from ctsearcher_jax.metrics.scanmatch_reward import default_group_size, hmean_reward
     from ctsearcher_jax.model.losses import duration_log_pdf
     from ctsearcher_jax.model.sampling import draw_from_outputs
 
@@ -127,13 +127,9 @@ def policy_gradient(outputs, shared: bool, batch, key, config: Config):
 
     gaze = batch["gaze"].reshape(b * r, *batch["gaze"].shape[2:])
     gaze_length = batch["gaze_length"].reshape(-1)
-    # One CPU device: pairs sorted by length into calls of CPU_GROUP_SIZE (less padding swept,
-    # full SIMD lanes). Sharded or on an accelerator: one call (a sort would gather the batch;
-    # a GPU wants all pairs in parallel).
-    single_cpu = jax.device_count() == 1 and jax.default_backend() == "cpu"
     reward = hmean_reward(gaze[..., :3], gaze[..., 3], gaze_length, drawn.coords, drawn.durations,
                           drawn.lengths, duration_cap_s=ft.duration_cap_s,
-                          group_size=CPU_GROUP_SIZE if single_cpu else None)  # (BR, S)
+                          group_size=default_group_size())  # (BR, S)
     reward = jax.lax.stop_gradient(reward)
     valid = ((batch["reader_mask"].reshape(-1) > 0) & (gaze_length > 0)).astype(jnp.float32)
     advantage = reward - jnp.mean(reward, axis=1, keepdims=True)
