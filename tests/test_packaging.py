@@ -69,9 +69,10 @@ def test_wheel_ships_configs_and_py_typed(wheel_venv, repo_root):
     with zipfile.ZipFile(wheel_venv["wheel"]) as z:
         names = set(z.namelist())
         assert "ctsearcher_jax/py.typed" in names
-        for page in ("viewer_template.html", "viewer.js"):  # `ctsearcher view` inlines them
-            assert z.read(f"ctsearcher_jax/viz/{page}") == \
-                (repo_root / "ctsearcher_jax" / "viz" / page).read_bytes()
+        for page in ("viz/viewer_template.html", "viz/viewer.js",  # `ctsearcher view` inlines them
+                     "metrics/scanmatch_gap0.cc"):  # the native kernel, compiled on first use
+            assert z.read(f"ctsearcher_jax/{page}") == \
+                (repo_root / "ctsearcher_jax" / page).read_bytes()
         for src in sorted((repo_root / "configs").glob("*.yaml")):
             # the shipped copy is the top-level file, byte for byte (one source: configs/)
             assert z.read(f"ctsearcher_jax/configs/{src.name}") == src.read_bytes()
@@ -85,6 +86,9 @@ def test_installed_wheel_runs_outside_the_checkout(wheel_venv, repo_root):
     assert not Path(where[0]).resolve().is_relative_to(repo_root.resolve())
     assert where[1] == ctsearcher_jax.__version__ != "0+unknown"
     assert _run(w, w["cli"], "--version").stdout.strip() == f"ctsearcher {where[1]}"
+    native = _run(w, w["python"], "-c", "from ctsearcher_jax.metrics import scanmatch_native as n; "
+                  "print(n.available())")  # its shipped C++ source builds outside the checkout
+    assert native.stdout.strip() == "True", native.stderr
     paper = _run(w, w["cli"], "train", "--config", "paper", "--print-config").stdout
     assert paper == dumps(load(repo_root / "configs" / "paper.yaml"))
     tiny = _run(w, w["cli"], "train", "--config", "tiny", "--print-config",

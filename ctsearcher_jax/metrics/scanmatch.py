@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -39,7 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ctsearcher_jax.metrics import scanmatch_native
 from ctsearcher_jax.metrics._batch import bucket, pad_batch, pad_sequences, x64
+from ctsearcher_jax.runtime.devices import usable_cores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,10 +291,7 @@ def _coords(symbols: np.ndarray, length: int, bins: tuple[int, int, int], null: 
 
 def default_threads() -> int:
     """Host threads for per-pair kernels on CPU: the cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def default_chunk() -> int:
@@ -311,16 +309,24 @@ def default_stripe() -> int | None:
 
 def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
                  params: ScanMatchParams, chunk: int | None = None,
-                 threads: int | None = None, stripe: int | None | str = "auto") -> np.ndarray:
+                 threads: int | None = None, stripe: int | None | str = "auto",
+                 kernel: str = "auto") -> np.ndarray:
     """max(F) of the Needleman-Wunsch matrix for many symbol-sequence pairs: (B,) float64.
 
-    With gap 0 (the paper's setting) each pair runs the striped kernel (`stripe_kernel`).
-    chunk = 1 (the CPU default) runs one pair per call on `threads` host threads (default: the
-    usable cores), largest pairs first; a larger chunk batches that many pairs of similar size per
-    call (accelerators). stripe: rows per stripe ("auto": `default_stripe()`; None: the whole
-    height). Other gaps use the masked whole-matrix kernel, `chunk` pairs per call.
-    Results do not depend on chunk, threads or stripe.
+    With gap 0 (the paper's setting) on CPU the pairs run the native kernel
+    (`metrics/scanmatch_native.py`, C++, `threads` host threads inside one call); elsewhere, or
+    when it is unavailable or kernel="stripe", each pair runs the striped jnp kernel
+    (`stripe_kernel`): chunk = 1 (the CPU default) runs one pair per call on `threads` host
+    threads (default: the usable cores), largest pairs first; a larger chunk batches that many
+    pairs of similar size per call (accelerators). stripe: rows per stripe ("auto":
+    `default_stripe()`; None: the whole height). Other gaps use the masked whole-matrix kernel,
+    `chunk` pairs per call. Results do not depend on kernel, chunk, threads or stripe.
     """
+    if kernel not in ("auto", "native", "stripe"):
+        raise ValueError(f"kernel must be auto, native or stripe, got {kernel!r}")
+    if params.gap == 0 and len(seq_a) and (kernel == "native" or (
+            kernel == "auto" and jax.default_backend() == "cpu" and scanmatch_native.available())):
+        return _native_max_batch(seq_a, seq_b, params, threads)
     chunk = default_chunk() if chunk is None else max(1, int(chunk))
     stripe = default_stripe() if stripe == "auto" else stripe
     threads = default_threads() if threads is None else max(1, int(threads))
@@ -384,20 +390,35 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
     return out
 
 
+def _native_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
+                      params: ScanMatchParams, threads: int | None) -> np.ndarray:
+    """`nw_max_batch` (gap 0) by the native kernel: all pairs in one call, float64."""
+    n = pad_batch(len(seq_a))  # bucketed shapes: a varying pair count reuses the compiled call
+    empty = [np.zeros(0, np.int32)] * (n - len(seq_a))
+    a, la = pad_sequences(list(seq_a) + empty, _pow2(max(len(x) for x in seq_a)), dtype=np.int32)
+    b, lb = pad_sequences(list(seq_b) + empty, _pow2(max(len(x) for x in seq_b)), dtype=np.int32)
+    with x64():
+        sub = jnp.asarray(substitution_matrix(params.bins, params.threshold))
+        best = scanmatch_native.gap0_max(jnp.asarray(a), jnp.asarray(la), jnp.asarray(b),
+                                         jnp.asarray(lb), sub, threads)
+        return np.asarray(best, np.float64)[:len(seq_a)]
+
+
 def scanmatch_batch(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
-                    params: ScanMatchParams = WITH_DURATION, chunk: int | None = None) -> np.ndarray:
+                    params: ScanMatchParams = WITH_DURATION, chunk: int | None = None,
+                    kernel: str = "auto") -> np.ndarray:
     """ScanMatch scores of many (gt, pred) pairs.
 
     gt, pred: sequences of (n_i, 4) float64 `[x, y, z, duration_seconds]` arrays (ground truth is
     the first sequence of the alignment, as in the original evaluation).
     Returns (B,) float64 in [.., 1]; NaN where both symbol sequences are empty (as the original).
-    chunk: pairs per kernel call (see `nw_max_batch`); results do not depend on it.
+    chunk, kernel: see `nw_max_batch`; results do not depend on them.
     """
     if len(gt) != len(pred):
         raise ValueError(f"scanmatch_batch: {len(gt)} ground-truth vs {len(pred)} predicted scanpaths")
     sa = [fixations_to_symbols(g, params) for g in gt]
     sb = [fixations_to_symbols(p, params) for p in pred]
-    max_f = nw_max_batch(sa, sb, params, chunk)
+    max_f = nw_max_batch(sa, sb, params, chunk, kernel=kernel)
     max_sub = float(np.max(substitution_matrix(params.bins, params.threshold)))
     scale = np.array([max_sub * max(len(x), len(y)) for x, y in zip(sa, sb)], dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ctsearcher_jax.metrics import scanmatch_native
 from ctsearcher_jax.metrics.scanmatch import (_NULL_COL, _NULL_ROW, WITH_DURATION, WITHOUT_DURATION,
                                                ScanMatchParams, _axis_tables, _score_constants,
                                                stripe_kernel, substitution_matrix, symbol_bins)
@@ -125,7 +126,7 @@ def bin_coordinates(sym: jax.Array, length: jax.Array, size: int, null: int,
 def scanmatch_pairs(gt_coords, gt_durations, gt_length, coords, durations, length, *,
                     params: ScanMatchParams = WITH_DURATION,
                     duration_cap_s: float = DEFAULT_DURATION_CAP_S, group_size: int | None = None,
-                    width: int | None = None) -> jax.Array:
+                    width: int | None = None, kernel: str = "auto") -> jax.Array:
     """ScanMatch of P (ground truth, prediction) pairs of padded scanpaths: (P,) in coords' dtype.
 
     gt_coords (P, Lg, 3) [x, y, z], gt_durations (P, Lg) seconds, gt_length (P,); coords
@@ -140,6 +141,10 @@ def scanmatch_pairs(gt_coords, gt_durations, gt_length, coords, durations, lengt
     it onto every device). group_size G: the pairs are sorted by length and cut into calls of G
     (the last filled with empty pairs), each sweeping only its own longest pair; on one CPU
     device `CPU_GROUP_SIZE` is fastest (`default_group_size`, which `train/finetune.py` uses).
+    kernel: "native" (`metrics/scanmatch_native.py`: the C++ CPU kernel, ~4x faster, width and
+    group_size unused), "stripe" (the jnp kernel above) or "auto" (native where
+    `scanmatch_native.use_native()` says so: one CPU device and the library built). The scores
+    do not depend on the kernel.
     """
     if params.gap != 0:
         raise ValueError("the jit ScanMatch supports gap 0 only (the evaluation's setting)")
@@ -154,6 +159,21 @@ def scanmatch_pairs(gt_coords, gt_durations, gt_length, coords, durations, lengt
     sb, lb = sym(coords, durations, length)
     size = max(sa.shape[1], sb.shape[1])
     sa, sb = (jnp.pad(x, ((0, 0), (0, size - x.shape[1]))) for x in (sa, sb))
+    if kernel not in ("auto", "native", "stripe"):
+        raise ValueError(f"kernel must be auto, native or stripe, got {kernel!r}")
+    if kernel == "native" or (kernel == "auto" and scanmatch_native.use_native()):
+        sub = jnp.asarray(substitution_matrix(params.bins, params.threshold), dtype)
+        best = scanmatch_native.gap0_max(sa, la, sb, lb, sub)
+    else:
+        best = _stripe_best(sa, la, sb, lb, params, dtype, size, group_size, width)
+    scale = jnp.asarray(np.max(substitution_matrix(params.bins, params.threshold)), dtype) * \
+        jnp.maximum(la, lb).astype(dtype)
+    return jnp.where(scale > 0, best / jnp.where(scale > 0, scale, 1), jnp.nan)
+
+
+def _stripe_best(sa, la, sb, lb, params: ScanMatchParams, dtype, size: int,
+                 group_size: int | None, width: int | None) -> jax.Array:
+    """F[la, lb] of symbol rows (P, size) by the jnp stripe kernel (see `scanmatch_pairs`)."""
     swap = lb < la  # the shorter sequence on the rows: fewer stripes
     rows, row_len = jnp.where(swap[:, None], sb, sa), jnp.where(swap, lb, la)
     cols, col_len = jnp.where(swap[:, None], sa, sb), jnp.where(swap, la, lb)
@@ -178,20 +198,18 @@ def scanmatch_pairs(gt_coords, gt_durations, gt_length, coords, durations, lengt
         sorted_best = jnp.concatenate([stripe_kernel(ac[i], row_len[i], bc[i], col_len[i],
                                                      consts, width) for i in range(calls)])
         best = jnp.zeros((calls * g,), dtype).at[order].set(sorted_best)[:n]
-    scale = jnp.asarray(np.max(substitution_matrix(params.bins, params.threshold)), dtype) * \
-        jnp.maximum(la, lb).astype(dtype)
-    return jnp.where(scale > 0, best / jnp.where(scale > 0, scale, 1), jnp.nan)
+    return best
 
 
 def hmean_reward(gt_coords, gt_durations, gt_length, coords, durations, length, *,
                  duration_cap_s: float = DEFAULT_DURATION_CAP_S, group_size: int | None = None,
-                 with_duration: ScanMatchParams = WITH_DURATION,
+                 kernel: str = "auto", with_duration: ScanMatchParams = WITH_DURATION,
                  without_duration: ScanMatchParams = WITHOUT_DURATION) -> jax.Array:
     """Harmonic mean of ScanMatch with and without duration of each sample: (B, S).
 
     gt_coords (B, Lg, 3), gt_durations (B, Lg), gt_length (B,): one recorded scanpath per row;
     coords (B, S, L, 3), durations (B, S, L), length (B, S): S samples scored against it.
-    0 where either score is 0 or NaN. group_size: see `scanmatch_pairs`.
+    0 where either score is 0 or NaN. group_size, kernel: see `scanmatch_pairs`.
     """
     b, s = length.shape
     flat = lambda x: x.reshape(b * s, *x.shape[2:])  # noqa: E731
@@ -199,9 +217,9 @@ def hmean_reward(gt_coords, gt_durations, gt_length, coords, durations, length, 
     args = (repeat(gt_coords), repeat(gt_durations), repeat(gt_length), flat(coords),
             flat(durations), flat(length))
     a = scanmatch_pairs(*args, params=with_duration, duration_cap_s=duration_cap_s,
-                        group_size=group_size)
+                        group_size=group_size, kernel=kernel)
     c = scanmatch_pairs(*args, params=without_duration, duration_cap_s=duration_cap_s,
-                        group_size=group_size)
+                        group_size=group_size, kernel=kernel)
     a, c = jnp.nan_to_num(a), jnp.nan_to_num(c)  # both empty: NaN in the metric, 0 here
     total = a + c
     return jnp.where(total > 0, 2 * a * c / jnp.where(total > 0, total, 1), 0).reshape(b, s)

@@ -10,6 +10,7 @@ Both start the JAX backend, so call them after `jax.distributed.initialize()` (m
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ctsearcher_jax.errors import ConfigError
@@ -23,6 +24,14 @@ INSTALL_HINT = {
     "tpu": "install the TPU build: pip install -e '.[tpu]'",
     "cpu": "set JAX_PLATFORMS=cpu",
 }
+
+
+def usable_cores() -> int:
+    """CPU cores this process may use (its affinity mask; all cores where there is none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def describe() -> dict[str, Any]:

@@ -48,23 +48,31 @@ def _padded(pairs, dtype):
 
 @pytest.mark.parametrize("params", [sm.WITH_DURATION, sm.WITHOUT_DURATION])
 def test_jit_scanmatch_equals_the_metric(params):
-    """float64: exactly the metric, whatever the stripe width (1, several and one whole stripe,
-    partial last stripes) and the grouping (sorted calls of G pairs, the last one filled with
-    empty pairs); float32 within 1e-3."""
+    """float64: exactly the metric, by the native kernel and by the stripe kernel whatever its
+    stripe width (1, several and one whole stripe, partial last stripes) and grouping (sorted
+    calls of G pairs, the last one filled with empty pairs); float32 within 1e-3, and the two
+    kernels within 1e-6 of each other."""
     pairs = _pairs()
     ref = sm.scanmatch_batch([a for a, _ in pairs], [b for _, b in pairs], params)
     with x64():
         args64 = [jnp.asarray(x) for x in _padded(pairs, np.float64)]
         assert len(pairs) % 3 and len(pairs) % 4, "the grouped cases must need filler pairs"
-        for width, group in [(None, None), (8, 3), (5, None), (1, 2), (10_000, 4), (64, 16)]:
-            fn = jax.jit(lambda *a, w=width, g=group: rw.scanmatch_pairs(
-                *a, params=params, duration_cap_s=CAP, width=w, group_size=g))
+        cases = [("native", None, None)] + [("stripe", w, g) for w, g in [
+            (None, None), (8, 3), (5, None), (1, 2), (10_000, 4), (64, 16)]]
+        for kernel, width, group in cases:
+            fn = jax.jit(lambda *a, k=kernel, w=width, g=group: rw.scanmatch_pairs(
+                *a, params=params, duration_cap_s=CAP, width=w, group_size=g, kernel=k))
             np.testing.assert_allclose(np.asarray(fn(*args64)), ref, rtol=0, atol=1e-12,
-                                       err_msg=f"width {width}, group size {group}")
-    fn = jax.jit(lambda *a: rw.scanmatch_pairs(*a, params=params, duration_cap_s=CAP,
-                                               group_size=4))
-    got32 = np.asarray(fn(*_padded(pairs, np.float32)))
-    np.testing.assert_allclose(got32, ref, rtol=0, atol=1e-3)  # NaN where both are empty
+                                       err_msg=f"{kernel}: width {width}, group size {group}")
+    args32 = _padded(pairs, np.float32)
+    got32 = {kernel: np.asarray(jax.jit(lambda *a, k=kernel: rw.scanmatch_pairs(
+        *a, params=params, duration_cap_s=CAP, group_size=4, kernel=k))(*args32))
+        for kernel in ("native", "stripe")}
+    for got in got32.values():
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3)  # NaN where both are empty
+    # Same sums in the same order; only the float32 scores are rounded differently (the native
+    # kernel rounds the float64 table, the stripe kernel computes them in float32).
+    np.testing.assert_allclose(got32["native"], got32["stripe"], rtol=0, atol=1e-6)
 
 
 def test_reward_is_the_harmonic_mean_per_sample_and_caps_durations():

@@ -55,10 +55,14 @@ def test_scanmatch_duration_rounding_quirks():
     assert len(symbols) == 40 + 1 + 1 + 0 + 2
 
 
+@pytest.mark.parametrize("kernel", ["native", "stripe"])
 @pytest.mark.parametrize("key,params", [("scanmatch_with_duration", sm.WITH_DURATION),
                                         ("scanmatch_without_duration", sm.WITHOUT_DURATION)])
-def test_scanmatch_parity_all_pairs(pairs, key, params):
-    got = sm.scanmatch_batch([p["gt_a"] for p in pairs], [p["pred_a"] for p in pairs], params)
+def test_scanmatch_parity_all_pairs(pairs, key, params, kernel):
+    """Both gap-0 kernels against the original's numbers: the native one (the CPU default) and
+    the jnp stripe kernel (accelerators, and CPUs without a C++ compiler)."""
+    got = sm.scanmatch_batch([p["gt_a"] for p in pairs], [p["pred_a"] for p in pairs], params,
+                             kernel=kernel)
     ref = np.array([p["results"][key] for p in pairs])
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
 
@@ -252,9 +256,11 @@ def test_needleman_wunsch_kernels_equal_the_written_out_dp(gap, bins, threshold)
     seqs = [(rng.integers(0, k, rng.integers(0, 30)).astype(np.int32),
              rng.integers(0, k, rng.integers(0, 30)).astype(np.int32)) for _ in range(6)]
     seqs.append((np.zeros(0, np.int32), np.array([3, 4], np.int32)))
-    got = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, chunk=4)
-    ref = [_nw_reference(a, b, sub, gap) for a, b in seqs]
-    assert got.tolist() == [float(r) for r in ref]
+    ref = [float(_nw_reference(a, b, sub, gap)) for a, b in seqs]
+    for kernel in ("stripe", "native") if gap == 0 else ("auto",):
+        got = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, chunk=4,
+                              kernel=kernel)
+        assert got.tolist() == ref, kernel
 
 
 def _runs(rng, k, n_runs, max_run):
@@ -265,8 +271,8 @@ def _runs(rng, k, n_runs, max_run):
 @pytest.mark.parametrize("bins,threshold", [((6, 4, 8), 3.5), ((2, 2, 2), 3.5)])
 def test_striped_kernel_long_sequences_bit_identical(bins, threshold):
     """Several stripes, runs, partial last stripes, a threshold above the largest distance (every
-    real pair scores > 0, only the padding may not), the vmapped (accelerator) path and the
-    one-pair-per-thread (CPU) path: all bit-identical to the written-out DP."""
+    real pair scores > 0, only the padding may not), the vmapped (accelerator) path, the
+    one-pair-per-thread path and the native kernel: all bit-identical to the written-out DP."""
     rng = np.random.default_rng(5)
     params = sm.ScanMatchParams(bins=bins, threshold=threshold)
     k = params.num_symbols
@@ -276,10 +282,13 @@ def test_striped_kernel_long_sequences_bit_identical(bins, threshold):
             (np.array([5], np.int32), np.array([5], np.int32))]
     sub = np.maximum(sm.substitution_matrix(params.bins, params.threshold), 0)
     ref = [float(_nw_reference(a, b, sub, 0.0)) for a, b in seqs]
-    per_thread = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, threads=2)
-    vmapped = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, chunk=3, threads=1)
-    whole_height = sm.nw_max_batch([a for a, _ in seqs], [b for _, b in seqs], params, chunk=4,
-                                   threads=1, stripe=None)  # the accelerator default
+    gt, pred = [a for a, _ in seqs], [b for _, b in seqs]
+    per_thread = sm.nw_max_batch(gt, pred, params, threads=2, kernel="stripe")
+    vmapped = sm.nw_max_batch(gt, pred, params, chunk=3, threads=1, kernel="stripe")
+    whole_height = sm.nw_max_batch(gt, pred, params, chunk=4, threads=1, stripe=None,
+                                   kernel="stripe")  # the accelerator default
     assert per_thread.tolist() == ref
     assert vmapped.tolist() == ref
     assert whole_height.tolist() == ref
+    for threads in (1, 3):  # the native kernel (CPU default), one and several host threads
+        assert sm.nw_max_batch(gt, pred, params, threads=threads, kernel="native").tolist() == ref
