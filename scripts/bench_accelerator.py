@@ -28,7 +28,8 @@ Sections (each row of the table names its section):
 6. evaluation of one CT as `scripts/bench_metrics.py` scores it (10 readers x 10 predictions of
    100-400 fixations, every metric, MultiMatch `dp` and `exact`): cold and warm seconds with this
    backend's defaults (64-pair chunks of the striped ScanMatch kernel on accelerators; the CPU
-   row in README is 0.81 / 1.38 s). Smoke: 2 x 2 scanpaths of 10-20 fixations.
+   row in README is 0.48 / 1.37 s, native ScanMatch kernel). Smoke: 2 x 2 scanpaths of 10-20
+   fixations.
 
 No network: everything is synthetic. Packages missing on the device image (MONAI, nibabel) are
 carried as wheels built here with `scripts/bench_wheelhouse.sh` (writes `.whl/`, ignored by git):
@@ -368,9 +369,12 @@ def section_reward(p: dict, rows: list) -> None:
     import jax
     import jax.numpy as jnp
 
+    from ctsearcher_jax.metrics import scanmatch_native
     from ctsearcher_jax.metrics import scanmatch_reward as rw
 
-    group = rw.default_group_size()  # as the fine-tuning step chooses
+    group = rw.default_group_size()  # as the fine-tuning step chooses (the kernel too: "auto")
+    kernel = ("native C++ kernel" if scanmatch_native.use_native()
+              else f"stripe kernel, group size {group or 'all'}")
     fn = jax.jit(lambda *a: rw.hmean_reward(*a, group_size=group))
     for b, k, length in p["reward_shapes"]:
         rng = np.random.default_rng(0)
@@ -390,7 +394,7 @@ def section_reward(p: dict, rows: list) -> None:
             times.append(time.perf_counter() - t)
         rows.append(("5 reward", f"hmean ScanMatch reward, {b} x {k} samples of <= {length} "
                      "fixations, float32", f"{1e3 * min(times):.1f} ms per call",
-                     f"group size {group or 'all'}; compare a section-2 step"))
+                     f"{kernel}; compare a section-2 step"))
 
 
 # ----------------------------------------------------------------------------- 6. metrics

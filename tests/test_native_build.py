@@ -19,9 +19,9 @@ def source(tmp_path, monkeypatch):
     monkeypatch.delenv(native.ENV, raising=False)
     path = tmp_path / "tiny.cc"
     path.write_text(TINY)
-    native.load.cache_clear()
+    native.clear_caches()
     yield path
-    native.load.cache_clear()
+    native.clear_caches()
 
 
 def test_build_compiles_once_into_the_cache_and_loads(source, tmp_path):
@@ -50,7 +50,7 @@ def test_no_compiler_or_turned_off_falls_back_with_one_warning(source, monkeypat
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "using the jnp kernel" in warnings[0], warnings
     assert "/nonexistent/c++" in warnings[0]
-    native.load.cache_clear()
+    native.clear_caches()
     monkeypatch.delenv("CXX")
     monkeypatch.setenv(native.ENV, "0")
     caplog.clear()

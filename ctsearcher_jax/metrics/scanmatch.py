@@ -19,10 +19,13 @@ Pipeline for one pair (as `src/utils/evaltools/scanmatch3d.py` of CT-ScanGaze co
 Original quirks kept: two empty symbol sequences (every fixation shorter than half a temporal
 bin) give `0 / 0 = NaN`, as the original does; one empty sequence gives 0.
 
-Kernels. With gap 0 (the paper's setting) F is monotone, so max(F) = F[la, lb]: each pair runs
-`stripe_kernel` (stripes of rows swept by anti-diagonals); on CPU one pair per host thread, on
-accelerators chunks of pairs in one batched call. Other gaps use `_nw_max_one` (whole anti-diagonals,
-masked). A pair's score never depends on the other pairs, the chunking or the threads.
+Kernels. With gap 0 (the paper's setting) F is monotone, so max(F) = F[la, lb]. On CPU all pairs
+go to the native kernel (`metrics/scanmatch_native.py`: C++ inside jit, rows swept over the runs
+of repeated symbols, host threads over pairs); on accelerators, or without a C++ compiler, each
+pair runs `stripe_kernel` (stripes of rows swept by anti-diagonals; on CPU one pair per host
+thread, on accelerators chunks of pairs in one batched call). Both are bit-identical to the
+written-out DP. Other gaps use `_nw_max_one` (whole anti-diagonals, masked). A pair's score never
+depends on the kernel, the other pairs, the chunking or the threads.
 With durations a 250-fixation pair is a ~3000 x 3000 DP (a 0.3 s fixation is 12 symbols), the
 dominant cost of an evaluation; timings in README, Benchmarks (`scripts/bench_metrics.py`).
 """

@@ -26,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from ctsearcher_jax import logs
@@ -111,10 +112,18 @@ def build(source: Path, env: dict[str, str] | None = None) -> Path:
     return target
 
 
-@functools.lru_cache(maxsize=None)
+_lock = threading.Lock()  # one build and one registration per source, whichever thread asks first
+
+
 def load(source: str) -> ctypes.CDLL | None:
     """The compiled library of `source` (a path), or None when native kernels are off or the build
-    failed (warned once per source and process)."""
+    failed (warned once per source and process). Thread-safe."""
+    with _lock:
+        return _load(source)
+
+
+@functools.lru_cache(maxsize=None)
+def _load(source: str) -> ctypes.CDLL | None:
     if not enabled():
         return None
     try:
@@ -125,18 +134,30 @@ def load(source: str) -> ctypes.CDLL | None:
         return None
 
 
-@functools.lru_cache(maxsize=None)
 def register(source: str, handlers: tuple[tuple[str, str], ...]) -> bool:
     """Register `(target name, handler symbol)` pairs of `source`'s library with XLA for CPU.
 
-    Returns False (and registers nothing) when the library is unavailable. Once per process.
+    Returns False (and registers nothing) when the library is unavailable. Once per process;
+    thread-safe.
     """
+    with _lock:
+        return _register(source, handlers)
+
+
+@functools.lru_cache(maxsize=None)
+def _register(source: str, handlers: tuple[tuple[str, str], ...]) -> bool:
     import jax
 
-    lib = load(source)
+    lib = _load(source)
     if lib is None:
         return False
     for target, symbol in handlers:
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
     return True
+
+
+def clear_caches() -> None:
+    """Forget loaded libraries and registrations (tests; XLA keeps what was registered)."""
+    _load.cache_clear()
+    _register.cache_clear()
