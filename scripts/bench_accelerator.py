@@ -26,10 +26,11 @@ Sections (each row of the table names its section):
    (2 CTs x 2 readers x 5), to set against a training step of section 2 (issue 15: the reward must
    not dominate a fine-tuning step). Smoke: 2 x 2 samples of 8 fixations;
 6. evaluation of one CT as `scripts/bench_metrics.py` scores it (10 readers x 10 predictions of
-   100-400 fixations, every metric, MultiMatch `dp` and `exact`): cold and warm seconds with this
-   backend's defaults (64-pair chunks of the striped ScanMatch kernel on accelerators; the CPU
-   row in README is 0.48 / 1.37 s, native ScanMatch kernel). Smoke: 2 x 2 scanpaths of 10-20
-   fixations.
+   100-400 fixations, every metric, MultiMatch `dp` and `exact`): cold and warm seconds with the
+   defaults (ScanMatch by the native kernel on the host's CPU cores, also on accelerator
+   machines; the CPU row in README is 0.38 / 1.28 s), and ScanMatch alone by the native kernel
+   and by the jnp stripe kernel on this backend (64-pair chunks on accelerators). Smoke: 2 x 2
+   scanpaths of 10-20 fixations.
 
 No network: everything is synthetic. Packages missing on the device image (MONAI, nibabel) are
 carried as wheels built here with `scripts/bench_wheelhouse.sh` (writes `.whl/`, ignored by git):
@@ -404,17 +405,35 @@ def section_metrics(p: dict, rows: list) -> None:
     import bench_metrics
 
     from ctsearcher_jax.metrics import protocol
+    from ctsearcher_jax.metrics import scanmatch as sm
+    from ctsearcher_jax.metrics import scanmatch_native
 
     n, lo, hi = p["metrics_ct"]
     gt, pred = bench_metrics.make_ct(0, n_gt=n, n_pred=n, lo=lo, hi=hi)
-    for align in ("dp", "exact"):
+
+    def cold_warm(fn):
         times = []
         for _ in range(2):  # cold (compiles), then warm
             t = time.perf_counter()
-            protocol.all_pairs_protocol([gt], [pred], multimatch_alignment=align)
+            fn()
             times.append(time.perf_counter() - t)
+        return times
+
+    where = "host CPU, native kernel" if scanmatch_native.host_cpu() else "stripe kernel"
+    for align in ("dp", "exact"):
+        times = cold_warm(lambda: protocol.all_pairs_protocol([gt], [pred],
+                                                              multimatch_alignment=align))
         rows.append(("6 metrics", f"one CT, {n} x {n} pairs of {lo}-{hi} fixations, every metric, "
-                     f"MultiMatch {align}", f"{times[1]:.2f} s warm", f"cold {times[0]:.1f} s"))
+                     f"MultiMatch {align}", f"{times[1]:.2f} s warm",
+                     f"cold {times[0]:.1f} s; ScanMatch on the {where}"))
+    # ScanMatch alone by each kernel: the native one on the host's cores against the jnp stripe
+    # kernel on this backend (64-pair chunks, whole-height stripes on accelerators).
+    gts = [g for g in gt for _ in pred]
+    preds = [q for _ in gt for q in pred]
+    for kernel in ("native", "stripe") if scanmatch_native.host_cpu() else ("stripe",):
+        times = cold_warm(lambda: sm.scanmatch_batch(gts, preds, sm.WITH_DURATION, kernel=kernel))
+        rows.append(("6 metrics", f"ScanMatch with duration, the same {n * n} pairs, "
+                     f"{kernel} kernel", f"{times[1]:.2f} s warm", f"cold {times[0]:.1f} s"))
 
 
 # ----------------------------------------------------------------------------- main

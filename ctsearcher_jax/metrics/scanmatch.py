@@ -19,12 +19,12 @@ Pipeline for one pair (as `src/utils/evaltools/scanmatch3d.py` of CT-ScanGaze co
 Original quirks kept: two empty symbol sequences (every fixation shorter than half a temporal
 bin) give `0 / 0 = NaN`, as the original does; one empty sequence gives 0.
 
-Kernels. With gap 0 (the paper's setting) F is monotone, so max(F) = F[la, lb]. On CPU all pairs
-go to the native kernel (`metrics/scanmatch_native.py`: C++ inside jit, rows swept over the runs
-of repeated symbols, host threads over pairs); on accelerators, or without a C++ compiler, each
-pair runs `stripe_kernel` (stripes of rows swept by anti-diagonals; on CPU one pair per host
-thread, on accelerators chunks of pairs in one batched call). Both are bit-identical to the
-written-out DP. Other gaps use `_nw_max_one` (whole anti-diagonals, masked). A pair's score never
+Kernels. With gap 0 (the paper's setting) F is monotone, so max(F) = F[la, lb]. All pairs go to
+the native kernel on the host's CPU, on accelerator machines too (`metrics/scanmatch_native.py`:
+C++ inside jit, rows swept over the runs of repeated symbols, host threads over pairs); without
+a C++ compiler (or a CPU backend) each pair runs `stripe_kernel` (stripes of rows swept by
+anti-diagonals; on CPU one pair per host thread, on accelerators chunks of pairs in one batched
+call). Both are bit-identical to the written-out DP. Other gaps use `_nw_max_one` (whole anti-diagonals, masked). A pair's score never
 depends on the kernel, the other pairs, the chunking or the threads.
 With durations a 250-fixation pair is a ~3000 x 3000 DP (a 0.3 s fixation is 12 symbols), the
 dominant cost of an evaluation; timings in README, Benchmarks (`scripts/bench_metrics.py`).
@@ -316,9 +316,9 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
                  kernel: str = "auto") -> np.ndarray:
     """max(F) of the Needleman-Wunsch matrix for many symbol-sequence pairs: (B,) float64.
 
-    With gap 0 (the paper's setting) on CPU the pairs run the native kernel
-    (`metrics/scanmatch_native.py`, C++, `threads` host threads inside one call); elsewhere, or
-    when it is unavailable or kernel="stripe", each pair runs the striped jnp kernel
+    With gap 0 (the paper's setting) the pairs run the native kernel on the host's CPU device,
+    also on GPU/TPU machines (`metrics/scanmatch_native.py`, C++, `threads` host threads inside
+    one call); when it is unavailable, or kernel="stripe", each pair runs the striped jnp kernel
     (`stripe_kernel`): chunk = 1 (the CPU default) runs one pair per call on `threads` host
     threads (default: the usable cores), largest pairs first; a larger chunk batches that many
     pairs of similar size per call (accelerators). stripe: rows per stripe ("auto":
@@ -327,9 +327,10 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
     """
     if kernel not in ("auto", "native", "stripe"):
         raise ValueError(f"kernel must be auto, native or stripe, got {kernel!r}")
-    if params.gap == 0 and len(seq_a) and (kernel == "native" or (
-            kernel == "auto" and jax.default_backend() == "cpu" and scanmatch_native.available())):
-        return _native_max_batch(seq_a, seq_b, params, threads)
+    if params.gap == 0 and len(seq_a) and kernel != "stripe":
+        cpu = scanmatch_native.host_cpu()
+        if cpu is not None or kernel == "native":
+            return _native_max_batch(seq_a, seq_b, params, threads, cpu)
     chunk = default_chunk() if chunk is None else max(1, int(chunk))
     stripe = default_stripe() if stripe == "auto" else stripe
     threads = default_threads() if threads is None else max(1, int(threads))
@@ -394,13 +395,15 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
 
 
 def _native_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
-                      params: ScanMatchParams, threads: int | None) -> np.ndarray:
-    """`nw_max_batch` (gap 0) by the native kernel: all pairs in one call, float64."""
+                      params: ScanMatchParams, threads: int | None,
+                      cpu: jax.Device | None) -> np.ndarray:
+    """`nw_max_batch` (gap 0) by the native kernel on CPU device `cpu`: all pairs in one call,
+    float64. (cpu None: kernel="native" was asked for without one; `gap0_max` says why.)"""
     n = pad_batch(len(seq_a))  # bucketed shapes: a varying pair count reuses the compiled call
     empty = [np.zeros(0, np.int32)] * (n - len(seq_a))
     a, la = pad_sequences(list(seq_a) + empty, _pow2(max(len(x) for x in seq_a)), dtype=np.int32)
     b, lb = pad_sequences(list(seq_b) + empty, _pow2(max(len(x) for x in seq_b)), dtype=np.int32)
-    with x64():
+    with x64(), jax.default_device(cpu):
         sub = jnp.asarray(substitution_matrix(params.bins, params.threshold))
         best = scanmatch_native.gap0_max(jnp.asarray(a), jnp.asarray(la), jnp.asarray(b),
                                          jnp.asarray(lb), sub, threads)

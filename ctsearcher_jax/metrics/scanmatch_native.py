@@ -7,13 +7,15 @@ are the float64 table rounded, where the stripe kernel computes them in float32,
 differ in the last bits (7e-9 on the test pairs). The C++ source (`scanmatch_gap0.cc`, the algorithm is in its header) goes through the rows
 of one sequence with the other's runs of repeated symbols as the vector loop, so no anti-diagonal
 skew and no per-cell score arithmetic: on the project's 2-core CPU it takes 0.27 ns per cell on
-one thread against ~1 ns per useful cell for the stripe kernel, and it spreads the pairs over
-`threads` host threads (README, Benchmarks).
+one thread in float32 (0.5 ns in float64) against ~1 ns per useful cell for the stripe kernel,
+and it spreads the pairs over `threads` host threads (README, Benchmarks and Learning).
 
-It runs on the CPU backend only. `use_native()` says whether a caller should take it: the CPU
-backend, one device (a custom call would gather a sharded batch onto every device), and the
-library built (`runtime/native.py`: compiled on first use, `CTSEARCHER_NATIVE=0` turns it off).
-Otherwise callers use the stripe kernel, which gives the same scores.
+It runs on CPU devices only. The evaluation (`metrics.scanmatch.nw_max_batch`, host arrays) takes
+it on the host's CPU device whatever the default backend (`host_cpu()`); the reward, inside a
+training step, only when the step runs on one CPU device (`use_native()`: a custom call would
+gather a sharded batch onto every device). Both need the library built (`runtime/native.py`:
+compiled on first use, `CTSEARCHER_NATIVE=0` turns it off). Otherwise callers use the stripe
+kernel, which gives the same scores.
 """
 
 from __future__ import annotations
@@ -40,8 +42,20 @@ def available() -> bool:
 
 
 def use_native() -> bool:
-    """Whether the default kernel choice ("auto") takes the native kernel in this process."""
+    """Whether the reward's default kernel choice ("auto") takes the native kernel: inside a
+    training step it runs where the step runs, so only on one CPU device."""
     return jax.default_backend() == "cpu" and jax.device_count() == 1 and available()
+
+
+def host_cpu() -> jax.Device | None:
+    """The CPU device the evaluation runs the native kernel on (on GPU/TPU machines too: these
+    DPs are sequential, and the host's cores beat the card at them), or None when this process
+    has no CPU backend (e.g. JAX_PLATFORMS=cuda) or the kernel is unavailable."""
+    try:
+        device = jax.devices("cpu")[0]
+    except RuntimeError:
+        return None
+    return device if available() else None
 
 
 def gap0_max(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array, sub: jax.Array,
