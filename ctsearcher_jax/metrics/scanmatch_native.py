@@ -51,8 +51,8 @@ def host_cpu() -> jax.Device | None:
     """The CPU device the evaluation runs the native kernel on (on GPU/TPU machines too: these
     DPs are sequential, and the host's cores beat the card at them), or None when this process
     has no CPU backend (e.g. JAX_PLATFORMS=cuda) or the kernel is unavailable."""
-    try:
-        device = jax.devices("cpu")[0]
+    try:  # this process's own CPU device (jax.devices() also lists other processes' ones)
+        device = jax.local_devices(backend="cpu")[0]
     except RuntimeError:
         return None
     return device if available() else None

@@ -84,7 +84,7 @@ def _finetune_rows(helpers, source, workdir, cache, devices):
 
 def test_finetune_on_eight_fake_devices_matches_one_device(helpers, xla_cache, baseline, tmp_path):
     """The ScanMatch-reward step sharded over the data axis (pairs kept on their devices, one
-    reward call) gives the losses and rewards of one device (pairs sorted into 4 calls)."""
+    stripe-kernel call) gives the losses and rewards of one device (the native kernel)."""
     one = _finetune_rows(helpers, baseline[0], tmp_path / "one", xla_cache, devices=1)
     eight = _finetune_rows(helpers, baseline[0], tmp_path / "eight", xla_cache, devices=8)
     assert sorted(one) == sorted(eight) == [1, 2]
