@@ -16,7 +16,10 @@ reader and scores it under the original protocol; the uniform baseline is scored
 * seconds per optimizer step, supervised vs fine-tuning (from the runs' CTs/s), and the share
   of a fine-tuning step spent beyond the supervised step (sampling + the in-step reward).
 
-A benchmark, not a test; every stage is an ordinary `ctsearcher` command.
+A benchmark, not a test; every stage is an ordinary `ctsearcher` command. Run again with the
+same --out, every stage picks up what is there (features up to date, training and fine-tuning
+resume at their last step), so the step times are those logged by the first run: delete --out
+for a fresh measurement.
 """
 
 from __future__ import annotations
