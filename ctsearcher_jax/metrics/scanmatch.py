@@ -24,8 +24,9 @@ the native kernel on the host's CPU, on accelerator machines too (`metrics/scanm
 C++ inside jit, rows swept over the runs of repeated symbols, host threads over pairs); without
 a C++ compiler (or a CPU backend) each pair runs `stripe_kernel` (stripes of rows swept by
 anti-diagonals; on CPU one pair per host thread, on accelerators chunks of pairs in one batched
-call). Both are bit-identical to the written-out DP. Other gaps use `_nw_max_one` (whole anti-diagonals, masked). A pair's score never
-depends on the kernel, the other pairs, the chunking or the threads.
+call). Both are bit-identical to the written-out DP. Other gaps use `_nw_max_one` (whole
+anti-diagonals, masked). A pair's score never depends on the kernel, the other pairs, the
+chunking or the threads.
 With durations a 250-fixation pair is a ~3000 x 3000 DP (a 0.3 s fixation is 12 symbols), the
 dominant cost of an evaluation; timings in README, Benchmarks (`scripts/bench_metrics.py`).
 """
