@@ -88,6 +88,16 @@ def elapsed() -> float:
     return time.perf_counter() - T0
 
 
+def call_seconds(fn, repeats: int) -> list[float]:
+    """Wall seconds of each of `repeats` calls of `fn()` (the first one compiles, if it must)."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -388,11 +398,7 @@ def section_reward(p: dict, rows: list) -> None:
 
         args = (*scanpaths(b), *scanpaths(b, k))
         fn(*args).block_until_ready()  # compile
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            fn(*args).block_until_ready()
-            times.append(time.perf_counter() - t)
+        times = call_seconds(lambda: fn(*args).block_until_ready(), 5)
         rows.append(("5 reward", f"hmean ScanMatch reward, {b} x {k} samples of <= {length} "
                      "fixations, float32", f"{1e3 * min(times):.1f} ms per call",
                      f"{kernel}; compare a section-2 step"))
@@ -411,18 +417,10 @@ def section_metrics(p: dict, rows: list) -> None:
     n, lo, hi = p["metrics_ct"]
     gt, pred = bench_metrics.make_ct(0, n_gt=n, n_pred=n, lo=lo, hi=hi)
 
-    def cold_warm(fn):
-        times = []
-        for _ in range(2):  # cold (compiles), then warm
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return times
-
     where = "host CPU, native kernel" if scanmatch_native.host_cpu() else "stripe kernel"
     for align in ("dp", "exact"):
-        times = cold_warm(lambda: protocol.all_pairs_protocol([gt], [pred],
-                                                              multimatch_alignment=align))
+        times = call_seconds(lambda: protocol.all_pairs_protocol(  # cold (compiles), warm
+            [gt], [pred], multimatch_alignment=align), 2)
         rows.append(("6 metrics", f"one CT, {n} x {n} pairs of {lo}-{hi} fixations, every metric, "
                      f"MultiMatch {align}", f"{times[1]:.2f} s warm",
                      f"cold {times[0]:.1f} s; ScanMatch on the {where}"))
@@ -431,7 +429,8 @@ def section_metrics(p: dict, rows: list) -> None:
     gts = [g for g in gt for _ in pred]
     preds = [q for _ in gt for q in pred]
     for kernel in ("native", "stripe") if scanmatch_native.host_cpu() else ("stripe",):
-        times = cold_warm(lambda: sm.scanmatch_batch(gts, preds, sm.WITH_DURATION, kernel=kernel))
+        times = call_seconds(
+            lambda: sm.scanmatch_batch(gts, preds, sm.WITH_DURATION, kernel=kernel), 2)
         rows.append(("6 metrics", f"ScanMatch with duration, the same {n * n} pairs, "
                      f"{kernel} kernel", f"{times[1]:.2f} s warm", f"cold {times[0]:.1f} s"))
 

@@ -326,8 +326,7 @@ def nw_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
     `default_stripe()`; None: the whole height). Other gaps use the masked whole-matrix kernel,
     `chunk` pairs per call. Results do not depend on kernel, chunk, threads or stripe.
     """
-    if kernel not in ("auto", "native", "stripe"):
-        raise ValueError(f"kernel must be auto, native or stripe, got {kernel!r}")
+    scanmatch_native.check_kernel(kernel)
     if params.gap == 0 and len(seq_a) and kernel != "stripe":
         cpu = scanmatch_native.host_cpu()
         if cpu is not None or kernel == "native":

@@ -4,11 +4,12 @@
 kernel `metrics.scanmatch.stripe_kernel` computes, in the dtype of `sub`: bit for bit in float64
 (the evaluation; tested against the original's numbers); in float32 (the RL reward) the scores
 are the float64 table rounded, where the stripe kernel computes them in float32, so the two may
-differ in the last bits (7e-9 on the test pairs). The C++ source (`scanmatch_gap0.cc`, the algorithm is in its header) goes through the rows
-of one sequence with the other's runs of repeated symbols as the vector loop, so no anti-diagonal
-skew and no per-cell score arithmetic: on the project's 2-core CPU it takes 0.27 ns per cell on
-one thread in float32 (0.5 ns in float64) against ~1 ns per useful cell for the stripe kernel,
-and it spreads the pairs over `threads` host threads (README, Benchmarks and Learning).
+differ in the last bits (7e-9 on the test pairs). The C++ source (`scanmatch_gap0.cc`, the
+algorithm is in its header) goes through the rows of one sequence with the other's runs of
+repeated symbols as the vector loop, so no anti-diagonal skew and no per-cell score arithmetic:
+on the project's 2-core CPU it takes 0.27 ns per cell on one thread in float32 (0.5 ns in
+float64) against ~1 ns per useful cell for the stripe kernel, and it spreads the pairs over
+`threads` host threads (README, Benchmarks and Learning).
 
 It runs on CPU devices only. The evaluation (`metrics.scanmatch.nw_max_batch`, host arrays) takes
 it on the host's CPU device whatever the default backend (`host_cpu()`); the reward, inside a
@@ -34,6 +35,16 @@ TARGETS = {np.dtype(np.float32): "ctsearcher_scanmatch_gap0_f32",
            np.dtype(np.float64): "ctsearcher_scanmatch_gap0_f64"}
 _HANDLERS = (("ctsearcher_scanmatch_gap0_f32", "CtsearcherScanMatchGap0F32"),
              ("ctsearcher_scanmatch_gap0_f64", "CtsearcherScanMatchGap0F64"))
+
+
+KERNELS = ("auto", "native", "stripe")  # the `kernel` choices of the ScanMatch entry points
+
+
+def check_kernel(kernel: str) -> str:
+    """`kernel` if it is one of KERNELS, else a ValueError naming them."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    return kernel
 
 
 def available() -> bool:

@@ -161,8 +161,7 @@ def scanmatch_pairs(gt_coords, gt_durations, gt_length, coords, durations, lengt
     sb, lb = sym(coords, durations, length)
     size = max(sa.shape[1], sb.shape[1])
     sa, sb = (jnp.pad(x, ((0, 0), (0, size - x.shape[1]))) for x in (sa, sb))
-    if kernel not in ("auto", "native", "stripe"):
-        raise ValueError(f"kernel must be auto, native or stripe, got {kernel!r}")
+    scanmatch_native.check_kernel(kernel)
     if kernel == "native" or (kernel == "auto" and scanmatch_native.use_native()):
         sub = jnp.asarray(substitution_matrix(params.bins, params.threshold), dtype)
         best = scanmatch_native.gap0_max(sa, la, sb, lb, sub)
