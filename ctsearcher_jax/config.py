@@ -68,11 +68,30 @@ class ModelConfig:
     # Reader ids of an "embedding" model (the data's `subject` as text); row i of the embedding
     # is readers[i]. Empty: training fills it from the dataset (every split, sorted).
     readers: tuple[str, ...] = ()
+    # Autoregressive architectures only: how many of the last decoder layers read the previous
+    # fixations (run once per sampled step; the layers before them run once per CT).
+    ar_layers: int = 1
+    # Autoregressive architectures only: logit-normal mixture components of the within-cell offset.
+    offset_components: int = 4
+    # Autoregressive architectures only: probability that training hides a (CT, reader)'s reader
+    # embedding (the decoder then sees no reader), regularising reader_conditioning: embedding.
+    reader_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        from ctsearcher_jax.model.factory import ARCHITECTURES  # a table of names, no Flax
+        # tables of names, no Flax
+        from ctsearcher_jax.model.factory import ARCHITECTURES, AUTOREGRESSIVE
 
         _check(self.arch in ARCHITECTURES, "model.arch", f"unknown; choose from {sorted(ARCHITECTURES)}")
+        _check(1 <= self.ar_layers <= self.num_decoder_layers, "model.ar_layers",
+               f"must be in [1, model.num_decoder_layers ({self.num_decoder_layers})]")
+        _check(self.offset_components >= 1, "model.offset_components", "must be >= 1")
+        _check(0.0 <= self.reader_dropout < 1.0, "model.reader_dropout", "must be in [0, 1)")
+        if self.arch not in AUTOREGRESSIVE:
+            _check(self.reader_dropout == 0.0, "model.reader_dropout",
+                   f"only for the autoregressive architectures {sorted(AUTOREGRESSIVE)}")
+        else:
+            _check(not self.legacy_stop_last, "model.legacy_stop_last",
+                   "only for importing original CT-Searcher checkpoints (arch ct_searcher)")
         for key in ("d_model", "num_heads", "num_encoder_layers", "num_decoder_layers",
                     "dim_feedforward", "feature_dim", "max_length"):
             _check(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
@@ -226,9 +245,15 @@ class EvalConfig:
     best_metric: str = "scanmatch_with_duration"
     # Seed for sampling during evaluation.
     seed: int = 0
+    # Autoregressive architectures only: softmax temperature of the class (STOP or cell) draws.
+    temperature: float = 1.0
+    # Autoregressive architectures only: draw each class among the k most likely (0 = all).
+    top_k: int = 0
 
     def __post_init__(self) -> None:
         _check(self.min_length >= 0, "eval.min_length", "must be >= 0")
+        _check(self.temperature > 0, "eval.temperature", "must be > 0")
+        _check(self.top_k >= 0, "eval.top_k", "must be >= 0 (0 = no top-k)")
         _check(self.repeats >= 1, "eval.repeats", "must be >= 1")
         unknown = [m for m in self.metrics if m not in FAMILIES]
         _check(not unknown and len(self.metrics) > 0, "eval.metrics",
@@ -310,6 +335,14 @@ class Config:
     extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
     # ScanMatch-reward fine-tuning (inactive unless finetune.source is set).
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+
+    def __post_init__(self) -> None:
+        from ctsearcher_jax.model.factory import AUTOREGRESSIVE  # a table of names, no Flax
+
+        if self.model.arch not in AUTOREGRESSIVE:
+            _check(self.eval.temperature == 1.0 and self.eval.top_k == 0, "eval.temperature/top_k",
+                   f"only for the autoregressive architectures {sorted(AUTOREGRESSIVE)} "
+                   f"(model.arch is {self.model.arch!r})")
 
 
 # The original's command-line flag names, mapped to our keys where the meaning is the same.

@@ -13,6 +13,10 @@ One example is one CT with every reader's targets::
     gaze           (R, L, 4)     float32  each reader's first L fixations [x, y, z, seconds] as
                                           recorded (the fine-tuning reward scores against them)
     gaze_length    (R,)          int32    fixations in `gaze` (0 for padding)
+    cells          (R, L)        int32    class (1 + token) of each fixation, 0 after the last
+                                          (autoregressive models read the previous fixations)
+    offsets        (R, L, 3)     float32  [x, y, z] position of each fixation inside its cell,
+                                          in [0, 1) (`data.targets.fixation_targets`)
     z_extent       ()            float32  slices binned into Gz cells (decodes sampled cells)
     ct_mask        ()            float32  1 for real CTs, 0 for the padding of the last eval batch
 
@@ -39,7 +43,7 @@ from ctsearcher_jax.config import Config
 from ctsearcher_jax.data.features import load_tokens
 from ctsearcher_jax.data.readers import reader_indices
 from ctsearcher_jax.data.schema import CTItem
-from ctsearcher_jax.data.targets import build_ct_targets
+from ctsearcher_jax.data.targets import build_ct_targets, fixation_targets
 from ctsearcher_jax.errors import ConfigError, DataError
 
 Example = dict[str, np.ndarray]
@@ -92,10 +96,15 @@ class CTExampleSource:
             reader_ids[:len(rows)] = rows
         gaze = np.zeros((self.num_readers_padded, model.max_length, 4), np.float32)
         gaze_length = np.zeros(self.num_readers_padded, np.int32)
+        cells = np.zeros((self.num_readers_padded, model.max_length), np.int32)
+        offsets = np.zeros((self.num_readers_padded, model.max_length, 3), np.float32)
         for r, sp in enumerate(item.readers):
             n = min(len(sp.x), model.max_length)
             gaze[r, :n] = np.stack([sp.x[:n], sp.y[:n], sp.z[:n], sp.t[:n]], axis=1)
             gaze_length[r] = n
+            cells[r], offsets[r] = fixation_targets(sp.x, sp.y, sp.z, grid=model.grid,
+                                                    max_length=model.max_length, frame=data.frame,
+                                                    z_extent=self.z_extents[item.name])
         return {
             "tokens": tokens.astype(np.float32),
             "spatial": targets.spatial,
@@ -106,6 +115,8 @@ class CTExampleSource:
             "reader_ids": reader_ids,
             "gaze": gaze,
             "gaze_length": gaze_length,
+            "cells": cells,
+            "offsets": offsets,
             "z_extent": np.float32(self.z_extents[item.name]),
             "ct_mask": np.float32(1.0),
         }

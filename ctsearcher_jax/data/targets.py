@@ -48,6 +48,41 @@ def discretise(coord: np.ndarray, extent: int | float, bins: int) -> np.ndarray:
     return np.clip(cell, 0, bins - 1)
 
 
+# Offsets are kept strictly below 1, so cell + offset never reaches the next cell.
+OFFSET_MAX = np.float32(1.0) - np.finfo(np.float32).epsneg
+
+
+def _cell_and_offset(coord: np.ndarray, extent: int | float, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cell (n,) int32 as `discretise`, offset (n,) float32 in [0, 1) inside that cell)."""
+    downscale = np.float32(extent / bins)
+    u = (np.asarray(coord, dtype=np.float32) - np.float32(1)) / downscale
+    cell = discretise(coord, extent, bins)
+    return cell, np.clip(u - cell.astype(np.float32), 0.0, OFFSET_MAX).astype(np.float32)
+
+
+def fixation_targets(x: np.ndarray, y: np.ndarray, z: np.ndarray, *, grid: Sequence[int],
+                     max_length: int, frame: int = GAZE_FRAME,
+                     z_extent: int = GAZE_FRAME) -> tuple[np.ndarray, np.ndarray]:
+    """Class and within-cell offset of each fixation (autoregressive models read them).
+
+    x, y, z: (n,) 1-based gaze coordinates. Returns (classes (L,) int32: `1 + token` of the
+    first min(n, L) fixations, the cell `build_targets` puts its one-hot on, 0 after;
+    offsets (L, 3) float32 [x, y, z] in [0, 1): u - cell with u = float32(c - 1) /
+    float32(extent / bins), the position inside the cell, 0 after). A coordinate past the
+    frame lies in the clipped last cell at an offset just below 1 (before 0: offset 0).
+    """
+    gy, gx, gz = (int(g) for g in grid)
+    n = min(len(x), max_length)
+    iy, oy = _cell_and_offset(np.asarray(y)[:n], frame, gy)
+    ix, ox = _cell_and_offset(np.asarray(x)[:n], frame, gx)
+    iz, oz = _cell_and_offset(np.asarray(z)[:n], z_extent, gz)
+    classes = np.zeros(max_length, np.int32)
+    classes[:n] = 1 + iy * gx * gz + ix * gz + iz
+    offsets = np.zeros((max_length, 3), np.float32)
+    offsets[:n] = np.stack([ox, oy, oz], axis=1)
+    return classes, offsets
+
+
 def build_targets(x: np.ndarray, y: np.ndarray, z: np.ndarray, t: np.ndarray, *,
                   grid: Sequence[int], max_length: int, frame: int = GAZE_FRAME,
                   z_extent: int = GAZE_FRAME, blur_sigma: float | None = None) -> ScanpathTargets:

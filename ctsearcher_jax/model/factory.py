@@ -5,7 +5,8 @@ a new architecture (e.g. a variant conditioned on the reader) is one module plus
 `ARCHITECTURES`; nothing else changes. Entries are "module:Class" strings imported on first use,
 so `ModelConfig` can check a name against this table without importing Flax. The class is called
 as `Class(model_config, rngs=rngs)` and must return an `nnx.Module` whose `__call__(tokens,
-deterministic=...)` gives `ScanpathOutputs` (see `model/ct_searcher.py`).
+deterministic=...)` gives `ScanpathOutputs` (see `model/ct_searcher.py`); an autoregressive one
+(listed in `AUTOREGRESSIVE`) takes the previous fixations too (`model/ct_searcher_ar.py`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,17 @@ if TYPE_CHECKING:
 # Architecture name (`model.arch`) -> "module:Class".
 ARCHITECTURES: dict[str, str] = {
     "ct_searcher": "ctsearcher_jax.model.ct_searcher:CTSearcher",
+    "ct_searcher_ar": "ctsearcher_jax.model.ct_searcher_ar:CTSearcherAR",
 }
 DEFAULT_ARCH = "ct_searcher"
+# Architectures that draw each fixation given the previous ones: their forward pass takes the
+# previous fixations (teacher forcing), their sampler is a `lax.scan` (`model/sampling_ar.py`).
+AUTOREGRESSIVE: frozenset[str] = frozenset({"ct_searcher_ar"})
+
+
+def is_autoregressive(arch: str) -> bool:
+    """True when architecture `arch` is autoregressive (see AUTOREGRESSIVE)."""
+    return arch in AUTOREGRESSIVE
 
 
 def register(name: str, target: str) -> None:

@@ -7,6 +7,11 @@ with one key per CT (its scanpaths do not depend on which chunk, device or proce
 With ground-truth readers, sample s of reader r takes that reader's subject, in sample-major
 blocks: the pairing the original evaluation protocol uses (prediction i against reader i).
 
+`samplers(config)` is the one place that picks the sampler: CT-Searcher's one-pass draw
+(`model.sampling`) or, for an autoregressive architecture, the `lax.scan` with a KV cache
+(`model.sampling_ar`, with `eval.temperature` and `eval.top_k`); both take the same arguments and
+return the same `SampledScanpaths`.
+
 A reader-conditioned model draws each reader's samples from that reader's own decoder pass:
 per CT, the ground-truth readers (or, without ground truth, every reader the model knows), kept
 to `reader_filter` when given (`predict --reader ID`); records keep the same sample-major order.
@@ -14,16 +19,35 @@ to `reader_filter` when given (`predict --reader ID`); records keep the same sam
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from ctsearcher_jax.config import Config
+from ctsearcher_jax.model import sampling, sampling_ar
+from ctsearcher_jax.model.factory import is_autoregressive
 from ctsearcher_jax.data.schema import Scanpath
 from ctsearcher_jax.errors import DataError
 
 CHUNK = 8  # CTs per sampling call: bounds memory, and one compiled shape serves every chunk
+
+
+class Samplers(NamedTuple):
+    """The jitted samplers of an architecture (signatures of `model.sampling`'s)."""
+
+    per_ct: Callable  # sample_scanpaths_per_ct(model, tokens, keys, *, num_samples, ...)
+    chunk: Callable  # sample_scanpaths(model, tokens, key, *, num_samples, ..., readers)
+
+
+def samplers(config: Config) -> Samplers:
+    """The samplers of `config.model.arch`: autoregressive ones get eval.temperature / top_k."""
+    if is_autoregressive(config.model.arch):
+        options = {"temperature": config.eval.temperature, "top_k": config.eval.top_k}
+        return Samplers(functools.partial(sampling_ar.sample_scanpaths_per_ct, **options),
+                        functools.partial(sampling_ar.sample_scanpaths, **options))
+    return Samplers(sampling.sample_scanpaths_per_ct, sampling.sample_scanpaths)
 
 
 def _subjects_for(name: str, samples: int, readers: Mapping[str, Sequence[Scanpath]] | None) -> list:
@@ -64,7 +88,7 @@ def sample_records(model: Any, config: Config, names: Sequence[str], feature_dir
 
     from ctsearcher_jax.data.features import load_tokens
     from ctsearcher_jax.data.frames import z_extents
-    from ctsearcher_jax.model.sampling import sample_scanpaths_per_ct, sampled_to_records
+    from ctsearcher_jax.model.sampling import sampled_to_records
 
     indices = list(range(len(names))) if indices is None else [int(i) for i in indices]
     if len(indices) != len(names):
@@ -100,7 +124,7 @@ def sample_records(model: Any, config: Config, names: Sequence[str], feature_dir
         args = (tokens, keys, z)
         if place is not None:
             args = tuple(place(a) for a in args)
-        sampled = sample_scanpaths_per_ct(model, args[0], args[1], num_samples=width,
+        sampled = samplers(config).per_ct(model, args[0], args[1], num_samples=width,
                                           min_length=config.eval.min_length,
                                           legacy_duration_sampling=config.eval.legacy_duration_sampling,
                                           frame=config.data.frame, z_extent=args[2])
@@ -142,7 +166,7 @@ def _conditioned_records(model: Any, config: Config, names: Sequence[str],
     from ctsearcher_jax.data.features import load_tokens
     from ctsearcher_jax.data.frames import z_extents
     from ctsearcher_jax.data.readers import reader_id, reader_indices, subject_of
-    from ctsearcher_jax.model.sampling import sample_scanpaths, sampled_to_records
+    from ctsearcher_jax.model.sampling import sampled_to_records
 
     wanted = {reader_id(r) for r in reader_filter} if reader_filter else None
     subjects: dict[str, list] = {}
@@ -174,7 +198,7 @@ def _conditioned_records(model: Any, config: Config, names: Sequence[str],
         if tokens.shape[-1] != config.model.feature_dim:
             raise DataError(f"{feature_dir}: features of {chunk[0][0]!r} have {tokens.shape[-1]} "
                             f"channels; the model expects {config.model.feature_dim} (re-extract them)")
-        sampled = sample_scanpaths(model, tokens, jax.random.fold_in(key, c), num_samples=samples,
+        sampled = samplers(config).chunk(model, tokens, jax.random.fold_in(key, c), num_samples=samples,
                                    min_length=config.eval.min_length,
                                    legacy_duration_sampling=config.eval.legacy_duration_sampling,
                                    frame=config.data.frame, z_extent=z,

@@ -17,6 +17,11 @@ differ, both chosen by `finetune.source`: the state starts from the source model
                  min_length, the stop step included) + log-normal log-density of each duration
     loss         -mean((reward - baseline) * log p) + finetune.supervised_weight * supervised loss
 
+An autoregressive model (`model/ct_searcher_ar.py`) draws its S samples per (CT, reader) with its
+own sampler before the gradient (dropout off, temperature 1, no top-k; `train/finetune_ar.py`),
+and log p is the sum of its teacher-forced log-probabilities of each drawn class, offset and
+duration, from one forward pass (dropout as in training) over every drawn scanpath.
+
 The sampling key is `fold_in(fold_in(key, step), 1)`, so samples, like dropout, depend on
 (seed, step) alone and a resumed run repeats them. Logged: loss, pg_loss, reward_mean,
 reward_std, supervised (the supervised loss of the same forward), grad_norm, lr.
@@ -34,6 +39,8 @@ from flax import nnx
 
 from ctsearcher_jax.config import Config
 from ctsearcher_jax.errors import CheckpointError, ConfigError
+from ctsearcher_jax.model.factory import is_autoregressive
+from ctsearcher_jax.train import finetune_ar
 
 SAMPLE_STREAM = 1  # fold_in constant separating the sampling key from the dropout key
 
@@ -94,7 +101,6 @@ def make_step(graphdef, config: Config, schedule: Callable, state_shardings=None
 def policy_gradient(outputs, shared: bool, batch, key, config: Config):
     """(pg loss, stats) of one batch; see the module docstring. outputs: (B, ...) when `shared`
     else (B*R, ...). stats: reward_mean, reward_std over real (CT, reader) pairs and samples."""
-    from ctsearcher_jax.metrics.scanmatch_reward import default_group_size, hmean_reward
     from ctsearcher_jax.model.losses import duration_log_pdf
     from ctsearcher_jax.model.sampling import draw_from_outputs
 
@@ -124,7 +130,16 @@ def policy_gradient(outputs, shared: bool, batch, key, config: Config):
     log_p_dur = duration_log_pdf(t, mu[:, None], scale_log_var[:, None])
     log_p = jnp.sum(jnp.where(class_mask, log_p_class, 0.0) + jnp.where(duration_mask, log_p_dur, 0.0),
                     axis=-1)  # (BR, S)
+    return self_critical_loss(log_p, drawn, batch, config)
 
+
+def self_critical_loss(log_p, drawn, batch, config: Config):
+    """(pg loss, stats) from the log-probabilities (B*R, S) of S drawn scanpaths per (CT, reader)
+    (`drawn`: SampledScanpaths (B*R, S, L)): ScanMatch reward, mean-of-samples baseline."""
+    from ctsearcher_jax.metrics.scanmatch_reward import default_group_size, hmean_reward
+
+    ft = config.finetune
+    b, r = batch["reader_mask"].shape
     gaze = batch["gaze"].reshape(b * r, *batch["gaze"].shape[2:])
     gaze_length = batch["gaze_length"].reshape(-1)
     reward = hmean_reward(gaze[..., :3], gaze[..., 3], gaze_length, drawn.coords, drawn.durations,
@@ -148,6 +163,7 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
                                            reader_outputs, unpack)
 
     train, ft = config.train, config.finetune
+    autoregressive = is_autoregressive(config.model.arch)
     if train.grad_accum_steps != 1:
         raise ConfigError("fine-tuning does not accumulate gradients: set train.grad_accum_steps=1 "
                           "(lower train.batch_size instead)")
@@ -159,11 +175,18 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
         step_key = jax.random.fold_in(key, count)
         nnx.reseed(model, dropout=step_key)
         sample_key = jax.random.fold_in(step_key, SAMPLE_STREAM)
+        # autoregressive: sample before the gradient (dropout off), score in one teacher-forced pass
+        drawn = finetune_ar.draw_batch(model, batch, sample_key, config) if autoregressive else None
         model_def, params, others = nnx.split(model, nnx.Param, ...)
 
         def loss_fn(params, others):
             others = jax.tree.map(lambda x: x, others)
             m = nnx.merge(model_def, params, others)
+            if drawn is not None:
+                supervised, log_p = finetune_ar.teacher_forced_terms(m, drawn, batch, config)
+                pg, stats = self_critical_loss(log_p, drawn.sampled, batch, config)
+                loss = pg + ft.supervised_weight * supervised
+                return loss, (pg, supervised, stats, nnx.state(m, nnx.Not(nnx.Param)))
             outputs, shared = reader_outputs(m, batch, train=train, deterministic=False)
             supervised, _ = scanpath_loss(outputs, batch_targets(batch), batch["reader_mask"],
                                           duration_weight=train.duration_loss_weight,

@@ -30,7 +30,7 @@ import optax
 from flax import nnx
 
 from ctsearcher_jax.config import Config, TrainConfig
-from ctsearcher_jax.model.factory import build as build_model
+from ctsearcher_jax.model.factory import build as build_model, is_autoregressive
 from ctsearcher_jax.model.losses import repeat_for_readers, scanpath_loss
 from ctsearcher_jax.data.targets import ScanpathTargets
 
@@ -128,6 +128,9 @@ def mask_totals(batch: Batch) -> tuple[jax.Array, jax.Array]:
 def loss_terms(model: nnx.Module, batch: Batch, *, train: TrainConfig,
                deterministic: bool) -> tuple[jax.Array, jax.Array]:
     """(spatial, duration) losses of one (micro-)batch, each normalised by its own mask sums."""
+    if is_autoregressive(model.config.arch):  # teacher forcing on each reader's own fixations
+        return model.loss_terms(batch, legacy_epsilon=train.legacy_loss_epsilon,
+                                deterministic=deterministic)
     outputs, shared = reader_outputs(model, batch, train=train, deterministic=deterministic)
     _, parts = scanpath_loss(outputs, batch_targets(batch), batch["reader_mask"],
                              duration_weight=train.duration_loss_weight,

@@ -1,0 +1,240 @@
+"""Drawing scanpaths from CT-Searcher AR: a jit-compiled `lax.scan` over steps with a KV cache.
+
+Per chunk of B CTs (or (CT, reader) jobs of a conditioned model) and S samples each:
+
+* once per CT: the encoder (E, M), the plan layers (`CTSearcherAR.plan`, once per job) and, for
+  every ar layer, the cross-attention keys and values of M (B, 1+N, H, hd);
+* per step t (the scan, B x S rows at once): the decoder input (plan_t + the embedded previous
+  fixation), each ar layer on that one position, its self-attention reading the keys and values
+  of steps 0..t from the cache (written at t, never recomputed), the class logits, then the
+  class ~ Categorical(softmax(logits / temperature)) (STOP impossible before `min_length`,
+  optionally among the `top_k` most likely classes), then, given the class, the within-cell
+  offset ~ the logit-normal mixture and the seconds ~ log-normal(mu, sqrt(sigma2))
+  (`legacy_duration_sampling`: exp(mu + sigma2 * eps), as the CT-Searcher sampler);
+* the first STOP ends a scanpath (length = its step); the scan still runs L steps, the steps
+  after a STOP are dropped.
+
+The step replays `DecoderLayer` (`model/layers.py`, post-norm, eval mode) on one position with
+the layer's own parameters; tests/model/test_sampling_ar.py checks it against the teacher-forced
+pass (`CTSearcherAR.__call__`) on the drawn fixations.
+
+Randomness: CT (job) b draws with `keys[b]` alone (folded with the step), so a CT's scanpaths do
+not depend on the other CTs of the chunk, on padding, on the devices the chunk is sharded over
+(up to float rounding) or on the process. Coordinates decode to `1 + (cell + offset) * extent /
+bins` per axis, clipped to [1, frame] (X, Y) and [1, z_extent] (Z).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ctsearcher_jax.config import GAZE_FRAME
+from ctsearcher_jax.model.ct_searcher_ar import Fixations, class_cells_xyz, sample_offsets
+from ctsearcher_jax.model.sampling import SampledScanpaths, decode_classes
+
+
+class ARDraw(NamedTuple):
+    """What one draw gives: the scanpaths (records), and the fixations as the model reads them.
+
+    sampled: SampledScanpaths (B, S, L) with continuous coordinates.
+    fixations: Fixations with rows (B, S): classes (B, S, L) (0 from the length on), offsets
+    (B, S, L, 3), durations (B, S, L) (0 from the length on).
+    """
+
+    sampled: SampledScanpaths
+    fixations: Fixations
+
+
+def decode_positions(classes: jax.Array, offsets: jax.Array, grid: Sequence[int],
+                     frame: jax.Array | float, z_extent: jax.Array | float) -> jax.Array:
+    """Gaze coordinates (..., 3) [x, y, z] float32 of classes (...) >= 1 and offsets (..., 3):
+    `1 + (cell + offset) * extent / bins`, clipped into [1, extent]. z_extent broadcasts
+    against classes."""
+    gy, gx, gz = (int(g) for g in grid)
+    frame = jnp.asarray(frame, jnp.float32)
+    z_extent = jnp.asarray(z_extent, jnp.float32)
+    u = class_cells_xyz(classes, grid) + offsets
+    x = 1.0 + u[..., 0] * (frame / gx)
+    y = 1.0 + u[..., 1] * (frame / gy)
+    z = 1.0 + u[..., 2] * (z_extent / gz)
+    return jnp.stack([jnp.clip(x, 1.0, frame), jnp.clip(y, 1.0, frame),
+                      jnp.clip(z, 1.0, z_extent)], axis=-1)
+
+
+def _heads(x: jax.Array, heads: int) -> jax.Array:
+    return x.reshape(*x.shape[:-1], heads, x.shape[-1] // heads)
+
+
+def _project(attn: Any, x: jax.Array, part: slice) -> jax.Array:
+    """x @ W[:, part] + b[part] of a MultiHeadAttention's fused input projection."""
+    kernel = attn.in_proj.kernel[...].astype(attn.dtype)[:, part]
+    bias = attn.in_proj.bias[...].astype(attn.dtype)[part]
+    return x.astype(attn.dtype) @ kernel + bias
+
+
+def _self_attention_step(attn: Any, x: jax.Array, cache: tuple[jax.Array, jax.Array],
+                         t: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """One position of causal self-attention: x (B, S, d); cache keys and values (B, S, L, H, hd)
+    hold steps < t; this step's are written at t. Returns ((B, S, d), cache)."""
+    d = attn.num_heads * attn.head_dim
+    qkv = _project(attn, x, slice(None))
+    q, k, v = (_heads(qkv[..., i * d:(i + 1) * d], attn.num_heads) for i in range(3))
+    keys = jax.lax.dynamic_update_slice_in_dim(cache[0], k[:, :, None], t, axis=2)
+    values = jax.lax.dynamic_update_slice_in_dim(cache[1], v[:, :, None], t, axis=2)
+    q = q * jnp.asarray(1.0 / math.sqrt(attn.head_dim), attn.dtype)
+    scores = jnp.einsum("bshd,bslhd->bshl", q, keys, preferred_element_type=jnp.float32)
+    scores = jnp.where(jnp.arange(keys.shape[2]) <= t, scores, -jnp.inf)
+    weights = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
+    out = jnp.einsum("bshl,bslhd->bshd", weights, values)
+    return attn.out_proj(out.reshape(*out.shape[:-2], d)), (keys, values)
+
+
+def _cross_attention_step(attn: Any, x: jax.Array, memory_kv: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Cross-attention of x (B, S, d) to one CT's memory keys and values (B, 1+N, H, hd)."""
+    d = attn.num_heads * attn.head_dim
+    q = _heads(_project(attn, x, slice(0, d)), attn.num_heads)
+    q = q * jnp.asarray(1.0 / math.sqrt(attn.head_dim), attn.dtype)
+    scores = jnp.einsum("bshd,bnhd->bshn", q, memory_kv[0], preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(scores, axis=-1).astype(memory_kv[1].dtype)
+    out = jnp.einsum("bshn,bnhd->bshd", weights, memory_kv[1])
+    return attn.out_proj(out.reshape(*out.shape[:-2], d))
+
+
+def memory_keys_values(layer: Any, memory: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A decoder layer's cross-attention keys and values of memory (B, 1+N, d): (B, 1+N, H, hd)."""
+    attn = layer.cross_attn
+    d = attn.num_heads * attn.head_dim
+    kv = _project(attn, memory, slice(d, 3 * d))
+    return _heads(kv[..., :d], attn.num_heads), _heads(kv[..., d:], attn.num_heads)
+
+
+def _layer_step(layer: Any, x: jax.Array, cache, t, memory_kv):
+    """`DecoderLayer.__call__` (eval mode) on one position per row, with the KV cache."""
+    sa, cache = _self_attention_step(layer.self_attn, x, cache, t)
+    x = layer.norm1(x + sa.astype(jnp.float32))
+    ca = _cross_attention_step(layer.cross_attn, x, memory_kv)
+    x = layer.norm2(x + ca.astype(jnp.float32))
+    ff = layer.feed_forward(x, deterministic=True)
+    return layer.norm3(x + ff.astype(jnp.float32)), cache
+
+
+def _draw_classes(keys: jax.Array, logits: jax.Array, t: jax.Array, *, min_length: int,
+                  temperature: float, top_k: int) -> jax.Array:
+    """Classes (B, S) int32 from logits (B, S, K) with one key per row b."""
+    logits = logits.at[..., 0].set(jnp.where(t < min_length, -jnp.inf, logits[..., 0]))
+    logits = logits / jnp.float32(temperature)
+    if top_k:
+        kth = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    return jax.vmap(lambda k, x: jax.random.categorical(k, x, axis=-1))(keys, logits).astype(jnp.int32)
+
+
+def draw(model: Any, tokens: jax.Array, keys: jax.Array, frame: jax.Array, z_extent: jax.Array,
+         readers: jax.Array | None, *, num_samples: int, min_length: int,
+         legacy_duration_sampling: bool = False, temperature: float = 1.0,
+         top_k: int = 0) -> ARDraw:
+    """Traceable core: S = num_samples scanpaths for each of B rows (CTs, or (CT, reader) jobs).
+
+    tokens (B, N, C); keys (B,) typed keys; frame scalar; z_extent (B,); readers (B,) embedding
+    rows of a conditioned model or None. Dropout off. Returns ARDraw (module docstring).
+    """
+    b, s, length = tokens.shape[0], num_samples, model.config.max_length
+    enc, memory = model.encode(tokens, deterministic=True)
+    plan = model.plan(memory, readers, deterministic=True)
+    layers = model.ar_decoder_layers()
+    memory_kv = [memory_keys_values(layer, memory) for layer in layers]
+    attn = layers[0].self_attn
+    empty = jnp.zeros((b, s, length, attn.num_heads, attn.head_dim), model.dtype)
+    caches = [(empty, empty) for _ in layers]
+
+    def step(carry, t):
+        prev_classes, prev_offsets, prev_durations, caches = carry
+        x = jnp.take(plan, t, axis=1)[:, None, :] + model.input_embedding(
+            memory, prev_classes, prev_offsets, prev_durations)
+        new_caches = []
+        for layer, cache, kv in zip(layers, caches, memory_kv):
+            x, cache = _layer_step(layer, x, cache, t, kv)
+            new_caches.append(cache)
+        step_keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, t), 3))(keys)
+        logits = model.class_logits(x, enc, prev_classes)
+        classes = _draw_classes(step_keys[:, 0], logits, t, min_length=min_length,
+                                temperature=temperature, top_k=top_k)
+        off_logits, mean, log_scale, mu, log_sigma2 = model.choice(x, memory, classes, prev_classes,
+                                                                   prev_offsets)
+        offsets = jax.vmap(sample_offsets)(step_keys[:, 1], off_logits, mean, log_scale)
+        eps = jax.vmap(lambda k: jax.random.normal(k, (s,), jnp.float32))(step_keys[:, 2])
+        scale = jnp.exp(log_sigma2) if legacy_duration_sampling else jnp.exp(0.5 * log_sigma2)
+        durations = jnp.exp(mu + scale * eps)
+        return (classes, offsets, durations, new_caches), (classes, offsets, durations)
+
+    start = (jnp.zeros((b, s), jnp.int32), jnp.zeros((b, s, 3), jnp.float32),
+             jnp.zeros((b, s), jnp.float32), caches)
+    _, (classes, offsets, durations) = jax.lax.scan(step, start, jnp.arange(length))
+    classes, durations = jnp.moveaxis(classes, 0, -1), jnp.moveaxis(durations, 0, -1)
+    offsets = jnp.moveaxis(offsets, 0, -2)
+    z = jnp.broadcast_to(jnp.asarray(z_extent, jnp.float32), (b,))[:, None, None]
+    _, durations, lengths = decode_classes(classes, durations, grid=model.config.grid, frame=frame,
+                                           z_extent=z)
+    valid = jnp.arange(length) < lengths[..., None]
+    coords = jnp.where(valid[..., None], decode_positions(classes, offsets, model.config.grid,
+                                                          frame, z), 0.0)
+    fixations = Fixations(jnp.where(valid, classes, 0), jnp.where(valid[..., None], offsets, 0.0),
+                          durations)
+    return ARDraw(SampledScanpaths(coords, durations, lengths, classes), fixations)
+
+
+@functools.partial(nnx.jit, static_argnames=("num_samples", "min_length", "legacy_duration_sampling",
+                                             "temperature", "top_k"))
+def _draw_jit(model: Any, tokens: jax.Array, keys: jax.Array, frame: jax.Array, z_extent: jax.Array,
+              readers: jax.Array | None, *, num_samples: int, min_length: int,
+              legacy_duration_sampling: bool, temperature: float, top_k: int) -> SampledScanpaths:
+    return draw(model, tokens, keys, frame, z_extent, readers, num_samples=num_samples,
+                min_length=min_length, legacy_duration_sampling=legacy_duration_sampling,
+                temperature=temperature, top_k=top_k).sampled
+
+
+def sample_scanpaths_per_ct(model: Any, tokens: jax.Array, keys: jax.Array, *, num_samples: int,
+                            min_length: int, legacy_duration_sampling: bool = False,
+                            frame: float = GAZE_FRAME,
+                            z_extent: jax.Array | np.ndarray | float = GAZE_FRAME,
+                            readers: jax.Array | np.ndarray | None = None,
+                            temperature: float = 1.0, top_k: int = 0) -> SampledScanpaths:
+    """`num_samples` scanpaths for each CT of `tokens` (B, N, C), CT b drawn with `keys[b]` alone.
+
+    Same contract as `model.sampling.sample_scanpaths_per_ct` (arrays may be sharded along B,
+    the model then replicated on the same devices); readers: (B,) embedding rows of a
+    reader-conditioned model (row b conditions CT b), None otherwise.
+    """
+    b = tokens.shape[0]
+    z = jnp.broadcast_to(jnp.asarray(z_extent, jnp.float32), (b,)) if np.ndim(z_extent) == 0 \
+        else z_extent
+    if readers is not None:
+        readers = jnp.asarray(readers, jnp.int32).reshape(b)
+    return _draw_jit(model, tokens, keys, jnp.asarray(frame, jnp.float32), z, readers,
+                     num_samples=int(num_samples), min_length=int(min_length),
+                     legacy_duration_sampling=bool(legacy_duration_sampling),
+                     temperature=float(temperature), top_k=int(top_k))
+
+
+def sample_scanpaths(model: Any, tokens: jax.Array, key: jax.Array, *, num_samples: int,
+                     min_length: int, legacy_duration_sampling: bool = False,
+                     frame: float = GAZE_FRAME,
+                     z_extent: float | Sequence[float] | np.ndarray = GAZE_FRAME,
+                     readers: Sequence[int] | np.ndarray | None = None,
+                     temperature: float = 1.0, top_k: int = 0) -> SampledScanpaths:
+    """Like `model.sampling.sample_scanpaths`: one key for the chunk (row b draws with
+    `fold_in(key, b)`); readers (B,) rows of a conditioned model or None."""
+    b = tokens.shape[0]
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(b, dtype=jnp.uint32))
+    return sample_scanpaths_per_ct(model, jnp.asarray(tokens), keys, num_samples=num_samples,
+                                   min_length=min_length,
+                                   legacy_duration_sampling=legacy_duration_sampling, frame=frame,
+                                   z_extent=np.broadcast_to(np.asarray(z_extent, np.float32), (b,)),
+                                   readers=readers, temperature=temperature, top_k=top_k)
