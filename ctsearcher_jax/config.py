@@ -245,9 +245,9 @@ class EvalConfig:
     best_metric: str = "scanmatch_with_duration"
     # Seed for sampling during evaluation.
     seed: int = 0
-    # Autoregressive architectures only: softmax temperature of the class (STOP or cell) draws.
+    # Autoregressive architectures only: softmax temperature of the cell draws (P(STOP) is kept).
     temperature: float = 1.0
-    # Autoregressive architectures only: draw each class among the k most likely (0 = all).
+    # Autoregressive architectures only: draw each cell among the k most likely (0 = all).
     top_k: int = 0
 
     def __post_init__(self) -> None:

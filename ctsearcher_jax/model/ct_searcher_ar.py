@@ -17,10 +17,11 @@ CTs (N = Gy*Gx*Gz tokens, K = 1 + N classes, L = max_length steps) and `rows` sc
     logits = FC(h) @ E^T + bias[cell - previous cell]  (rows, L, K) class 0 = STOP; the relative
                                                  bias (2Gy-1, 2Gx-1, 2Gz-1) is learned, 0 for
                                                  STOP and at the first step
-    g      = ReLU(Linear([h, M[class], carry]))  (rows, L, d)  the step's choice: the drawn class
-                                                 (teacher forcing: the target), `carry` = the
+    g      = ReLU(Linear([h, M[class], carry,    (rows, L, d)  the step's choice: the drawn class
+                      move, same]))              (teacher forcing: the target); `carry` = the
                                                  previous fixation's position in the drawn cell's
-                                                 coordinates clipped into (0, 1)
+                                                 coordinates clipped into (0, 1), `move` = the
+                                                 cell step (cells), `same` = 1 if no cell step
     offset ~ mixture of `offset_components` diagonal logit-normals over (0, 1)^3 (logits, means,
              log scales from Linear(g)); component 0's mean is offset by logit(carry), so "near
              the previous fixation" is the easy thing to say
@@ -61,6 +62,11 @@ from ctsearcher_jax.model.losses import duration_log_pdf, spatial_log_probs
 
 OFFSET_EPS = 1e-4                 # offsets are clipped into [eps, 1 - eps] before the logit
 MIN_LOG_SCALE = math.log(0.05)    # floor of each logit-normal scale (logit units)
+# Initial offset mixture (the head's kernel starts near zero): component 0, centred on the previous
+# fixation, weighted e^2 : 1 : ... against the others and scaled 0.3 (logit units, ~10 % of a
+# cell); the others centred in the cell with scale 1. Training starts from "look near the last
+# fixation", which it would otherwise spend its first epochs finding.
+INITIAL_CARRY_LOGIT, INITIAL_CARRY_SCALE, INITIAL_SCALE = 2.0, 0.3, 1.0
 FOURIER_FREQUENCIES = (1.0, 2.0, 4.0, 8.0)  # of the continuous position fed back to the decoder
 
 
@@ -130,17 +136,23 @@ class CTSearcherAR(CTSearcher):
     """CT-Searcher with an autoregressive decoder tail and within-cell offsets (module docstring)."""
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        # The parts CT-Searcher lacks draw from their own key, taken first: they start the same
+        # with and without reader conditioning (CT-Searcher draws its reader embedding last).
+        own = nnx.Rngs(params=rngs.params())
         super().__init__(config, rngs=rngs)
         d = config.d_model
         dtype = self.dtype
         self.num_plan_layers = config.num_decoder_layers - config.ar_layers
-        self.start = nnx.Param(0.02 * jax.random.normal(rngs.params(), (d,), jnp.float32))
+        self.start = nnx.Param(0.02 * jax.random.normal(own.params(), (d,), jnp.float32))
         fourier = 2 * 3 * len(FOURIER_FREQUENCIES)
-        self.fixation_proj = linear(d + fourier + 1, d, dtype=dtype, rngs=rngs)
+        self.fixation_proj = linear(d + fourier + 1, d, dtype=dtype, rngs=own)
         gy, gx, gz = config.grid
         self.relative_bias = nnx.Param(jnp.zeros((2 * gy - 1, 2 * gx - 1, 2 * gz - 1), jnp.float32))
-        self.choice_proj = linear(2 * d + 3, d, dtype=dtype, rngs=rngs)
-        self.offset_head = linear(d, 7 * config.offset_components, dtype=dtype, rngs=rngs)
+        self.choice_proj = linear(2 * d + 7, d, dtype=dtype, rngs=own)
+        self.offset_head = nnx.Linear(d, 7 * config.offset_components, dtype=dtype,
+                                      param_dtype=jnp.float32,
+                                      kernel_init=nnx.initializers.normal(0.01),
+                                      bias_init=_offset_head_bias, rngs=own)
         self.reader_drop = nnx.Dropout(config.reader_dropout, rngs=rngs)
 
     # ---------------------------------------------------------------- pieces (shared by sampling)
@@ -201,10 +213,12 @@ class CTSearcherAR(CTSearcher):
         log scale (B, T, C, 3), duration mu, log sigma2 (B, T))."""
         cells = class_cells_xyz(classes, self.config.grid)
         prev = class_cells_xyz(prev_classes, self.config.grid) + prev_offsets
-        carry = jnp.where((prev_classes > 0)[..., None], prev - cells, 0.5)
-        carry = jnp.clip(carry, OFFSET_EPS, 1.0 - OFFSET_EPS)
+        started = (prev_classes > 0)[..., None]
+        carry = jnp.clip(jnp.where(started, prev - cells, 0.5), OFFSET_EPS, 1.0 - OFFSET_EPS)
+        move = jnp.where(started, cells - class_cells_xyz(prev_classes, self.config.grid), 0.0)
+        same = (started & (classes == prev_classes)[..., None]).astype(jnp.float32)
         chosen = jnp.take_along_axis(memory, classes[..., None], axis=1)
-        g = jnp.concatenate([h, chosen, carry], axis=-1).astype(self.dtype)
+        g = jnp.concatenate([h, chosen, carry, move, same], axis=-1).astype(self.dtype)
         g = jax.nn.relu(self.choice_proj(g))
         c = self.config.offset_components
         raw = self.offset_head(g).astype(jnp.float32)
@@ -283,6 +297,15 @@ class CTSearcherAR(CTSearcher):
         log_pdf = duration_log_pdf(t, out.duration_mu, out.duration_log_sigma2)
         duration = -_ratio(jnp.sum(jnp.where(valid, log_pdf * fixation, 0.0)), jnp.sum(fixation))
         return spatial, duration
+
+
+def _offset_head_bias(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """Bias of the offset head (7C,): [logits (C), means (C, 3), raw log scales (C, 3)]."""
+    c = shape[0] // 7
+    inverse = lambda s: MIN_LOG_SCALE + math.log(math.expm1(math.log(s) - MIN_LOG_SCALE))  # noqa: E731
+    logits = jnp.zeros(c).at[0].set(INITIAL_CARRY_LOGIT)
+    scales = jnp.full((c, 3), inverse(INITIAL_SCALE)).at[0].set(inverse(INITIAL_CARRY_SCALE))
+    return jnp.concatenate([logits, jnp.zeros(3 * c), scales.reshape(-1)]).astype(dtype)
 
 
 def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:

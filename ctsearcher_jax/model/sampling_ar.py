@@ -7,8 +7,10 @@ Per chunk of B CTs (or (CT, reader) jobs of a conditioned model) and S samples e
 * per step t (the scan, B x S rows at once): the decoder input (plan_t + the embedded previous
   fixation), each ar layer on that one position, its self-attention reading the keys and values
   of steps 0..t from the cache (written at t, never recomputed), the class logits, then the
-  class ~ Categorical(softmax(logits / temperature)) (STOP impossible before `min_length`,
-  optionally among the `top_k` most likely classes), then, given the class, the within-cell
+  class (`class_log_probs`: STOP impossible before `min_length`, else with the model's
+  probability; the slice layer with the model's probability, the cell inside the layer by
+  softmax(log p / temperature), optionally among its `top_k` most likely), then, given the
+  class, the within-cell
   offset ~ the logit-normal mixture and the seconds ~ log-normal(mu, sqrt(sigma2))
   (`legacy_duration_sampling`: exp(mu + sigma2 * eps), as the CT-Searcher sampler);
 * the first STOP ends a scanpath (length = its step); the scan still runs L steps, the steps
@@ -21,7 +23,7 @@ pass (`CTSearcherAR.__call__`) on the drawn fixations.
 Randomness: CT (job) b draws with `keys[b]` alone (folded with the step), so a CT's scanpaths do
 not depend on the other CTs of the chunk, on padding, on the devices the chunk is sharded over
 (up to float rounding) or on the process. Coordinates decode to `1 + (cell + offset) * extent /
-bins` per axis, clipped to [1, frame] (X, Y) and [1, z_extent] (Z).
+bins` per axis (Z then to its whole slice), clipped to [1, frame] (X, Y) and [1, z_extent] (Z).
 """
 
 from __future__ import annotations
@@ -55,15 +57,17 @@ class ARDraw(NamedTuple):
 def decode_positions(classes: jax.Array, offsets: jax.Array, grid: Sequence[int],
                      frame: jax.Array | float, z_extent: jax.Array | float) -> jax.Array:
     """Gaze coordinates (..., 3) [x, y, z] float32 of classes (...) >= 1 and offsets (..., 3):
-    `1 + (cell + offset) * extent / bins`, clipped into [1, extent]. z_extent broadcasts
-    against classes."""
+    X, Y = `1 + (cell + offset) * extent / bins` pixels, Z = `1 + floor((cell + offset) *
+    z_extent / Gz)`, a whole slice number like the data's (the exact inverse of the targets for
+    whole slices), each clipped into [1, extent]. z_extent broadcasts against classes."""
     gy, gx, gz = (int(g) for g in grid)
     frame = jnp.asarray(frame, jnp.float32)
     z_extent = jnp.asarray(z_extent, jnp.float32)
     u = class_cells_xyz(classes, grid) + offsets
     x = 1.0 + u[..., 0] * (frame / gx)
     y = 1.0 + u[..., 1] * (frame / gy)
-    z = 1.0 + u[..., 2] * (z_extent / gz)
+    # a whole slice number as the data's (1e-3: a whole slice read back through float32 offsets)
+    z = 1.0 + jnp.floor(u[..., 2] * (z_extent / gz) + 1e-3)
     return jnp.stack([jnp.clip(x, 1.0, frame), jnp.clip(y, 1.0, frame),
                       jnp.clip(z, 1.0, z_extent)], axis=-1)
 
@@ -125,15 +129,38 @@ def _layer_step(layer: Any, x: jax.Array, cache, t, memory_kv):
     return layer.norm3(x + ff.astype(jnp.float32)), cache
 
 
-def _draw_classes(keys: jax.Array, logits: jax.Array, t: jax.Array, *, min_length: int,
-                  temperature: float, top_k: int) -> jax.Array:
-    """Classes (B, S) int32 from logits (B, S, K) with one key per row b."""
+def class_log_probs(logits: jax.Array, t: jax.Array, *, grid: Sequence[int], min_length: int,
+                    temperature: float = 1.0, top_k: int = 0) -> jax.Array:
+    """The sampler's law over classes: logits (..., K) at step t -> log-probabilities (..., K).
+
+    STOP (class 0) is impossible before `min_length`, else it keeps the model's probability.
+    A cell (iy, ix, iz) factorises as p(iz) p(iy, ix | iz): the slice layer iz keeps the model's
+    probability too (how fast the reader scrolls), and only where in the layer it looks is
+    sharpened, softmax(log p(iy, ix | iz) / temperature), among the `top_k` most likely in-plane
+    cells of the layer (0 = all). Temperature 1 without top-k is log_softmax(logits).
+    """
+    gy, gx, gz = (int(g) for g in grid)
+    logits = logits.astype(jnp.float32)
     logits = logits.at[..., 0].set(jnp.where(t < min_length, -jnp.inf, logits[..., 0]))
-    logits = logits / jnp.float32(temperature)
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    if temperature == 1.0 and not top_k:
+        return log_p
+    cells = log_p[..., 1:].reshape(*log_p.shape[:-1], gy * gx, gz)  # (..., in-plane, layer)
+    log_layer = jax.nn.logsumexp(cells, axis=-2, keepdims=True)  # log p(continue, iz)
+    plane = (cells - log_layer) / jnp.float32(temperature)
     if top_k:
-        kth = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][..., -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
-    return jax.vmap(lambda k, x: jax.random.categorical(k, x, axis=-1))(keys, logits).astype(jnp.int32)
+        kth = jax.lax.top_k(jnp.moveaxis(plane, -1, -2), min(top_k, gy * gx))[0][..., -1]
+        plane = jnp.where(plane < kth[..., None, :], -jnp.inf, plane)
+    cells = log_layer + jax.nn.log_softmax(plane, axis=-2)
+    return jnp.concatenate([log_p[..., :1], cells.reshape(*log_p.shape[:-1], gy * gx * gz)], axis=-1)
+
+
+def _draw_classes(keys: jax.Array, logits: jax.Array, t: jax.Array, *, grid: Sequence[int],
+                  min_length: int, temperature: float, top_k: int) -> jax.Array:
+    """Classes (B, S) int32 from logits (B, S, K) with one key per row b (`class_log_probs`)."""
+    log_p = class_log_probs(logits, t, grid=grid, min_length=min_length, temperature=temperature,
+                            top_k=top_k)
+    return jax.vmap(lambda k, x: jax.random.categorical(k, x, axis=-1))(keys, log_p).astype(jnp.int32)
 
 
 def draw(model: Any, tokens: jax.Array, keys: jax.Array, frame: jax.Array, z_extent: jax.Array,
@@ -164,7 +191,8 @@ def draw(model: Any, tokens: jax.Array, keys: jax.Array, frame: jax.Array, z_ext
             new_caches.append(cache)
         step_keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, t), 3))(keys)
         logits = model.class_logits(x, enc, prev_classes)
-        classes = _draw_classes(step_keys[:, 0], logits, t, min_length=min_length,
+        classes = _draw_classes(step_keys[:, 0], logits, t, grid=model.config.grid,
+                                min_length=min_length,
                                 temperature=temperature, top_k=top_k)
         off_logits, mean, log_scale, mu, log_sigma2 = model.choice(x, memory, classes, prev_classes,
                                                                    prev_offsets)

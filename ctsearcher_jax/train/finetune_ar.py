@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from ctsearcher_jax.config import Config
 from ctsearcher_jax.model.ct_searcher_ar import Fixations, offset_log_density
 from ctsearcher_jax.model.losses import duration_log_pdf
-from ctsearcher_jax.model.sampling_ar import ARDraw, draw
+from ctsearcher_jax.model.sampling_ar import ARDraw, class_log_probs, draw
 
 
 def draw_batch(model: Any, batch: dict[str, jax.Array], key: jax.Array, config: Config) -> ARDraw:
@@ -59,9 +59,8 @@ def teacher_forced_terms(model: Any, drawn: ARDraw, batch: dict[str, jax.Array],
     readers = batch["reader_ids"] if config.model.reader_conditioned else None
     out = model(batch["tokens"], readers, fixations=flat, deterministic=False)
     steps = jnp.arange(length)
-    logits = out.spatial_logits.at[:, :, 0].set(
-        jnp.where(steps < ev.min_length, -jnp.inf, out.spatial_logits[:, :, 0]))
-    log_p_all = jax.nn.log_softmax(logits, axis=-1)
+    log_p_all = class_log_probs(out.spatial_logits, steps[:, None], grid=config.model.grid,
+                                min_length=ev.min_length)
     log_p_class = jnp.take_along_axis(log_p_all, flat.classes[..., None], axis=-1)[..., 0]
     lengths = drawn.sampled.lengths.reshape(-1)[:, None]
     class_mask, fixation_mask = steps <= lengths, steps < lengths
