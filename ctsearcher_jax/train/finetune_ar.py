@@ -59,7 +59,7 @@ def teacher_forced_terms(model: Any, drawn: ARDraw, batch: dict[str, jax.Array],
     readers = batch["reader_ids"] if config.model.reader_conditioned else None
     out = model(batch["tokens"], readers, fixations=flat, deterministic=False)
     steps = jnp.arange(length)
-    log_p_all = class_log_probs(out.spatial_logits, steps[:, None], grid=config.model.grid,
+    log_p_all = class_log_probs(out.spatial_logits, steps, grid=config.model.grid,
                                 min_length=ev.min_length)
     log_p_class = jnp.take_along_axis(log_p_all, flat.classes[..., None], axis=-1)[..., 0]
     lengths = drawn.sampled.lengths.reshape(-1)[:, None]
