@@ -83,6 +83,20 @@ class Fixations(NamedTuple):
     durations: jax.Array
 
 
+class StepContext(NamedTuple):
+    """Per-CT products of the step heads (`CTSearcherAR.context`), in the compute dtype.
+
+    logit_keys: (B, 1+N, d) E @ W_fc^T, the pointer keys of FC(h) @ E^T; logit_bias: (B, 1+N)
+    float32 E @ b_fc. input_cells, choice_cells: (B, 1+N, d) the memory rows times the part of
+    fixation_proj / choice_proj's kernel that multiplies a cell's memory.
+    """
+
+    logit_keys: jax.Array
+    logit_bias: jax.Array
+    input_cells: jax.Array
+    choice_cells: jax.Array
+
+
 class AROutputs(NamedTuple):
     """Teacher-forced outputs for `rows` scanpaths (float32).
 
@@ -178,25 +192,40 @@ class CTSearcherAR(CTSearcher):
         """The decoder layers that read the previous fixations (run per step when sampling)."""
         return list(self.decoder)[self.num_plan_layers:]
 
-    def input_embedding(self, memory: jax.Array, prev_classes: jax.Array, prev_offsets: jax.Array,
+    def context(self, enc: jax.Array, memory: jax.Array) -> StepContext:
+        """The per-CT products the step heads read (once per CT, not per step): enc, memory
+        (B, 1+N, d) -> StepContext. Only the rows of each projection's kernel that multiply a
+        cell's memory are applied here; the step adds the rest (the same sums, regrouped)."""
+        d = self.config.d_model
+        mem = memory.astype(self.dtype)
+        keys = enc.astype(self.dtype) @ self.spatial_fc.kernel[...].astype(self.dtype).T
+        bias = enc.astype(self.dtype) @ self.spatial_fc.bias[...].astype(self.dtype)
+        return StepContext(keys, bias.astype(jnp.float32),
+                           mem @ self.fixation_proj.kernel[...][:d].astype(self.dtype),
+                           mem @ self.choice_proj.kernel[...][d:2 * d].astype(self.dtype))
+
+    def input_embedding(self, ctx: StepContext, prev_classes: jax.Array, prev_offsets: jax.Array,
                         prev_durations: jax.Array) -> jax.Array:
-        """Decoder input of the previous fixation: memory (B, 1+N, d), prev_classes (B, T),
-        prev_offsets (B, T, 3), prev_durations (B, T) -> (B, T, d) float32 (`start` where the
-        previous class is 0: the first step and after a STOP)."""
+        """Decoder input of the previous fixation: prev_classes (B, T), prev_offsets (B, T, 3),
+        prev_durations (B, T) -> (B, T, d) float32 (`start` where the previous class is 0: the
+        first step and after a STOP). fixation_proj of [M[class], fourier(position), log t]."""
+        d = self.config.d_model
         grid_xyz = jnp.asarray(self._grid_xyz(), jnp.float32)
         position = (class_cells_xyz(prev_classes, self.config.grid) + prev_offsets) / grid_xyz
         angles = 2 * math.pi * position[..., None, :] * jnp.asarray(FOURIER_FREQUENCIES)[:, None]
         angles = angles.reshape(*angles.shape[:-2], -1)
-        cell = jnp.take_along_axis(memory, prev_classes[..., None], axis=1)
         log_t = jnp.log(jnp.maximum(prev_durations.astype(jnp.float32), 1e-3))[..., None]
-        features = jnp.concatenate([cell, jnp.sin(angles), jnp.cos(angles), log_t], axis=-1)
-        embedded = self.fixation_proj(features.astype(self.dtype)).astype(jnp.float32)
+        features = jnp.concatenate([jnp.sin(angles), jnp.cos(angles), log_t], axis=-1)
+        kernel = self.fixation_proj.kernel[...][d:].astype(self.dtype)
+        embedded = (_gather_rows(ctx.input_cells, prev_classes) + features.astype(self.dtype) @ kernel
+                    + self.fixation_proj.bias[...].astype(self.dtype)).astype(jnp.float32)
         return jnp.where((prev_classes > 0)[..., None], embedded, self.start[...])
 
-    def class_logits(self, h: jax.Array, enc: jax.Array, prev_classes: jax.Array) -> jax.Array:
-        """h (B, T, d), enc (B, 1+N, d), prev_classes (B, T) -> logits (B, T, K) float32."""
-        logits = jnp.einsum("btd,bkd->btk", self.spatial_fc(h), enc.astype(self.dtype))
-        logits = logits.astype(jnp.float32)
+    def class_logits(self, ctx: StepContext, h: jax.Array, prev_classes: jax.Array) -> jax.Array:
+        """h (B, T, d), prev_classes (B, T) -> logits (B, T, K) float32: FC(h) @ E^T (as
+        h @ (E W^T)^T + E b) + the relative bias of the cell step."""
+        logits = jnp.einsum("btd,bkd->btk", h.astype(self.dtype), ctx.logit_keys)
+        logits = logits.astype(jnp.float32) + ctx.logit_bias[:, None, :]
         gy, gx, gz = self.config.grid
         cells = class_cells_xyz(jnp.arange(1, self.config.num_classes), self.config.grid)  # (N, 3)
         prev = class_cells_xyz(prev_classes, self.config.grid)
@@ -206,20 +235,24 @@ class CTSearcherAR(CTSearcher):
         bias = jnp.where((prev_classes > 0)[..., None], bias, 0.0)
         return logits.at[..., 1:].add(bias)
 
-    def choice(self, h: jax.Array, memory: jax.Array, classes: jax.Array, prev_classes: jax.Array,
+    def choice(self, ctx: StepContext, h: jax.Array, classes: jax.Array, prev_classes: jax.Array,
                prev_offsets: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
-        """The heads given the step's class: h (B, T, d), memory (B, 1+N, d), classes,
-        prev_classes (B, T), prev_offsets (B, T, 3) -> (offset logits (B, T, C), offset mean and
-        log scale (B, T, C, 3), duration mu, log sigma2 (B, T))."""
+        """The heads given the step's class: h (B, T, d), classes, prev_classes (B, T),
+        prev_offsets (B, T, 3) -> (offset logits (B, T, C), offset mean and log scale
+        (B, T, C, 3), duration mu, log sigma2 (B, T)). choice_proj of [h, M[class], carry, move,
+        same]."""
+        d = self.config.d_model
         cells = class_cells_xyz(classes, self.config.grid)
         prev = class_cells_xyz(prev_classes, self.config.grid) + prev_offsets
         started = (prev_classes > 0)[..., None]
         carry = jnp.clip(jnp.where(started, prev - cells, 0.5), OFFSET_EPS, 1.0 - OFFSET_EPS)
         move = jnp.where(started, cells - class_cells_xyz(prev_classes, self.config.grid), 0.0)
         same = (started & (classes == prev_classes)[..., None]).astype(jnp.float32)
-        chosen = jnp.take_along_axis(memory, classes[..., None], axis=1)
-        g = jnp.concatenate([h, chosen, carry, move, same], axis=-1).astype(self.dtype)
-        g = jax.nn.relu(self.choice_proj(g))
+        kernel = self.choice_proj.kernel[...].astype(self.dtype)
+        rest = jnp.concatenate([carry, move, same], axis=-1).astype(self.dtype)
+        g = (h.astype(self.dtype) @ kernel[:d] + _gather_rows(ctx.choice_cells, classes)
+             + rest @ kernel[2 * d:] + self.choice_proj.bias[...].astype(self.dtype))
+        g = jax.nn.relu(g)
         c = self.config.offset_components
         raw = self.offset_head(g).astype(jnp.float32)
         logits = raw[..., :c]
@@ -264,12 +297,12 @@ class CTSearcherAR(CTSearcher):
         shift = lambda a: jnp.concatenate([jnp.zeros_like(a[:, :1]), a[:, :-1]], axis=1)  # noqa: E731
         classes = fixations.classes.astype(jnp.int32)
         prev_classes, prev_offsets = shift(classes), shift(fixations.offsets.astype(jnp.float32))
-        x = plan + self.input_embedding(memory, prev_classes, prev_offsets,
-                                        shift(fixations.durations))
+        ctx = self.context(enc, memory)
+        x = plan + self.input_embedding(ctx, prev_classes, prev_offsets, shift(fixations.durations))
         for layer in self.ar_decoder_layers():
             x = layer(x, memory, deterministic=deterministic)
-        logits = self.class_logits(x, enc, prev_classes)
-        heads = self.choice(x, memory, classes, prev_classes, prev_offsets)
+        logits = self.class_logits(ctx, x, prev_classes)
+        heads = self.choice(ctx, x, classes, prev_classes, prev_offsets)
         return AROutputs(logits, heads[3], heads[4], *heads[:3])
 
     def loss_terms(self, batch: dict[str, Any], *, legacy_epsilon: bool = False,
@@ -297,6 +330,11 @@ class CTSearcherAR(CTSearcher):
         log_pdf = duration_log_pdf(t, out.duration_mu, out.duration_log_sigma2)
         duration = -_ratio(jnp.sum(jnp.where(valid, log_pdf * fixation, 0.0)), jnp.sum(fixation))
         return spatial, duration
+
+
+def _gather_rows(table: jax.Array, index: jax.Array) -> jax.Array:
+    """table (B, K, d), index (B, T) -> (B, T, d): row index[b, t] of table[b]."""
+    return jnp.take_along_axis(table, index[..., None], axis=1)
 
 
 def _offset_head_bias(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:

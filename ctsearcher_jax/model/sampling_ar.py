@@ -2,8 +2,9 @@
 
 Per chunk of B CTs (or (CT, reader) jobs of a conditioned model) and S samples each:
 
-* once per CT: the encoder (E, M), the plan layers (`CTSearcherAR.plan`, once per job) and, for
-  every ar layer, the cross-attention keys and values of M (B, 1+N, H, hd);
+* once per CT: the encoder (E, M), the plan layers (`CTSearcherAR.plan`, once per job), the
+  products of M and E with the heads' weights (`CTSearcherAR.context`) and, for every ar layer,
+  the cross-attention keys and values of M (B, H, 1+N, hd);
 * per step t (the scan, B x S rows at once): the decoder input (plan_t + the embedded previous
   fixation), each ar layer on that one position, its self-attention reading the keys and values
   of steps 0..t from the cache (written at t, never recomputed), the class logits, then the
@@ -85,38 +86,40 @@ def _project(attn: Any, x: jax.Array, part: slice) -> jax.Array:
 
 def _self_attention_step(attn: Any, x: jax.Array, cache: tuple[jax.Array, jax.Array],
                          t: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """One position of causal self-attention: x (B, S, d); cache keys and values (B, S, L, H, hd)
+    """One position of causal self-attention: x (B, S, d); cache keys and values (B, S, H, L, hd)
     hold steps < t; this step's are written at t. Returns ((B, S, d), cache)."""
     d = attn.num_heads * attn.head_dim
     qkv = _project(attn, x, slice(None))
     q, k, v = (_heads(qkv[..., i * d:(i + 1) * d], attn.num_heads) for i in range(3))
-    keys = jax.lax.dynamic_update_slice_in_dim(cache[0], k[:, :, None], t, axis=2)
-    values = jax.lax.dynamic_update_slice_in_dim(cache[1], v[:, :, None], t, axis=2)
+    keys = jax.lax.dynamic_update_slice_in_dim(cache[0], k[:, :, :, None], t, axis=3)
+    values = jax.lax.dynamic_update_slice_in_dim(cache[1], v[:, :, :, None], t, axis=3)
     q = q * jnp.asarray(1.0 / math.sqrt(attn.head_dim), attn.dtype)
-    scores = jnp.einsum("bshd,bslhd->bshl", q, keys, preferred_element_type=jnp.float32)
-    scores = jnp.where(jnp.arange(keys.shape[2]) <= t, scores, -jnp.inf)
+    scores = jnp.einsum("bshd,bshld->bshl", q, keys, preferred_element_type=jnp.float32)
+    scores = jnp.where(jnp.arange(keys.shape[3]) <= t, scores, -jnp.inf)
     weights = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
-    out = jnp.einsum("bshl,bslhd->bshd", weights, values)
+    out = jnp.einsum("bshl,bshld->bshd", weights, values)
     return attn.out_proj(out.reshape(*out.shape[:-2], d)), (keys, values)
 
 
 def _cross_attention_step(attn: Any, x: jax.Array, memory_kv: tuple[jax.Array, jax.Array]) -> jax.Array:
-    """Cross-attention of x (B, S, d) to one CT's memory keys and values (B, 1+N, H, hd)."""
+    """Cross-attention of x (B, S, d) to one CT's memory keys and values (B, H, 1+N, hd)."""
     d = attn.num_heads * attn.head_dim
     q = _heads(_project(attn, x, slice(0, d)), attn.num_heads)
     q = q * jnp.asarray(1.0 / math.sqrt(attn.head_dim), attn.dtype)
-    scores = jnp.einsum("bshd,bnhd->bshn", q, memory_kv[0], preferred_element_type=jnp.float32)
+    scores = jnp.einsum("bshd,bhnd->bshn", q, memory_kv[0], preferred_element_type=jnp.float32)
     weights = jax.nn.softmax(scores, axis=-1).astype(memory_kv[1].dtype)
-    out = jnp.einsum("bshn,bnhd->bshd", weights, memory_kv[1])
+    out = jnp.einsum("bshn,bhnd->bshd", weights, memory_kv[1])
     return attn.out_proj(out.reshape(*out.shape[:-2], d))
 
 
 def memory_keys_values(layer: Any, memory: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """A decoder layer's cross-attention keys and values of memory (B, 1+N, d): (B, 1+N, H, hd)."""
+    """A decoder layer's cross-attention keys and values of memory (B, 1+N, d): (B, H, 1+N, hd)
+    each, heads first so that no step transposes them."""
     attn = layer.cross_attn
     d = attn.num_heads * attn.head_dim
     kv = _project(attn, memory, slice(d, 3 * d))
-    return _heads(kv[..., :d], attn.num_heads), _heads(kv[..., d:], attn.num_heads)
+    heads_first = lambda a: jnp.swapaxes(_heads(a, attn.num_heads), 1, 2)  # noqa: E731
+    return heads_first(kv[..., :d]), heads_first(kv[..., d:])
 
 
 def _layer_step(layer: Any, x: jax.Array, cache, t, memory_kv):
@@ -177,24 +180,25 @@ def draw(model: Any, tokens: jax.Array, keys: jax.Array, frame: jax.Array, z_ext
     plan = model.plan(memory, readers, deterministic=True)
     layers = model.ar_decoder_layers()
     memory_kv = [memory_keys_values(layer, memory) for layer in layers]
+    ctx = model.context(enc, memory)
     attn = layers[0].self_attn
-    empty = jnp.zeros((b, s, length, attn.num_heads, attn.head_dim), model.dtype)
+    empty = jnp.zeros((b, s, attn.num_heads, length, attn.head_dim), model.dtype)
     caches = [(empty, empty) for _ in layers]
 
     def step(carry, t):
         prev_classes, prev_offsets, prev_durations, caches = carry
         x = jnp.take(plan, t, axis=1)[:, None, :] + model.input_embedding(
-            memory, prev_classes, prev_offsets, prev_durations)
+            ctx, prev_classes, prev_offsets, prev_durations)
         new_caches = []
         for layer, cache, kv in zip(layers, caches, memory_kv):
             x, cache = _layer_step(layer, x, cache, t, kv)
             new_caches.append(cache)
         step_keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, t), 3))(keys)
-        logits = model.class_logits(x, enc, prev_classes)
+        logits = model.class_logits(ctx, x, prev_classes)
         classes = _draw_classes(step_keys[:, 0], logits, t, grid=model.config.grid,
                                 min_length=min_length,
                                 temperature=temperature, top_k=top_k)
-        off_logits, mean, log_scale, mu, log_sigma2 = model.choice(x, memory, classes, prev_classes,
+        off_logits, mean, log_scale, mu, log_sigma2 = model.choice(ctx, x, classes, prev_classes,
                                                                    prev_offsets)
         offsets = jax.vmap(sample_offsets)(step_keys[:, 1], off_logits, mean, log_scale)
         eps = jax.vmap(lambda k: jax.random.normal(k, (s,), jnp.float32))(step_keys[:, 2])
