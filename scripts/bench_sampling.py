@@ -46,7 +46,7 @@ def time_sampling(config: config_lib.Config, cts: int, samples: int, repeats: in
             chunk = tokens[start:start + CHUNK]
             keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(start, start + len(chunk)))
             out = draw(model, chunk, keys, num_samples=samples, min_length=config.eval.min_length,
-                       frame=config.data.frame, z_extent=float(config.model.grid[2]) * 64)
+                       frame=config.data.frame, z_extent=float(config.data.frame))
             jax.block_until_ready(out)
         seconds.append(time.perf_counter() - t)
     return seconds
