@@ -12,6 +12,8 @@ The public Python API (imported on first use, so `import ctsearcher_jax` stays l
     sample_scanpaths(model, config, name, feature_dir, samples=1, readers=None)
     scanmatch(a, b), multimatch(a, b), sed(a, b)
                                            single-pair metrics with named fields, as `evaluate`
+    evaluate(predictions, ground_truth, split="test", ...)
+                                           what `ctsearcher evaluate` runs: an `EvalReport`
     train_and_evaluate(config, workdir)    the training loop of `ctsearcher train`
     predict_volumes(volumes, checkpoint, out_dir)    what `ctsearcher predict` runs
 
@@ -43,6 +45,8 @@ _EXPORTS: dict[str, str] = {
     "sed": "ctsearcher_jax.api:sed",
     "ScanMatchScore": "ctsearcher_jax.api:ScanMatchScore",
     "MultiMatchScore": "ctsearcher_jax.api:MultiMatchScore",
+    "evaluate": "ctsearcher_jax.evaluation:evaluate",
+    "EvalReport": "ctsearcher_jax.evaluation:EvalReport",
     "train_and_evaluate": "ctsearcher_jax.train.loop:train_and_evaluate",
     "predict_volumes": "ctsearcher_jax.predict:predict_volumes",
 }

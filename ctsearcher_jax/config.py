@@ -22,6 +22,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from ctsearcher_jax.errors import ConfigError
+from ctsearcher_jax.io import atomic_write_text
 from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES, FAMILIES  # a table, imports nothing
 
 GAZE_FRAME = 512  # pixels per side of a CT slice in gaze coordinates (and the legacy Z extent)
@@ -36,7 +37,8 @@ def _check(condition: bool, key: str, message: str) -> None:
 class ModelConfig:
     """CT-Searcher architecture (shapes: tokens = prod(grid), classes = 1 + tokens)."""
 
-    # Architecture built by `model.build` (a name in `model/factory.py`'s ARCHITECTURES).
+    # Architecture built by `model.build` (a name in `model/factory.py`'s ARCHITECTURES; the
+    # factory checks it, so this module imports no model code).
     arch: str = "ct_searcher"
     # Width of every transformer layer (the original's --hidden_dim).
     d_model: int = 768
@@ -70,9 +72,6 @@ class ModelConfig:
     readers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from ctsearcher_jax.model.factory import ARCHITECTURES  # a table of names, no Flax
-
-        _check(self.arch in ARCHITECTURES, "model.arch", f"unknown; choose from {sorted(ARCHITECTURES)}")
         for key in ("d_model", "num_heads", "num_encoder_layers", "num_decoder_layers",
                     "dim_feedforward", "feature_dim", "max_length"):
             _check(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
@@ -427,7 +426,6 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 def to_dict(config: Config) -> dict[str, Any]:
     """Plain nested dict (tuples become lists) suitable for YAML/JSON."""
-
     def plain(v: Any) -> Any:
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
@@ -552,8 +550,6 @@ def dumps(config: Config) -> str:
 
 def write_resolved(config: Config, run_dir: str | os.PathLike[str]) -> Path:
     """Write `config.yaml` (resolved, every field) into `run_dir` atomically; return its path."""
-    from ctsearcher_jax.io import atomic_write_text
-
     path = Path(run_dir) / "config.yaml"
     atomic_write_text(path, dumps(config))
     return path

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.paths import os_error
 
 _UMASK = os.umask(0)
@@ -88,8 +89,6 @@ def loads_json(text: str | bytes, source: str, error: type[Exception] | None = N
     `error` (default `DataError`) naming `source`; integers beyond float range become +-inf
     (callers that validate values then name the record and field).
     """
-    from ctsearcher_jax.errors import DataError
-
     error = error or DataError
     try:
         if isinstance(text, bytes):
@@ -109,8 +108,6 @@ def loads_json(text: str | bytes, source: str, error: type[Exception] | None = N
 
 def read_json(path: str | os.PathLike[str], error: type[Exception] | None = None) -> Any:
     """Read and parse a JSON file (see `loads_json`); an unreadable file is one-line `error`."""
-    from ctsearcher_jax.errors import DataError
-
     error = error or DataError
     path = Path(path)
     try:

@@ -27,25 +27,26 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import jax
 
+from ctsearcher_jax import config as config_lib
 from ctsearcher_jax.config import Config, ExtractConfig
+from ctsearcher_jax.data import manifest as mf
+from ctsearcher_jax.data.manifest import read_manifest
+from ctsearcher_jax.data.nifti import volume_name
 from ctsearcher_jax.data.schema import Scanpath
-from ctsearcher_jax.errors import CheckpointError, DataError
+from ctsearcher_jax.errors import CheckpointError, DataError, WeightsError
+from ctsearcher_jax.io import atomic_write_json, read_json
+from ctsearcher_jax.model.generate import check_reader_filter, records_to_scanpaths, sample_records
+from ctsearcher_jax.model.serialization import load_model, resolve_model_dir
+from ctsearcher_jax.runtime.multihost import agree_on_error
+from ctsearcher_jax.viz import render_ct_figures
+from feature_extraction.extract import extract_volume
+from feature_extraction.weights import file_sha256
 
 _log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions.json"
-
-
-def resolve_model_dir(checkpoint: str | os.PathLike[str]) -> Path:
-    """An exported model directory, or a training workdir holding one in `model/`."""
-    path = Path(checkpoint)
-    for candidate in (path, path / "model"):
-        if (candidate / "model.safetensors").is_file():
-            return candidate
-    raise CheckpointError(
-        f"{path}: no model.safetensors here or in {path / 'model'}; pass a training workdir "
-        f"(after `ctsearcher train`) or a directory written by `ctsearcher import-upstream`")
 
 
 def extraction_config(model_config: Config, base: ExtractConfig | None = None) -> ExtractConfig:
@@ -88,10 +89,6 @@ def check_feature_cache(volumes: Sequence[Path], feature_dir: Path, swin_weights
     `feature_dir` (nothing is extracted). Otherwise no CT may have features made with other
     weights (they would be overwritten); the message names the weights the manifest records.
     """
-    from feature_extraction import manifest as mf
-    from feature_extraction.preprocess import volume_name
-    from feature_extraction.weights import file_sha256
-
     manifest = mf.read_manifest(feature_dir) if feature_dir.is_dir() else {}
     channels = 16 * ext_cfg.feature_size
     if swin_weights is None:
@@ -118,8 +115,6 @@ def check_feature_cache(volumes: Sequence[Path], feature_dir: Path, swin_weights
                     and w.get("merging_order") == ext_cfg.merging_order)
     else:
         if not Path(swin_weights).is_file():
-            from ctsearcher_jax.errors import WeightsError
-
             raise WeightsError(f"--swin-weights {swin_weights}: no such weights file; convert one "
                                "with `ctsearcher convert-monai`")
         digest = file_sha256(swin_weights)
@@ -161,14 +156,6 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
     reader_filter: reader ids to predict for (reader-conditioned models; default every reader:
     the ground-truth readers of each CT, or all the model knows).
     """
-    from ctsearcher_jax import config as config_lib
-    from ctsearcher_jax.io import atomic_write_json
-    from ctsearcher_jax.model.generate import records_to_scanpaths, sample_records
-    from ctsearcher_jax.model.serialization import load_model
-    from feature_extraction.extract import extract_volume
-    from feature_extraction.manifest import read_manifest
-    from feature_extraction.preprocess import volume_name
-
     t0 = time.perf_counter()
     echo = echo or _log.info
     out_dir = Path(out_dir)
@@ -181,14 +168,10 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
         config = config_lib.from_dict(config_lib.apply_overrides(config_lib.to_dict(config),
                                                                  list(overrides)))
     if reader_filter:
-        from ctsearcher_jax.model.generate import check_reader_filter
-
         check_reader_filter(config, reader_filter)  # before any extraction
     ext_cfg = extraction_config(config)
     check_feature_cache(volumes, feature_dir, swin_weights, ext_cfg, seed)
-    import jax
 
-    from ctsearcher_jax.runtime.multihost import agree_on_error
 
     # Many CTs: each process takes every N-th CT (extraction and sampling), samples its CTs in
     # chunks sharded over its local devices, and process 0 gathers the records in CT order.
@@ -242,8 +225,6 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
         return summary
     summary.cts, summary.scanpaths = names, len(records)
     if figures:
-        from ctsearcher_jax.viz import render_ct_figures
-
         by_ct = records_to_scanpaths(records)
         for name, index in zip(names, indices):
             if index >= figure_limit:  # the first figure_limit CTs of the whole list
@@ -259,10 +240,6 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
 def _gather_parts(out_dir: Path, feature_dir: Path, pidx: int, pcount: int) -> Path | None:
     """Process 0: the processes' record parts -> predictions.json in CT order; manifest parts
     merged. Every process: a barrier after it, and the path (None when no CT had records)."""
-    from ctsearcher_jax.io import atomic_write_json, read_json
-    from ctsearcher_jax.runtime.multihost import agree_on_error
-    from feature_extraction import manifest as mf
-
     path = out_dir / PREDICTIONS
     error = None
     if pidx == 0:

@@ -28,8 +28,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from ctsearcher_jax.errors import DataError
-from ctsearcher_jax.io import loads_json, read_json
+from ctsearcher_jax.io import atomic_write, atomic_write_text, loads_json, read_json
+from ctsearcher_jax.metrics.registry import METRICS
+from ctsearcher_jax.provenance import collect, read_launches
 
 REPORT_DIR = "report"
 EVAL_DIR = "evaluation"
@@ -80,10 +84,6 @@ def read_evaluations(directory: Path) -> dict[str, dict[str, Any]]:
 def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path | None:
     """Training and eval curves, one panel per quantity (train and eval of the same loss share
     a panel; a few eval metrics follow); None when nothing was logged."""
-    from matplotlib.figure import Figure
-
-    from ctsearcher_jax.io import atomic_write
-
     series: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for r in rows:
         split = r.get("split", "train")
@@ -131,8 +131,6 @@ def metric_table(evaluations: dict[str, dict[str, Any]]) -> tuple[list[str], lis
     Columns in the metrics registry's order (metrics it does not know are appended, sorted);
     the direction is the report's own, else the registry's.
     """
-    from ctsearcher_jax.metrics.registry import METRICS
-
     found = {m for s in evaluations.values() for m in s}
     metrics = [m for m in METRICS if m in found] + sorted(found - set(METRICS))
     header = ["row"]
@@ -154,8 +152,6 @@ def metric_table(evaluations: dict[str, dict[str, Any]]) -> tuple[list[str], lis
 def copy_viewers(figure_dir: Path, names: list[str], dest: Path) -> dict[str, Path]:
     """Copy `<name>_viewer.html` of each CT in `names` from `figure_dir` into `dest` (atomically);
     {name: copy}. CTs without a viewer are left out."""
-    from ctsearcher_jax.io import atomic_write
-
     copies: dict[str, Path] = {}
     for name in names:
         src = figure_dir / f"{name}_viewer.html"
@@ -167,8 +163,6 @@ def copy_viewers(figure_dir: Path, names: list[str], dest: Path) -> dict[str, Pa
 
 def copy_figures(paths: list[Path], dest: Path) -> dict[Path, Path]:
     """Copy each figure into `dest` (atomically); {source: copy}."""
-    from ctsearcher_jax.io import atomic_write
-
     copies: dict[Path, Path] = {}
     for src in paths:
         data = src.read_bytes()
@@ -198,8 +192,6 @@ def exported_model_lines(workdir: Path) -> list[str]:
 
 def provenance_lines(workdir: Path) -> list[str]:
     """This report's provenance and that of every training launch recorded in the workdir."""
-    from ctsearcher_jax.provenance import collect, read_launches
-
     now = collect()
     lines = [f"Report written {now['time']} by ctsearcher-jax {now['ctsearcher_jax']}"
              + (f" (git {now['git_commit']})" if now.get("git_commit") else "") + "."]
@@ -221,8 +213,6 @@ def _config_text(workdir: Path) -> str:
 def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
                  max_figures: int = 8) -> ReportFiles:
     """Collect what the run left in `workdir` and write the Markdown and HTML reports."""
-    from ctsearcher_jax.io import atomic_write_text
-
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise DataError(f"{workdir}: no such workdir; pass the folder given to `ctsearcher train`")

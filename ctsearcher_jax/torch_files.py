@@ -8,6 +8,7 @@ the errors of truncated or damaged files) into one `WeightsError` line.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,13 +23,11 @@ def load_weights_only(path: str | Path, safe_globals: Sequence[Any] = ()) -> Any
     safe_globals: extra (class, "module.Name") pairs to accept (e.g. stand-ins for Lightning's
     AttributeDict); nothing else is ever allow-listed.
     """
-    import pickle
-
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
     try:
-        import torch
+        import torch  # noqa: PLC0415 (optional dependency: the [torch] extra)
     except ImportError:
         raise WeightsError(f"{path}: reading PyTorch checkpoints needs torch; {TORCH_EXTRA}") from None
     try:

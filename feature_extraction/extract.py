@@ -3,7 +3,7 @@
 For every `<name>.nii[.gz]` in a directory this writes, into the output directory,
 `<name>.npy` (merged dec4, `(16*feature_size, gi, gj, gk)` float32, `gi = padded_I // 32`),
 `<name>_hidden_states_out_4.npy` (the merged last SwinViT stage, same shape) and an entry of
-`manifest.json` (see `feature_extraction.manifest`). The procedure is the original's
+`manifest.json` (see `ctsearcher_jax.data.manifest`). The procedure is the original's
 (`swin_unet_extract_feature.py` + `merge_features.py` of CTScanGaze): stored voxel order, HU window
 [-175, 250] -> [0, 1], symmetric zero padding to 96, MONAI window placement, per-cell average.
 
@@ -33,17 +33,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+import jax
 import numpy as np
+from flax import nnx
+from tqdm import tqdm
 
 from ctsearcher_jax.config import ExtractConfig
+from ctsearcher_jax.data import manifest as mf
 from ctsearcher_jax.errors import CTSearcherError, DataError, WeightsError
 from ctsearcher_jax.io import atomic_save_npy
+from ctsearcher_jax.logs import progress_bars
 from ctsearcher_jax.paths import child_path
 from ctsearcher_jax.runtime.multihost import agree_on_error
-from ctsearcher_jax.logs import progress_bars
-from feature_extraction import manifest as mf
+from feature_extraction import swin_unetr
+from feature_extraction import weights as wts
 from feature_extraction.merge import merge_windows
-from feature_extraction.preprocess import is_nifti_name, load_volume, volume_name
+from ctsearcher_jax.data.nifti import is_nifti_name, volume_name
+from feature_extraction.preprocess import load_volume
 from feature_extraction.sliding_window import WindowEncoder, pad_volume, plan_windows, process_share
 
 _log = logging.getLogger(__name__)
@@ -98,11 +104,6 @@ def build_extractor(weights: str | os.PathLike[str], config: ExtractConfig, *, s
         which replace them); dtype, roi, batch and the rest apply to both.
       seed: initialisation seed of random weights.
     """
-    from flax import nnx
-
-    from feature_extraction import swin_unetr
-    from feature_extraction import weights as wts
-
     if str(weights) == "random":
         cfg = swin_unetr.SwinUNETRConfig(feature_size=config.feature_size,
                                          merging_order=config.merging_order, dtype=config.dtype)
@@ -525,9 +526,6 @@ def extract_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLik
       DataError: `cts_dir` is missing or has no files at all.
       WeightsError: the weights cannot be loaded.
     """
-    import jax
-    from tqdm import tqdm
-
     t_start = time.perf_counter()
     config = extractor.config if extractor is not None else (config or ExtractConfig())
     echo = echo or _log.error

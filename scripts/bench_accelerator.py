@@ -225,7 +225,7 @@ def worker_ours(dtype: str, p: dict, save: str | None) -> dict:
         times.append(time.perf_counter() - t)
     if save:
         np.save(save, dec4)
-    from ctsearcher_jax.model.attention import last_used
+    from ctsearcher_jax.nn.attention import last_used
 
     mem, kind = jax_peak_mib()
     return {"windows": plan.num_windows, "seconds": min(times), "compile_s": compile_s,
@@ -410,9 +410,8 @@ def section_metrics(p: dict, rows: list) -> None:
     sys.path.insert(0, str(REPO / "scripts"))
     import bench_metrics
 
-    from ctsearcher_jax.metrics import protocol
+    from ctsearcher_jax.metrics import protocol, scanmatch_native
     from ctsearcher_jax.metrics import scanmatch as sm
-    from ctsearcher_jax.metrics import scanmatch_native
 
     n, lo, hi = p["metrics_ct"]
     gt, pred = bench_metrics.make_ct(0, n_gt=n, n_pred=n, lo=lo, hi=hi)

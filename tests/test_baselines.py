@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from ctsearcher_jax import baselines
-from ctsearcher_jax.data.schema import (CTItem, Scanpath, load_dataset, load_records,
-                                        scanpaths_to_records)
+from ctsearcher_jax.data.schema import CTItem, Scanpath, load_dataset, load_records, scanpaths_to_records
 from ctsearcher_jax.data.synthetic import synthesize
 from ctsearcher_jax.io import atomic_write_json
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from ctsearcher_jax.cli import COMMANDS
 
 GOOD = {"name": "ct_a", "subject": 1, "task": "read", "X": [1.0, 256.5], "Y": [10.0, 20.0],

@@ -23,7 +23,6 @@ import ctsearcher_jax
 from ctsearcher_jax.config import dumps, load
 
 
-
 def _copy_source(repo: Path, dst: Path) -> Path:
     """The files a build reads, copied (a stale build/ of the checkout must not leak in)."""
     dst.mkdir(parents=True)

@@ -47,9 +47,9 @@ def test_plain_names_pass():
 
 def test_every_name_to_path_site_refuses_traversal(tmp_path):
     """Feature reads, extraction outputs, figures, manifests: each refuses a crafted name."""
+    from ctsearcher_jax.data import manifest as mf
     from ctsearcher_jax.data.features import load_tokens
     from ctsearcher_jax.viz import render_ct_figures
-    from feature_extraction import manifest as mf
     from feature_extraction.extract import output_paths
 
     secret = tmp_path / "secret.npy"
@@ -108,8 +108,8 @@ def test_hostile_json_is_a_one_line_data_error(tmp_path, kind):
 
 def test_every_json_reader_uses_the_hostile_input_reader(tmp_path):
     """Predictions, manifests, evaluate reports, metrics logs: one line, file named."""
+    from ctsearcher_jax.data import manifest as mf
     from ctsearcher_jax.report import read_evaluations, read_metrics_log
-    from feature_extraction import manifest as mf
 
     deep = "[" * 100_000 + "]" * 100_000
     (tmp_path / "feat").mkdir()

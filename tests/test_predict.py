@@ -61,13 +61,12 @@ def test_predict_dataset_split_pairs_samples_with_readers(setup):
 def test_predict_never_replaces_cached_features_of_other_weights(setup):
     """Issue 16.1: a cache made with other weights is refused, not overwritten; a random encoder
     runs only when asked for."""
-    from ctsearcher_jax.errors import DataError
-    from ctsearcher_jax.predict import predict_volumes
-
     import numpy as np
 
-    from feature_extraction import manifest as mf
-    from feature_extraction.preprocess import volume_name
+    from ctsearcher_jax.data import manifest as mf
+    from ctsearcher_jax.errors import DataError
+    from ctsearcher_jax.predict import predict_volumes
+    from ctsearcher_jax.data.nifti import volume_name
 
     root, cfg = setup
     cts = sorted((root / "data" / "cts").glob("*.nii.gz"))
@@ -106,7 +105,7 @@ def test_predict_never_replaces_cached_features_of_other_weights(setup):
 
 
 def test_model_resolution_errors(setup, tmp_path):
-    from ctsearcher_jax.predict import resolve_model_dir
+    from ctsearcher_jax.model.serialization import resolve_model_dir
 
     root, _ = setup
     assert resolve_model_dir(root / "run") == root / "run" / "model"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from ctsearcher_jax import __all__ as public_names
+from ctsearcher_jax.evaluation import EvalReport
 
 
 def _python_blocks(readme: str) -> list[str]:
@@ -18,8 +21,14 @@ def test_readme_python_blocks_run(repo_root, tmp_path, monkeypatch, capsys):
     for k, code in enumerate(blocks):
         exec(compile(code, f"README.md python block {k + 1}", "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 and all(len(line.split()) == 5 for line in out), out  # one line per reader
+    assert len(out) == 3 and all(len(line.split()) == 5 for line in out[:2]), out  # per reader
+    # cs.evaluate scores the same two pairs; its mean equals the single-pair calls' mean
+    pairs, mean = out[2].split()
+    printed = np.mean([float(line.split()[2]) for line in out[:2]])  # 3 decimals each
+    assert pairs == "2" and abs(float(mean) - printed) <= 1.5e-3
     assert (tmp_path / "example" / "model" / "README.md").is_file()
+    report = EvalReport.load(tmp_path / "example" / "evaluation.json")
+    assert report.protocol == "original" and report.num_pairs == 2
 
 
 def test_public_names_resolve_and_have_docstrings():

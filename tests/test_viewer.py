@@ -24,8 +24,15 @@ from ctsearcher_jax.data.schema import Scanpath, load_dataset
 from ctsearcher_jax.data.synthetic import synthesize
 from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.viz.scanpaths import fixation_onsets
-from ctsearcher_jax.viz.viewer import (ViewerPath, build_viewer_html, decode_slice, display_shape,
-                                       encode_slices, quantisation, viewer_payload)
+from ctsearcher_jax.viz.viewer import (
+    ViewerPath,
+    build_viewer_html,
+    decode_slice,
+    display_shape,
+    encode_slices,
+    quantisation,
+    viewer_payload,
+)
 from ctsearcher_jax.viz.volume import CTVolume, gaze_to_voxel, load_volume
 
 SHAPE = (40, 40, 24)

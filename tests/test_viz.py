@@ -18,13 +18,16 @@ from ctsearcher_jax.data.schema import Scanpath, load_dataset
 from ctsearcher_jax.data.synthetic import synthesize, voxel_to_gaze
 from ctsearcher_jax.viz import render_ct_figures
 from ctsearcher_jax.viz.animation import frame_slices
-from ctsearcher_jax.viz.density import (density_slices, density_z_profile, display_grid,
-                                        fixation_density, representative_slices)
+from ctsearcher_jax.viz.density import (
+    density_slices,
+    density_z_profile,
+    display_grid,
+    fixation_density,
+    representative_slices,
+)
 from ctsearcher_jax.viz.figure import pixel_size
-from ctsearcher_jax.viz.scanpaths import (PANEL_INCHES, TITLE_INCHES, drilling_steps,
-                                          label_step)
-from ctsearcher_jax.viz.volume import (WINDOWS, gaze_to_voxel, parse_window, project,
-                                       resolve_window)
+from ctsearcher_jax.viz.scanpaths import PANEL_INCHES, TITLE_INCHES, drilling_steps, label_step
+from ctsearcher_jax.viz.volume import WINDOWS, gaze_to_voxel, parse_window, project, resolve_window
 
 SHAPE = (48, 48, 32)
 DPI = 40

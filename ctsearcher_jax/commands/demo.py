@@ -36,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax import cli
     from ctsearcher_jax.config import resolve_path
     from ctsearcher_jax.errors import DataError
-
     from ctsearcher_jax.paths import check_output_dir
 
     out = check_output_dir(args.out)

@@ -9,8 +9,8 @@ directory, no CTs, unreadable weights).
 from __future__ import annotations
 
 import argparse
-import logging
 import dataclasses
+import logging
 
 HELP = "extract Swin UNETR features from a folder of NIfTI CT volumes"
 

@@ -24,7 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.errors import WeightsError
     from ctsearcher_jax.model import serialization
-
     from ctsearcher_jax.paths import check_output_dir, check_output_file
 
     out = check_output_dir(args.out)

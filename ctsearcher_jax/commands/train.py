@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.config import dumps, load
     from ctsearcher_jax.errors import ConfigError, OutputError
+    from ctsearcher_jax.model.factory import check_architecture
     from ctsearcher_jax.paths import check_output_dir
     from ctsearcher_jax.train.distributed import maybe_initialize
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--config is required: {resolved} does not exist (new run)")
         config_path = resolved
     config = load(config_path, args.overrides)
+    check_architecture(config.model)
     if args.print_config:
         print(dumps(config), end="")
         return 0

@@ -10,11 +10,14 @@ import dataclasses
 import os
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from ctsearcher_jax.config import GAZE_FRAME
 from ctsearcher_jax.data import schema
+from ctsearcher_jax.data.nifti import is_nifti_name, volume_name
 from ctsearcher_jax.errors import DataError
+
 
 def volume_stem(path: str | os.PathLike[str]) -> str | None:
     """CT name of a NIfTI file: the file name without `.nii` / `.nii.gz` (None if not NIfTI).
@@ -22,8 +25,6 @@ def volume_stem(path: str | os.PathLike[str]) -> str | None:
     The same rule as feature extraction's output names, so dataset names, volumes and feature
     files line up.
     """
-    from feature_extraction.preprocess import is_nifti_name, volume_name
-
     return volume_name(path) if is_nifti_name(path) and volume_name(path) else None
 
 
@@ -39,8 +40,6 @@ def find_volumes(cts_dir: str | os.PathLike[str]) -> dict[str, Path]:
 
 def slice_counts(volumes: dict[str, Path]) -> tuple[dict[str, int], list[str]]:
     """Number of slices (third voxel axis) per CT, read from the NIfTI headers only."""
-    import nibabel as nib
-
     counts, problems = {}, []
     for name, path in volumes.items():
         try:

@@ -47,6 +47,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 
 from ctsearcher_jax.metrics._batch import bucket, pad_batch, pad_sequences, x64
+from ctsearcher_jax.metrics.stats import summary_stats
 
 Alignment = Literal["exact", "dp"]
 NAMES = ("vector", "direction", "length", "position", "duration")
@@ -342,8 +343,6 @@ def score_pairs(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray], *,
 def aggregate_like_original(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Summary of the family as the original evaluation: rows with any NaN among the five are
     dropped (`is_eliminating_nan`); `multimatch_mean` = mean of the five means (std NaN)."""
-    from ctsearcher_jax.metrics.protocol import summary_stats
-
     names = [f"multimatch_{n}" for n in NAMES]
     if not all(n in scores for n in names):
         return {n: summary_stats(v) for n, v in scores.items()}

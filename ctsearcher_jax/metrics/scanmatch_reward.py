@@ -40,9 +40,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from ctsearcher_jax.metrics import scanmatch_native
-from ctsearcher_jax.metrics.scanmatch import (_NULL_COL, _NULL_ROW, WITH_DURATION, WITHOUT_DURATION,
-                                               ScanMatchParams, _axis_tables, _score_constants,
-                                               stripe_kernel, substitution_matrix, symbol_bins)
+from ctsearcher_jax.metrics.scanmatch import (
+    _NULL_COL,
+    _NULL_ROW,
+    WITH_DURATION,
+    WITHOUT_DURATION,
+    ScanMatchParams,
+    _axis_tables,
+    _score_constants,
+    stripe_kernel,
+    substitution_matrix,
+    symbol_bins,
+)
 
 DEFAULT_DURATION_CAP_S = 1.0
 

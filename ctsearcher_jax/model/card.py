@@ -15,7 +15,9 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from ctsearcher_jax._version import __version__
 from ctsearcher_jax.config import Config, dumps
+from ctsearcher_jax.io import atomic_write_text
 
 
 def _fmt(v: Any) -> str:
@@ -26,8 +28,6 @@ def _fmt(v: Any) -> str:
 
 def card_text(config: Config, info: Mapping[str, Any] | None = None) -> str:
     """The model card as Markdown (see the module docstring for `info`'s keys)."""
-    from ctsearcher_jax import __version__
-
     info = dict(info or {})
     m, d = config.model, config.data
     lines = ["# CT-Searcher (ctsearcher-jax)", "",
@@ -88,8 +88,6 @@ def card_text(config: Config, info: Mapping[str, Any] | None = None) -> str:
 def write_model_card(out_dir: str | Path, config: Config, info: Mapping[str, Any] | None = None
                      ) -> Path:
     """Write `out_dir/README.md` atomically; return its path."""
-    from ctsearcher_jax.io import atomic_write_text
-
     path = Path(out_dir) / "README.md"
     atomic_write_text(path, card_text(config, info))
     return path

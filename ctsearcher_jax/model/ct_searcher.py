@@ -37,8 +37,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ctsearcher_jax.config import ModelConfig
-from ctsearcher_jax.model.layers import DecoderLayer, EncoderLayer, linear, xavier_uniform
 from ctsearcher_jax.model.positional import PositionalTable, legacy_random_table, sine_table
+from ctsearcher_jax.nn.layers import DecoderLayer, EncoderLayer, linear, xavier_uniform
 
 
 class ScanpathOutputs(NamedTuple):

@@ -3,7 +3,9 @@
 Every place that needs a model (training, evaluation, export, loading, import) calls `build`, so
 a new architecture (e.g. a variant conditioned on the reader) is one module plus one entry in
 `ARCHITECTURES`; nothing else changes. Entries are "module:Class" strings imported on first use,
-so `ModelConfig` can check a name against this table without importing Flax. The class is called
+so looking a name up imports nothing heavy. The name is checked here, not in `config.py` (the
+config is a leaf of the import graph): `check_architecture` raises ConfigError naming
+`model.arch`; `build` calls it, and the commands call it right after loading a config. The class is called
 as `Class(model_config, rngs=rngs)` and must return an `nnx.Module` whose `__call__(tokens,
 deterministic=...)` gives `ScanpathOutputs` (see `model/ct_searcher.py`).
 """
@@ -13,10 +15,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ctsearcher_jax.config import ModelConfig
+from ctsearcher_jax.errors import ConfigError
+
 if TYPE_CHECKING:
     from flax import nnx
-
-    from ctsearcher_jax.config import ModelConfig
 
 # Architecture name (`model.arch`) -> "module:Class".
 ARCHITECTURES: dict[str, str] = {
@@ -34,10 +37,16 @@ def register(name: str, target: str) -> None:
     ARCHITECTURES[name] = target
 
 
+def check_architecture(config: ModelConfig) -> None:
+    """ConfigError naming `model.arch` and the known names when `config.arch` is not registered."""
+    if config.arch not in ARCHITECTURES:
+        raise ConfigError(f"config key 'model.arch': unknown {config.arch!r}; choose from "
+                          f"{sorted(ARCHITECTURES)}")
+
+
 def architecture(name: str) -> Any:
-    """The model class registered as `name` (KeyError listing the known names)."""
-    if name not in ARCHITECTURES:
-        raise KeyError(f"unknown model architecture {name!r}; known: {sorted(ARCHITECTURES)}")
+    """The model class registered as `name` (ConfigError listing the known names)."""
+    check_architecture(ModelConfig(arch=name))
     module, _, cls = ARCHITECTURES[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 

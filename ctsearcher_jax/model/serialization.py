@@ -19,10 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from flax import nnx
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save
 
 from ctsearcher_jax import config as config_lib
+from ctsearcher_jax._version import __version__
 from ctsearcher_jax.config import Config, ModelConfig
 from ctsearcher_jax.errors import CheckpointError
+from ctsearcher_jax.io import atomic_write, atomic_write_json, atomic_write_text, loads_json
+from ctsearcher_jax.model.card import write_model_card
+from ctsearcher_jax.model.factory import build
+from ctsearcher_jax.model.positional import PositionalTable
 from ctsearcher_jax.tensors import check_weight_tensors
 
 WEIGHTS = "model.safetensors"
@@ -34,10 +42,6 @@ FORMAT = "ctsearcher-jax/ct-searcher/1"
 
 def _saved_variables(model: Any) -> dict[str, Any]:
     """{dotted path: nnx.Variable} of the parameters and the PE table (not RNG state)."""
-    from flax import nnx
-
-    from ctsearcher_jax.model.positional import PositionalTable
-
     state = nnx.state(model, nnx.Any(nnx.Param, PositionalTable))
     out = {}
     for path, variable in nnx.to_flat_state(state):
@@ -67,12 +71,6 @@ def save_model(out_dir: str | os.PathLike[str], model: Any, config: Config | Mod
     card: what the model card should say beyond the config (see `model.card.card_text`: the
     training step and its metrics, or the imported checkpoint).
     """
-    from safetensors.numpy import save
-
-    from ctsearcher_jax import __version__
-    from ctsearcher_jax.io import atomic_write, atomic_write_json, atomic_write_text
-    from ctsearcher_jax.model.card import write_model_card
-
     if isinstance(config, ModelConfig):
         config = Config(model=config)
     if config.model != model.config:
@@ -93,8 +91,6 @@ def save_model(out_dir: str | os.PathLike[str], model: Any, config: Config | Mod
 def read_model_config(model_dir: str | os.PathLike[str]) -> tuple[Config, Path]:
     """The Config of a model folder and the file it came from: `config.json`, else (a folder
     written before config.json existed) `config.yaml`."""
-    from ctsearcher_jax.io import loads_json
-
     model_dir = Path(model_dir)
     json_path, yaml_path = model_dir / CONFIG_JSON, model_dir / CONFIG
     if json_path.is_file():
@@ -111,26 +107,31 @@ def read_model_config(model_dir: str | os.PathLike[str]) -> tuple[Config, Path]:
                           "by `ctsearcher import-upstream` or by training's model export")
 
 
+def resolve_model_dir(checkpoint: str | os.PathLike[str]) -> Path:
+    """The model folder `checkpoint` names: a model folder itself, or a training run folder
+    (workdir) holding its exported model in `model/` (CheckpointError naming both otherwise)."""
+    path = Path(checkpoint)
+    for candidate in (path, path / "model"):
+        if (candidate / "model.safetensors").is_file():
+            return candidate
+    raise CheckpointError(
+        f"{path}: no model.safetensors here or in {path / 'model'}; pass a training workdir "
+        f"(after `ctsearcher train`) or a directory written by `ctsearcher import-upstream`")
+
+
 def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple[Any, Config]:
     """Read a model folder (`save_model`, a training run's `<workdir>/model`, `import-upstream`):
-    (Flax NNX model of `config.model.arch`, Config). Folders written before `config.json`
-    existed (only `config.yaml`) load too.
+    (Flax NNX model of `config.model.arch`, Config). A training run folder loads its exported
+    model (`<workdir>/model`), as `predict --checkpoint` does. Folders written before
+    `config.json` existed (only `config.yaml`) load too.
 
-        model, config = load_model("runs/paper/model")
+        model, config = load_model("runs/paper")        # or "runs/paper/model"
 
     Raises CheckpointError naming the file for a missing file, a hash mismatch, or tensors that do
     not fit the config. `rng_seed` seeds the dropout stream of the rebuilt model.
     """
-    from flax import nnx
-    from safetensors import SafetensorError, safe_open
-
-    from ctsearcher_jax.model.factory import build
-
-    model_dir = Path(model_dir)
+    model_dir = resolve_model_dir(model_dir)
     weights = model_dir / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{weights} does not exist; expected a directory written by "
-                              "`ctsearcher import-upstream` or by training's model export")
     config, config_path = read_model_config(model_dir)
     try:
         with safe_open(str(weights), framework="numpy") as f:

@@ -18,6 +18,7 @@ from flax import nnx
 
 from ctsearcher_jax.config import ModelConfig
 from ctsearcher_jax.errors import WeightsError
+from ctsearcher_jax.model.factory import build
 
 Path = tuple[Any, ...]
 
@@ -162,8 +163,6 @@ def _torch_flat_shape(key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 def check_state(state: Mapping[str, np.ndarray], config: ModelConfig,
                 source: str = "<state dict>") -> None:
     """Raise WeightsError listing unknown keys, missing keys and shape mismatches."""
-    from ctsearcher_jax.model.factory import build
-
     abstract = nnx.eval_shape(lambda: build(config, nnx.Rngs(0)))
     expected = {}
     for key, path, transform in key_map(config):

@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
+import jaxlib
+
 from ctsearcher_jax.errors import ConfigError
 
 # What `require()` accepts: JAX's platform names.
@@ -36,9 +39,6 @@ def usable_cores() -> int:
 
 def describe() -> dict[str, Any]:
     """Backend, devices and versions of this process (starts the backend)."""
-    import jax
-    import jaxlib
-
     devices = jax.devices()
     local = jax.local_devices()
     kinds = sorted({d.device_kind for d in devices})
@@ -88,7 +88,7 @@ def require(backend: str) -> dict[str, Any]:
 def _cuda_versions() -> str | None:
     """'CUDA runtime X, cuDNN Y' as the CUDA plugin reports them (None when it does not say)."""
     try:
-        from jax._src.lib import cuda_versions  # the plugin's own version query
+        from jax._src.lib import cuda_versions  # noqa: PLC0415 (private; absent in some jaxlib builds)
     except ImportError:
         return None
     if cuda_versions is None:

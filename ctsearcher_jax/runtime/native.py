@@ -31,6 +31,9 @@ import tempfile
 import threading
 from pathlib import Path
 
+import jax
+import jaxlib
+
 from ctsearcher_jax import logs
 
 log = logs.get(__name__)
@@ -90,9 +93,6 @@ class BuildError(RuntimeError):
 
 def build(source: Path, env: dict[str, str] | None = None) -> Path:
     """Compile `source` into the cache (once; later calls return the cached library's path)."""
-    import jax
-    import jaxlib
-
     cxx = compiler(env)
     if cxx is None:
         raise BuildError("no C++ compiler found (set CXX, or install g++ or clang++)")
@@ -162,8 +162,6 @@ def register(source: str, handlers: tuple[tuple[str, str], ...]) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _register(source: str, handlers: tuple[tuple[str, str], ...]) -> bool:
-    import jax
-
     lib = _load(source)
     if lib is None:
         return False

@@ -23,8 +23,15 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import grain
+import jax
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
 from ctsearcher_jax.config import Config, to_dict
-from ctsearcher_jax.errors import CheckpointError, ConfigError
+from ctsearcher_jax.errors import CheckpointError, ConfigError, OutputError
+from ctsearcher_jax.metrics.registry import METRICS
 
 # Config keys that must not change when a run is resumed: they define the model, the data
 # order, the optimisation trajectory or the meaning of the step counter. Everything else
@@ -74,8 +81,6 @@ TRAINING_METRICS_HIGHER_IS_BETTER = {"eval_loss": False, "eval_spatial": False,
 
 def metric_higher_is_better(name: str) -> bool:
     """Direction of a selection metric: the metrics registry, or the training losses (lower)."""
-    from ctsearcher_jax.metrics.registry import METRICS
-
     if name in METRICS:
         return METRICS[name].higher_is_better
     if name in TRAINING_METRICS_HIGHER_IS_BETTER:
@@ -176,20 +181,12 @@ class RunCheckpoints:
 
     def __init__(self, workdir: str | Path, config: Config, *, best_metric: str | None,
                  enable_async: bool = True):
-        import grain
-        import orbax.checkpoint as ocp
-        from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
-
-        import jax
-
         self.directory = Path(workdir).absolute() / "checkpoints"
         self.best_metric = best_metric
         self.set_aside: list[Path] = []
         if jax.process_index() == 0:
             self.set_aside = set_aside_incomplete(self.directory)
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             multihost_utils.sync_global_devices("ctsearcher checkpoints checked")
         train = config.train
         policies = [pp.LatestN(n=train.keep_last)]
@@ -253,8 +250,6 @@ class RunCheckpoints:
         is exact too: the pipeline's order is a function of the global step alone, so each
         process's iterator is set to `step` consumed local batches.
         """
-        import jax
-
         ocp = self._ocp
         own = (self.directory / str(step) / "data" /
                f"process_{jax.process_index()}-of-{jax.process_count()}.json")
@@ -286,8 +281,6 @@ class RunCheckpoints:
 
     def _write_failed(self, exc: BaseException, step: int) -> None:
         """Re-raise a failed write as one-line OutputError (other errors unchanged)."""
-        from ctsearcher_jax.errors import OutputError
-
         cause = write_error_in(exc)
         if cause is None:
             raise exc

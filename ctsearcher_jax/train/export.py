@@ -9,8 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jax
+from flax import nnx
+
 from ctsearcher_jax.config import Config
-from ctsearcher_jax.io import atomic_write_json
+from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.io import atomic_write_json, loads_json
+from ctsearcher_jax.model.factory import build
+from ctsearcher_jax.model.serialization import save_model
+from ctsearcher_jax.train.checkpoint import metric_higher_is_better
+from ctsearcher_jax.train.evaluators import model_state_on_host
 
 
 def eval_metrics_at(workdir: Path, step: int) -> dict[str, float | None]:
@@ -18,8 +26,6 @@ def eval_metrics_at(workdir: Path, step: int) -> dict[str, float | None]:
     path = workdir / "metrics.jsonl"
     if not path.is_file():
         return {}
-    from ctsearcher_jax.errors import DataError
-    from ctsearcher_jax.io import loads_json
 
     found: dict[str, float | None] = {}
     for line in path.read_text(errors="replace").splitlines():
@@ -47,13 +53,6 @@ def export_model(config: Config, state, out_dir: Path, info: dict[str, Any],
 
     Every process takes part (gathering the parameters is a collective); process 0 writes.
     """
-    import jax
-    from flax import nnx
-
-    from ctsearcher_jax.model.factory import build
-    from ctsearcher_jax.model.serialization import save_model
-    from ctsearcher_jax.train.evaluators import model_state_on_host
-
     host = model_state_on_host(state)
     if jax.process_index() == 0:
         model = build(config.model, nnx.Rngs(0))
@@ -75,7 +74,6 @@ def export_selected(config: Config, workdir: Path, checkpoints, state, *, step: 
         tree = checkpoints.restore_state(exported, restore_target.checkpoint_tree())
         state = type(restore_target).from_checkpoint_tree(tree)
     selected = best_metric if exported == best else None
-    from ctsearcher_jax.train.checkpoint import metric_higher_is_better
 
     metrics = eval_metrics_at(workdir, exported)
     direction = None if selected is None else (
@@ -92,8 +90,6 @@ def export_selected(config: Config, workdir: Path, checkpoints, state, *, step: 
 
 
 def _directions(metrics: dict[str, Any]) -> dict[str, str]:
-    from ctsearcher_jax.train.checkpoint import metric_higher_is_better
-
     out = {}
     for name in metrics:
         try:

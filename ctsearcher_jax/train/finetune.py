@@ -32,8 +32,23 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ctsearcher_jax import config as config_lib
 from ctsearcher_jax.config import Config
 from ctsearcher_jax.errors import CheckpointError, ConfigError
+from ctsearcher_jax.metrics.scanmatch_reward import default_group_size, hmean_reward
+from ctsearcher_jax.model.losses import duration_log_pdf, scanpath_loss
+from ctsearcher_jax.model.positional import PositionalTable
+from ctsearcher_jax.model.sampling import draw_from_outputs
+from ctsearcher_jax.model.serialization import load_model, resolve_model_dir
+from ctsearcher_jax.train import step as step_lib
+from ctsearcher_jax.train.step import (
+    apply_update,
+    batch_targets,
+    jit_train_step,
+    pack,
+    reader_outputs,
+    unpack,
+)
 
 SAMPLE_STREAM = 1  # fold_in constant separating the sampling key from the dropout key
 
@@ -45,9 +60,6 @@ def finetune_config(source: str | Path, overrides: list[str] | None = None) -> C
     then sets finetune.source, train.lr = lr * finetune.lr_scale, warm-up 0 and
     train.epochs = finetune.epochs.
     """
-    from ctsearcher_jax import config as config_lib
-    from ctsearcher_jax.predict import resolve_model_dir
-
     model_dir = resolve_model_dir(source)
     base = config_lib.load(model_dir / "config.yaml", overrides or [])
     if any(o.split("=", 1)[0].strip().startswith("model.") for o in overrides or []):
@@ -60,9 +72,6 @@ def finetune_config(source: str | Path, overrides: list[str] | None = None) -> C
 
 def start_from_source(config: Config, state, shardings):
     """`state` with the model weights of `config.finetune.source` (optimizer state untouched)."""
-    from ctsearcher_jax.model.positional import PositionalTable
-    from ctsearcher_jax.model.serialization import load_model
-
     model, source_config = load_model(config.finetune.source)
     if source_config.model != config.model:
         raise CheckpointError(f"{config.finetune.source}: its model config differs from the run's "
@@ -83,8 +92,6 @@ def start_from_source(config: Config, state, shardings):
 def make_step(graphdef, config: Config, schedule: Callable, state_shardings=None,
               metric_sharding=None):
     """The run's train step: supervised (`step.make_train_step`) or fine-tuning (below)."""
-    from ctsearcher_jax.train import step as step_lib
-
     if not config.finetune.source:
         return step_lib.make_train_step(graphdef, config.train, schedule, state_shardings,
                                         metric_sharding)
@@ -94,10 +101,6 @@ def make_step(graphdef, config: Config, schedule: Callable, state_shardings=None
 def policy_gradient(outputs, shared: bool, batch, key, config: Config):
     """(pg loss, stats) of one batch; see the module docstring. outputs: (B, ...) when `shared`
     else (B*R, ...). stats: reward_mean, reward_std over real (CT, reader) pairs and samples."""
-    from ctsearcher_jax.metrics.scanmatch_reward import default_group_size, hmean_reward
-    from ctsearcher_jax.model.losses import duration_log_pdf
-    from ctsearcher_jax.model.sampling import draw_from_outputs
-
     ft, ev = config.finetune, config.eval
     logits, mu, log_sigma2 = outputs
     b, r = batch["reader_mask"].shape
@@ -143,10 +146,6 @@ def policy_gradient(outputs, shared: bool, batch, key, config: Config):
 def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shardings=None,
                        metric_sharding=None):
     """jit-compiled `step(state, rng_state, batch) -> (state, metrics)`; `state` is donated."""
-    from ctsearcher_jax.model.losses import scanpath_loss
-    from ctsearcher_jax.train.step import (apply_update, batch_targets, jit_train_step, pack,
-                                           reader_outputs, unpack)
-
     train, ft = config.train, config.finetune
     if train.grad_accum_steps != 1:
         raise ConfigError("fine-tuning does not accumulate gradients: set train.grad_accum_steps=1 "

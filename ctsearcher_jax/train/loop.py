@@ -23,15 +23,37 @@ import dataclasses
 import logging
 import math
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
 from ctsearcher_jax.config import Config, to_dict, write_resolved
+from ctsearcher_jax.data.pipeline import (
+    CTExampleSource,
+    eval_dataset,
+    make_iterator,
+    max_readers,
+    train_dataset,
+)
 from ctsearcher_jax.data.readers import with_readers
+from ctsearcher_jax.data.schema import load_dataset
 from ctsearcher_jax.errors import ConfigError, DataError
 from ctsearcher_jax.io import atomic_write_json
 from ctsearcher_jax.logs import progress_bars
+from ctsearcher_jax.train import checkpoint as ckpt_lib
+from ctsearcher_jax.train import finetune as finetune_lib
+from ctsearcher_jax.train import sharding as sh
+from ctsearcher_jax.train import step as step_lib
+from ctsearcher_jax.train.evaluators import LossEvaluator, ScanpathMetricsEvaluator, scalar
+from ctsearcher_jax.train.export import export_selected
+from ctsearcher_jax.train.optimizer import lr_schedule, make_optimizer
+from ctsearcher_jax.train.tracker import make_tracker
 
 _log = logging.getLogger(__name__)
 
@@ -114,8 +136,6 @@ class _StopFlag:
         self._previous = None
 
     def install(self) -> None:
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
 
@@ -132,22 +152,16 @@ class _StopFlag:
         sync: with several processes, agree now (every process must pass the same value at the
         same step); False = not at this step (returns False).
         """
-        import jax
-        import numpy as np
-
         if jax.process_count() == 1:
             return self.requested
         if not sync:
             return False
-        from jax.experimental import multihost_utils
 
         flags = multihost_utils.process_allgather(np.array([int(self.requested)], np.int32))
         return bool(np.asarray(flags).any())
 
 
 def _split_items(config: Config):
-    from ctsearcher_jax.data.schema import load_dataset
-
     items = load_dataset(config.data.data_dir, frame=config.data.frame)
     train = tuple(it for it in items if it.split == config.data.train_split)
     if not train:
@@ -176,21 +190,6 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
     extra_evaluators: optional factory `(config, graphdef, rng_state, mesh, eval_items) ->
     [Evaluator, ...]` of further evaluators (see `train/evaluators.py`).
     """
-    import jax
-    from tqdm import tqdm
-
-    from ctsearcher_jax.data.pipeline import (CTExampleSource, eval_dataset, make_iterator,
-                                              max_readers, train_dataset)
-    from ctsearcher_jax.train import checkpoint as ckpt_lib
-    from ctsearcher_jax.train import sharding as sh
-    from ctsearcher_jax.train import finetune as finetune_lib
-    from ctsearcher_jax.train import step as step_lib
-    from ctsearcher_jax.train.evaluators import (LossEvaluator, ScanpathMetricsEvaluator,
-                                                 scalar)
-    from ctsearcher_jax.train.export import export_selected
-    from ctsearcher_jax.train.optimizer import lr_schedule, make_optimizer
-    from ctsearcher_jax.train.tracker import make_tracker
-
     workdir = Path(workdir)
     train_cfg = config.train
     process_index, process_count = jax.process_index(), jax.process_count()
@@ -388,7 +387,5 @@ def step_line(step: int, total: int, metrics: dict[str, float], eta_seconds: flo
 
 def target_of(abstract, shardings):
     """Restore target: ShapeDtypeStructs carrying the shardings to restore into."""
-    import jax
-
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract, shardings)

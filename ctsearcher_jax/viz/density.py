@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib import colormaps
 
 from ctsearcher_jax.config import GAZE_FRAME
 from ctsearcher_jax.data.schema import Scanpath
@@ -140,8 +141,6 @@ def plot_density(volume: CTVolume, window: Window, gt: Sequence[Scanpath],
     (transparent where low); the colour scale is shared by all panels of the figure so rows
     compare. Pixel size: (num_slices * panel_inches * dpi) x ((rows * panel_inches + 0.3) * dpi).
     """
-    from matplotlib import colormaps
-
     rows = [(label, list(sps)) for label, sps in (("ground truth", gt), ("prediction", pred))
             if sps]
     if not rows:

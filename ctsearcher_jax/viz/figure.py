@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
 from ctsearcher_jax.io import atomic_write
 
 
 def new_figure(width_in: float, height_in: float, dpi: int):
     """A `Figure` of exactly (width_in x height_in) inches at `dpi` (constrained layout)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig

@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ctsearcher_jax.data.inspect import volume_stem
 from ctsearcher_jax.data.schema import Scanpath
 from ctsearcher_jax.paths import check_name
 from ctsearcher_jax.viz.animation import write_slice_gif
 from ctsearcher_jax.viz.density import plot_density
 from ctsearcher_jax.viz.scanpaths import plot_drilling, plot_scanpath_projections
+from ctsearcher_jax.viz.viewer import default_paths, write_viewer
 from ctsearcher_jax.viz.volume import load_volume, resolve_window
 
 FIGURES = ("projections", "drilling", "density", "slices", "viewer")
@@ -51,8 +53,6 @@ def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath
         check_name(name, f"CT {name!r}")  # a file name, never a path (no '..', no '/')
     volume = load_volume(volume_path)
     if name is None:
-        from ctsearcher_jax.data.inspect import volume_stem
-
         name = volume_stem(volume_path) or Path(volume_path).stem
     win = resolve_window(window, volume.data)
     out_dir = Path(out_dir)
@@ -74,8 +74,6 @@ def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath
         written["slices"] = write_slice_gif(volume, win, gt, pred, paths["slices"], side=gif_side,
                                             max_frames=gif_max_frames)
     if "viewer" in paths:
-        from ctsearcher_jax.viz.viewer import default_paths, write_viewer
-
         written["viewer"], _ = write_viewer(
             paths["viewer"], volume, default_paths(gt, pred), name=name, window=window,
             sources=sources, clip_z=True)

@@ -23,7 +23,10 @@ import textwrap
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib.patheffects as pe
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.collections import LineCollection
 
 from ctsearcher_jax.data.schema import Scanpath
 from ctsearcher_jax.viz.figure import new_figure, save_png
@@ -69,10 +72,6 @@ def draw_scanpath(ax, h: np.ndarray, v: np.ndarray, durations: np.ndarray, *,
     h, v: (n,) horizontal and vertical positions; durations: (n,) seconds; outside: (n,) bool,
     fixations that were clipped to the volume edge (drawn hollow).
     """
-    import matplotlib.patheffects as pe
-    from matplotlib import colormaps
-    from matplotlib.collections import LineCollection
-
     n = len(h)
     colours = colormaps[cmap](np.linspace(0.05, 0.95, max(n, 2)))[:n]
     if n > 1:
@@ -179,8 +178,6 @@ def plot_drilling(gt: Sequence[Scanpath], pred: Sequence[Scanpath] | None,
     at the top, as in the coronal and sagittal views. Pixel size: (panels * panel_inches[0] *
     dpi) x (panel_inches[1] * dpi).
     """
-    from matplotlib import colormaps
-
     groups = [(label, list(sps), cmap) for label, sps, cmap in
               (("ground truth", gt, "tab10"), ("prediction", pred, "Dark2")) if sps]
     if not groups:

@@ -33,15 +33,20 @@ import json
 import math
 import os
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ctsearcher_jax.config import GAZE_FRAME
 from ctsearcher_jax.data.schema import Scanpath
 from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.io import atomic_write_text
+from ctsearcher_jax.metrics.protocol import score_pairs
+from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES
 from ctsearcher_jax.viz.scanpaths import fixation_onsets
 from ctsearcher_jax.viz.volume import WINDOWS, CTVolume, gaze_to_voxel, resolve_window
 
@@ -82,8 +87,6 @@ def default_paths(gt: Sequence[Scanpath], pred: Sequence[Scanpath] | None, *,
 # ------------------------------------------------------------------ the CT
 
 def _downsample(slice_2d: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
     if slice_2d.shape == out_hw:
         return slice_2d
     img = Image.fromarray(np.ascontiguousarray(slice_2d, np.float32), mode="F")
@@ -123,8 +126,6 @@ def encode_slices(data: np.ndarray, max_side: int = MAX_SIDE, hu_range: tuple[fl
 
     Returns {"height", "width", "offset", "step", "levels", "slices": [K base64 PNG strings]}.
     """
-    from PIL import Image
-
     offset, step, levels = quantisation(data, hu_range, hu_step)
     h, w = display_shape(data.shape, max_side)
     hi_clip = offset + step * (levels - 1)
@@ -156,8 +157,6 @@ def encode_slices_within(data: np.ndarray, max_side: int = MAX_SIDE, hu_step: fl
 
 def decode_slice(encoded: Mapping[str, Any], k: int) -> np.ndarray:
     """Inverse of `encode_slices` for slice k: (h, w) float64 values (what the page computes)."""
-    from PIL import Image
-
     planes = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded["slices"][k]))), np.uint16)
     h = encoded["height"]
     v = (planes[:h] << 8) | planes[h:]
@@ -239,9 +238,6 @@ def pair_metrics(reference: Scanpath, others: Sequence[Scanpath],
 
     Returns one {metric name: value} per other scanpath (NaN becomes None for JSON).
     """
-    from ctsearcher_jax.metrics.protocol import score_pairs
-    from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES
-
     families = DEFAULT_FAMILIES if families is None else tuple(families)
     if not others:
         return []
@@ -276,8 +272,6 @@ def viewer_payload(volume: CTVolume, paths: Sequence[ViewerPath], *, name: str,
                    max_slice_bytes: int | None = MAX_SLICE_BYTES) -> dict[str, Any]:
     """The JSON object embedded in the page (everything it shows); arguments as
     `build_viewer_html`."""
-    import warnings
-
     shape = volume.shape
     check_paths(paths, shape, clip_z=clip_z)
     with warnings.catch_warnings():
@@ -376,8 +370,6 @@ def metrics_against(paths: Sequence[ViewerPath], reference: int) -> list[dict[st
 def write_viewer(path: str | os.PathLike[str], volume: CTVolume, paths: Sequence[ViewerPath],
                  **kwargs: Any) -> tuple[Path, int]:
     """Build the page (`build_viewer_html` arguments) and write it atomically; (path, bytes)."""
-    from ctsearcher_jax.io import atomic_write_text
-
     text = build_viewer_html(volume, paths, **kwargs)
     written = atomic_write_text(path, text)
     return written, written.stat().st_size

@@ -16,6 +16,7 @@ import os
 import warnings
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from ctsearcher_jax.data.coordinates import gaze_to_voxel  # noqa: F401 (re-exported for viz)
@@ -112,8 +113,6 @@ class CTVolume:
 
 def load_volume(path: str | os.PathLike[str]) -> CTVolume:
     """Read a 3D NIfTI volume (no reorientation). Raises DataError naming the file."""
-    import nibabel as nib
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such CT volume")

@@ -23,7 +23,6 @@ def main() -> None:
                                    process_id=int(sys.argv[5]))
     import jax
     import numpy as np
-
     from extract_helpers import fake_encoder, fake_extractor
 
     if mode == "devices":

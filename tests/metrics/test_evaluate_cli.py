@@ -99,7 +99,7 @@ def test_evaluate_human_consistency(files):
 
 def test_scoring_progress_reports_only_runs_over_a_few_seconds(capsys):
     from ctsearcher_jax import logs
-    from ctsearcher_jax.commands.evaluate import ScoringProgress
+    from ctsearcher_jax.evaluation import ScoringProgress
 
     logs.setup(0)
     clock = iter([0.0, 1.0, 2.0, 5.0, 9.0, 30.0])

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tinydata  # tests/train is on the path (pyproject: pythonpath)
 from flax import nnx
 
-import tinydata  # tests/train is on the path (pyproject: pythonpath)
 from ctsearcher_jax.config import from_dict
 from ctsearcher_jax.errors import ConfigError, DataError
 

@@ -21,11 +21,11 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import nibabel as nib
 import numpy as np
 
 from ctsearcher_jax.config import GAZE_FRAME
-from ctsearcher_jax.data.synthetic.anatomy import (DEFAULT_SHAPE, check_shape, make_phantom,
-                                                   make_report)
+from ctsearcher_jax.data.synthetic.anatomy import DEFAULT_SHAPE, check_shape, make_phantom, make_report
 from ctsearcher_jax.data.synthetic.readers import make_scanpath, reader_style
 from ctsearcher_jax.data.synthetic.seeds import STREAM_CT, STREAM_SCANPATH, STREAM_SPLIT, stream_rng
 from ctsearcher_jax.errors import ConfigError, DataError
@@ -63,8 +63,6 @@ def nifti_gz_bytes(hu: np.ndarray, spacing: Sequence[float]) -> bytes:
     Stored value = HU + 1024 with scl_slope 1, scl_inter -1024 (readers must apply the scaling,
     as nibabel's `get_fdata` does). The gzip header carries mtime 0 and no file name.
     """
-    import nibabel as nib
-
     hu = np.asarray(hu)
     stored = (hu.astype(np.int32) - int(HU_INTERCEPT)).astype(np.int16)
     affine = phantom_affine(hu.shape, spacing)

@@ -25,6 +25,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.io import atomic_write_json, read_json
 from ctsearcher_jax.paths import name_problem
@@ -143,8 +145,6 @@ def npy_problem(path: Path, shape: tuple[int, ...] | None) -> str | None:
     Reads only the header and the file size, so checking a cache of thousands of CTs is cheap:
     a truncated file (a copy cut short, a full disk) has fewer bytes than its header promises.
     """
-    import numpy as np
-
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
