@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from ctsearcher_jax.config import ExtractConfig
 from ctsearcher_jax.data import manifest as mf
+from ctsearcher_jax.data.nifti import is_nifti_name, volume_name
 from ctsearcher_jax.errors import CTSearcherError, DataError, WeightsError
 from ctsearcher_jax.io import atomic_save_npy
 from ctsearcher_jax.logs import progress_bars
@@ -48,7 +49,6 @@ from ctsearcher_jax.runtime.multihost import agree_on_error
 from feature_extraction import swin_unetr
 from feature_extraction import weights as wts
 from feature_extraction.merge import merge_windows
-from ctsearcher_jax.data.nifti import is_nifti_name, volume_name
 from feature_extraction.preprocess import load_volume
 from feature_extraction.sliding_window import WindowEncoder, pad_volume, plan_windows, process_share
 

@@ -64,9 +64,9 @@ def test_predict_never_replaces_cached_features_of_other_weights(setup):
     import numpy as np
 
     from ctsearcher_jax.data import manifest as mf
+    from ctsearcher_jax.data.nifti import volume_name
     from ctsearcher_jax.errors import DataError
     from ctsearcher_jax.predict import predict_volumes
-    from ctsearcher_jax.data.nifti import volume_name
 
     root, cfg = setup
     cts = sorted((root / "data" / "cts").glob("*.nii.gz"))

@@ -16,10 +16,10 @@ from extract_helpers import CHANNELS, fake_extractor, write_ct  # noqa: E402
 
 from ctsearcher_jax.config import ExtractConfig  # noqa: E402
 from ctsearcher_jax.data import manifest as mf  # noqa: E402
+from ctsearcher_jax.data.nifti import volume_name  # noqa: E402
 from ctsearcher_jax.errors import DataError  # noqa: E402
 from feature_extraction import extract as ex  # noqa: E402
 from feature_extraction.merge import merge_windows  # noqa: E402
-from ctsearcher_jax.data.nifti import volume_name  # noqa: E402
 from feature_extraction.preprocess import load_volume, scale_hu  # noqa: E402
 from feature_extraction.sliding_window import pad_volume, plan_windows  # noqa: E402
 
