@@ -12,7 +12,11 @@ Reads what the other stages leave in a workdir:
 - `model/export.json`: which step the exported model is and the metric (and value) that chose it;
 - `provenance.json`: one entry per training launch (version, git commit, time, devices).
 
-Writes `<workdir>/report/report.md`, `report.html` and `curves.png` (atomically). The report
+Writes `<workdir>/report/report.md`, `report.html` and `curves.png` (atomically): `collect_report`
+gathers a `ReportContent`, which two Jinja2 templates (`templates/report.{md,html}.j2`) render.
+Every value from the run's files (CT names, steps, metric names, paths) is escaped by the
+template environment, once per output kind: HTML by autoescape, Markdown by
+`text.markdown_text`; figures draw text literally (`viz/figure.py`). The report
 folder is self-contained: the figures shown are copied into `report/figures/` and the viewers of
 the CTs shown into `report/viewers/` (each one self-contained page), all linked by relative paths,
 so `report/` can be copied or sent on its own. It ends with its provenance: package version, git
@@ -22,18 +26,22 @@ commit when run from a checkout, date, the training launches' devices, and the r
 from __future__ import annotations
 
 import dataclasses
-import html
 import math
 import os
+import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
+import jinja2
+import markupsafe
 
 from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.io import atomic_write, atomic_write_text, loads_json, read_json
 from ctsearcher_jax.metrics.registry import METRICS
 from ctsearcher_jax.provenance import collect, read_launches
+from ctsearcher_jax.text import markdown_text, visible
+from ctsearcher_jax.viz.figure import new_figure, save_png
 
 REPORT_DIR = "report"
 EVAL_DIR = "evaluation"
@@ -98,7 +106,7 @@ def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path | None:
         return None
     cols = min(4, len(names))
     nrows = -(-len(names) // cols)
-    fig = Figure(figsize=(3.4 * cols, 2.6 * nrows), dpi=100)
+    fig = new_figure(3.4 * cols, 2.6 * nrows, dpi=100)
     for i, name in enumerate(names):
         ax = fig.add_subplot(nrows, cols, i + 1)
         for split, pts in series[name].items():
@@ -109,14 +117,7 @@ def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path | None:
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return atomic_write(out, lambda f: fig.savefig(f, format="png"))
-
-
-def _html_code(escaped: str) -> str:
-    """`code` spans of an already escaped Markdown sentence as <code> elements."""
-    parts = escaped.split("`")
-    return "".join(f"<code>{p}</code>" if k % 2 else p for k, p in enumerate(parts))
+    return save_png(fig, out)
 
 
 def _fmt(v: Any) -> str:
@@ -210,9 +211,50 @@ def _config_text(workdir: Path) -> str:
     return path.read_text() if path.is_file() else "(no config.yaml in the workdir)"
 
 
+@dataclasses.dataclass
+class FigureSet:
+    """The figures of one CT in the report: its name, its viewer and images (report-relative)."""
+
+    name: str
+    viewer: str | None
+    images: list[dict[str, str]]  # {"name", "path"}
+
+
+@dataclasses.dataclass
+class ReportContent:
+    """Everything the report shows, collected from a workdir (`collect_report`). Sentences
+    (`exported`, `provenance`) are lists of (is_code, text) parts; paths are relative to the
+    report folder."""
+
+    title: str
+    workdir: str
+    training: dict[str, Any] | None  # {"steps", "last_step", "last_loss"} of the train rows
+    exported: list[list[tuple[bool, str]]]
+    table_header: list[str]
+    table_rows: list[list[str]]
+    curves: str | None
+    figures: list[FigureSet]
+    provenance: list[list[tuple[bool, str]]]
+    config_text: str
+
+
 def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
                  max_figures: int = 8) -> ReportFiles:
     """Collect what the run left in `workdir` and write the Markdown and HTML reports."""
+    out = Path(workdir) / REPORT_DIR
+    content = collect_report(workdir, title=title, max_figures=max_figures)
+    md_path = atomic_write_text(out / "report.md", _MARKDOWN.get_template("report.md.j2")
+                                .render(c=content))
+    html_path = atomic_write_text(out / "report.html", _HTML.get_template("report.html.j2")
+                                  .render(c=content))
+    curves = out / content.curves if content.curves else None
+    return ReportFiles(markdown=md_path, html=html_path, curves=curves)
+
+
+def collect_report(workdir: str | os.PathLike[str], *, title: str | None = None,
+                   max_figures: int = 8) -> ReportContent:
+    """Read the run's files, draw the curves and copy the figures and viewers shown into
+    `<workdir>/report/`; DataError when there is nothing to report."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise DataError(f"{workdir}: no such workdir; pass the folder given to `ctsearcher train`")
@@ -224,83 +266,76 @@ def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
                         f"train with `ctsearcher train --workdir {workdir}` and score with "
                         f"`ctsearcher evaluate --out {workdir}/{EVAL_DIR}/model.json`")
     curves = plot_curves(rows, out / "curves.png")
-    figures = sorted(p for p in (workdir / FIGURE_DIR).glob("*") if p.suffix in (".png", ".gif")) \
-        if (workdir / FIGURE_DIR).is_dir() else []
+    train_rows = [r for r in rows if r.get("split", "train") == "train"]
+    training = ({"steps": len(train_rows), "last_step": train_rows[-1]["step"],
+                 "last_loss": _fmt(train_rows[-1].get("loss"))} if train_rows else None)
+    header, table = metric_table(evaluations)
+    return ReportContent(
+        title=title or f"CT-Searcher run: {workdir.name}", workdir=str(workdir),
+        training=training, exported=[_spans(line) for line in exported_model_lines(workdir)],
+        table_header=header, table_rows=table,
+        curves=os.path.relpath(curves, out) if curves else None,
+        figures=_figure_sets(workdir, out, max_figures),
+        provenance=[_spans(line) for line in provenance_lines(workdir)],
+        config_text=_config_text(workdir))
+
+
+def _figure_sets(workdir: Path, out: Path, max_figures: int) -> list[FigureSet]:
+    """The figures (and viewers) of the first CTs of `predictions/figures`, copied under `out`."""
+    figure_dir = workdir / FIGURE_DIR
+    figures = sorted(p for p in figure_dir.glob("*") if p.suffix in (".png", ".gif")) \
+        if figure_dir.is_dir() else []
     by_ct: dict[str, list[Path]] = {}
     for p in figures:
         by_ct.setdefault(p.stem.rsplit("_", 1)[0], []).append(p)
     ct_names = list(by_ct)[: max(1, max_figures // 4)]
-    viewers = copy_viewers(workdir / FIGURE_DIR, ct_names, out / VIEWER_DIR)
+    viewers = copy_viewers(figure_dir, ct_names, out / VIEWER_DIR)
     copies = copy_figures([p for n in ct_names for p in by_ct[n]], out / REPORT_FIGURES)
-    by_ct = {n: [copies[p] for p in by_ct[n]] for n in ct_names}
-    exported = exported_model_lines(workdir)
-    provenance = provenance_lines(workdir)
-    header, table = metric_table(evaluations)
-    title = title or f"CT-Searcher run: {workdir.name}"
-    train_rows = [r for r in rows if r.get("split", "train") == "train"]
+    return [FigureSet(name, os.path.relpath(viewers[name], out) if name in viewers else None,
+                      [{"name": p.name, "path": os.path.relpath(copies[p], out)} for p in by_ct[name]])
+            for name in ct_names]
 
-    def rel(p: Path) -> str:
-        return os.path.relpath(p, out)
 
-    # Markdown
-    md = [f"# {title}", "", f"Workdir: `{workdir}`", ""]
-    if train_rows:
-        md += [f"Training: {len(train_rows)} logged steps, last step {train_rows[-1]['step']}, "
-               f"last loss {_fmt(train_rows[-1].get('loss'))}.", ""]
-    md += ["## Exported model", "", *exported, "", "## Metrics", ""]
-    if table:
-        md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        md += ["| " + " | ".join(r) + " |" for r in table]
-        md += ["", "Mean ± population std over scored pairs (`ctsearcher evaluate`); "
-                   "↑ higher is better, ↓ lower is better.", ""]
-    else:
-        md += ["No evaluation reports found in `evaluation/`.", ""]
-    if curves:
-        md += ["## Training curves", "", f"![training curves]({rel(curves)})", ""]
-    if ct_names:
-        md += ["## Figures", ""]
-        for name in ct_names:
-            md += [f"### {name}", ""]
-            if name in viewers:
-                md += [f"[Interactive viewer]({rel(viewers[name])}) (replay the scanpaths over "
-                       f"the slices; opens in any browser)", ""]
-            md += [f"![{p.name}]({rel(p)})" for p in by_ct[name]] + [""]
-    md += ["## Provenance", "", *[f"- {line}" for line in provenance], ""]
-    md += ["## Resolved config", "", "```yaml", _config_text(workdir).rstrip(), "```", ""]
-    md_path = atomic_write_text(out / "report.md", "\n".join(md))
+def _spans(line: str) -> list[tuple[bool, str]]:
+    """A sentence with `code` spans as (is_code, text) parts."""
+    return [(k % 2 == 1, part) for k, part in enumerate(line.split("`")) if part]
 
-    # HTML (its images are the copies under report/)
-    e = html.escape
-    h = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
-         "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;"
-         "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%;"
-         "border:1px solid #eee;margin:4px 0}pre{background:#f6f6f6;padding:1em;overflow:auto}"
-         "</style></head><body>", f"<h1>{e(title)}</h1>", f"<p>Workdir: <code>{e(str(workdir))}</code></p>"]
-    if train_rows:
-        h.append(f"<p>Training: {len(train_rows)} logged steps, last step {train_rows[-1]['step']}, "
-                 f"last loss {e(_fmt(train_rows[-1].get('loss')))}.</p>")
-    h += ["<h2>Exported model</h2>", *[f"<p>{_html_code(e(line))}</p>" for line in exported]]
-    h.append("<h2>Metrics</h2>")
-    if table:
-        h.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in header) + "</tr>")
-        h += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in table]
-        h.append("</table><p>Mean ± population std over scored pairs; ↑ higher is better, "
-                 "↓ lower is better.</p>")
-    else:
-        h.append("<p>No evaluation reports found in <code>evaluation/</code>.</p>")
-    if curves:
-        h += ["<h2>Training curves</h2>", f"<img src='{e(rel(curves))}' alt='training curves'>"]
-    if ct_names:
-        h.append("<h2>Figures</h2>")
-        for name in ct_names:
-            h.append(f"<h3>{e(name)}</h3>")
-            if name in viewers:
-                h.append(f"<p><a href='{e(rel(viewers[name]))}'>Interactive viewer</a> (replay "
-                         f"the scanpaths over the slices; opens in any browser)</p>")
-            h += [f"<img src='{e(rel(p))}' alt='{e(p.name)}'>" for p in by_ct[name]]
-    h += ["<h2>Provenance</h2>", "<ul>", *[f"<li>{_html_code(e(line))}</li>" for line in provenance],
-          "</ul>"]
-    h += ["<h2>Resolved config</h2>", f"<pre>{e(_config_text(workdir))}</pre>", "</body></html>"]
-    html_path = atomic_write_text(out / "report.html", "\n".join(h))
-    return ReportFiles(markdown=md_path, html=html_path, curves=curves)
+
+class _Verbatim(str):
+    """Markdown the template built on purpose (code spans, fenced blocks, URLs): not escaped again."""
+
+
+def _markdown_finalize(value: Any) -> str:
+    return value if isinstance(value, _Verbatim) else markdown_text(value)
+
+
+def _markdown_code(value: Any) -> _Verbatim:
+    """Inline code span content: literal in Markdown; a backtick cannot close the span early."""
+    return _Verbatim(visible(value).replace("`", "'"))
+
+
+def _markdown_fenced(value: Any, language: str = "") -> _Verbatim:
+    """A fenced code block longer than any backtick run inside it (its lines stay as they are)."""
+    longest = max((len(run) for run in re.findall(r"`+", str(value))), default=0)
+    fence = "`" * max(3, longest + 1)
+    return _Verbatim(f"{fence}{language}\n{str(value).rstrip()}\n{fence}")
+
+
+def _url(value: Any) -> _Verbatim:
+    """A relative link target, percent-encoded (a CT name cannot end a link or add markup)."""
+    return _Verbatim(urllib.parse.quote(str(value), safe="/"))
+
+
+def _html_finalize(value: Any) -> Any:
+    """Control and bidi characters made visible; autoescape then escapes the markup characters
+    (macro output is already escaped Markup)."""
+    return value if isinstance(value, markupsafe.Markup) else visible(value)
+
+
+_LOADER = jinja2.PackageLoader("ctsearcher_jax", "templates")
+_MARKDOWN = jinja2.Environment(loader=_LOADER, autoescape=False, finalize=_markdown_finalize,
+                               keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+_MARKDOWN.filters.update(code=_markdown_code, fenced=_markdown_fenced, url=_url)
+_HTML = jinja2.Environment(loader=_LOADER, autoescape=True, keep_trailing_newline=True,
+                           undefined=jinja2.StrictUndefined, finalize=_html_finalize)
+_HTML.filters.update(url=lambda value: urllib.parse.quote(str(value), safe="/"))

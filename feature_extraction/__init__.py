@@ -18,7 +18,7 @@ from typing import Any
 # public name -> "module:attribute"
 _EXPORTS: dict[str, str] = {
     "extract_volume": "feature_extraction.extract:extract_volume",
-    "extract_directory": "feature_extraction.extract:extract_directory",
+    "extract_directory": "feature_extraction.directory:extract_directory",
     "convert_file": "feature_extraction.convert_monai:convert_file",
     "load_weights": "feature_extraction.weights:load_weights",
     "load_volume": "feature_extraction.preprocess:load_volume",

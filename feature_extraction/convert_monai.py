@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 
 from ctsearcher_jax.errors import WeightsError
+from ctsearcher_jax.io import file_sha256
 from ctsearcher_jax.tensors import check_weight_tensors
 from ctsearcher_jax.torch_files import load_weights_only
 from feature_extraction.swin_unetr import PARTS, SwinUNETRConfig, relative_position_index
-from feature_extraction.weights import file_sha256, load_weights, model_param_shapes, save_weights
+from feature_extraction.weights import load_weights, model_param_shapes, save_weights
 
 _SHOW = 12  # keys listed in an error message
 

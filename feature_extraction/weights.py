@@ -47,14 +47,6 @@ def params_sha256(params: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sidecar_path(path: str | Path) -> Path:
     return Path(f"{path}.sha256")
 

@@ -11,6 +11,7 @@ import pytest
 from ctsearcher_jax import config as config_lib
 from ctsearcher_jax.data import schema
 from ctsearcher_jax.errors import CheckpointError
+from ctsearcher_jax.io import file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_predict_never_replaces_cached_features_of_other_weights(setup):
         name = volume_name(ct)
         np.save(cache / f"{name}.npy", np.zeros((cfg.model.feature_dim, 2, 2, 1), np.float32))
         entries[name] = {"channels": cfg.model.feature_dim, "grid_shape": [2, 2, 1],
-                         "source_sha256": mf.file_sha256(ct), "outputs": {"dec4": f"{name}.npy"},
+                         "source_sha256": file_sha256(ct), "outputs": {"dec4": f"{name}.npy"},
                          "weights": {"kind": "random", "seed": 1, "sha256": "0" * 64,
                                      "feature_size": cfg.model.feature_dim // 16,
                                      "merging_order": "legacy"}}

@@ -108,3 +108,20 @@ def test_report_says_which_model_was_exported_and_where_it_came_from(workdir):
     assert commit is None or f"git {commit}" in provenance
     html = (workdir / "report" / "report.html").read_text()
     assert "<code>scanmatch_with_duration</code>" in html and "Training launch 1:" in html
+
+
+def test_text_from_the_run_is_escaped_in_html_and_markdown(workdir):
+    """A metrics.jsonl step, an evaluation row and a CT name with markup stay text."""
+    hostile = "m$^$ <script>alert(1)</script> [x](y) a|b \u202e"
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write("\n" + json.dumps({"step": hostile, "split": "train", "loss": 1.0}) + "\n")
+    (workdir / "evaluation" / "e<script>|x.json").write_text(json.dumps({"summary": {
+        "sed": summary(3.0, hib=False)}}))
+    Image.new("RGB", (8, 8)).save(workdir / "predictions" / "figures" / "c<b>)_drilling.png")
+    files = write_report(workdir)
+    html, md = files.html.read_text(), files.markdown.read_text()
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "\u202e" not in html and "\\u202e" in html  # a bidi override is shown, not applied
+    assert "<script>" not in md and "\\<script\\>" in md and "\\[x\\](y) a\\|b" in md
+    assert "| e\\<script\\>\\|x |" in md  # still one table cell
+    assert "(figures/c%3Cb%3E%29_drilling.png)" in md and "src='figures/c%3Cb%3E%29_drilling.png'" in html

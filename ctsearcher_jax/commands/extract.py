@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     # every process: a host that sees no accelerator stands out
     logging.getLogger(__name__).info(startup_line())
 
-    from feature_extraction.extract import extract_directory
+    from feature_extraction.directory import extract_directory
 
     summary = extract_directory(args.cts, args.out, args.weights, config, limit=args.limit,
                                 seed=args.seed, force=args.force, progress=not args.no_progress,

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.errors import DataError
     from ctsearcher_jax.paths import check_output_dir, check_output_file
     from ctsearcher_jax.predict import PREDICTIONS, predict_volumes
-    from feature_extraction.extract import list_volumes
+    from feature_extraction.directory import list_volumes
 
     if args.samples < 1:
         raise DataError(f"--samples must be >= 1, got {args.samples}")

@@ -20,7 +20,6 @@ merges the parts into `manifest.json` at the end. `read_manifest` reads `manifes
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,6 @@ from ctsearcher_jax.paths import name_problem
 FORMAT = "ctsearcher-features/1"
 MANIFEST = "manifest.json"
 PART_GLOB = "manifest.part-*.json"
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_path(out_dir: str | os.PathLike[str], process_index: int = 0,

@@ -2,6 +2,10 @@
 
 `matplotlib.pyplot` is never imported, so no display is needed, no backend is switched for
 the caller, and figures are freed when they go out of scope.
+
+Text is drawn literally: every figure is written through `save_png`, which turns off mathtext
+and TeX on each of its texts first, so a CT name such as `m$^$` or a subject `$\\x{$` (legal in
+the data) is shown as typed instead of being parsed as math (where it would fail the save).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from ctsearcher_jax.io import atomic_write
 
@@ -23,7 +28,11 @@ def new_figure(width_in: float, height_in: float, dpi: int):
 
 
 def save_png(fig, path: str | os.PathLike[str]) -> Path:
-    """Write `fig` as PNG atomically; the pixel size is exactly figsize * dpi (no tight bbox)."""
+    """Write `fig` as PNG atomically; the pixel size is exactly figsize * dpi (no tight bbox).
+    Every text of the figure is drawn literally (no mathtext, no TeX)."""
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+        text.set_usetex(False)
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=fig.dpi,
                                                     facecolor=fig.get_facecolor()))
 

@@ -15,6 +15,7 @@ from extract_helpers import fake_extractor, write_ct  # noqa: E402
 
 from ctsearcher_jax.config import ExtractConfig  # noqa: E402
 from feature_extraction import extract as ex  # noqa: E402
+from feature_extraction.directory import extract_directory  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_loader_workers_change_nothing_in_the_outputs(tmp_path, extractor):
     runs = {}
     for workers in (1, 3):
         out = tmp_path / f"out{workers}"
-        s = ex.extract_directory(tmp_path / "cts", out, extractor=extractor, progress=False,
+        s = extract_directory(tmp_path / "cts", out, extractor=extractor, progress=False,
                                  echo=lambda m: None, workers=workers)
         assert s.processed == ["ct0", "ct1", "ct2", "ct3"] and s.workers == workers
         assert [Path(f).name for f, _ in s.failed] == ["broken.nii.gz"]
@@ -52,7 +53,7 @@ def test_a_slow_decoder_is_reported_as_decode_bound(tmp_path, extractor, monkeyp
         return real(*a, **kw)
 
     monkeypatch.setattr(ex, "load_volume", slow)
-    s = ex.extract_directory(tmp_path / "cts", tmp_path / "out", extractor=extractor,
+    s = extract_directory(tmp_path / "cts", tmp_path / "out", extractor=extractor,
                              progress=False, echo=lambda m: None, workers=1)
     assert s.ok and s.input_wait_seconds > 0 and s.first_input_seconds > 0
     assert s.decode_bound and any(line.startswith("decode-bound") for line in s.lines())
@@ -74,7 +75,7 @@ def test_writer_failure_is_reported_and_nothing_partial_is_left(tmp_path, extrac
         return out * np.nan if len(calls) <= 2 else out  # ct0's two arrays: NaN features
 
     monkeypatch.setattr(ex, "merge_windows", bad_first)
-    s = ex.extract_directory(tmp_path / "cts", tmp_path / "out", extractor=extractor,
+    s = extract_directory(tmp_path / "cts", tmp_path / "out", extractor=extractor,
                              progress=False, echo=lambda m: None, workers=2)
     assert s.processed == ["ct1"] and [Path(f).name for f, _ in s.failed] == ["ct0.nii.gz"]
     assert "NaN" in s.failed[0][1]

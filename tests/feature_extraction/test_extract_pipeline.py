@@ -18,7 +18,9 @@ from ctsearcher_jax.config import ExtractConfig  # noqa: E402
 from ctsearcher_jax.data import manifest as mf  # noqa: E402
 from ctsearcher_jax.data.nifti import volume_name  # noqa: E402
 from ctsearcher_jax.errors import DataError  # noqa: E402
+from ctsearcher_jax.io import file_sha256  # noqa: E402
 from feature_extraction import extract as ex  # noqa: E402
+from feature_extraction.directory import extract_directory  # noqa: E402
 from feature_extraction.merge import merge_windows  # noqa: E402
 from feature_extraction.preprocess import load_volume, scale_hu  # noqa: E402
 from feature_extraction.sliding_window import pad_volume, plan_windows  # noqa: E402
@@ -30,7 +32,7 @@ def extractor():
 
 
 def run(cts, out, extractor, **kw):
-    return ex.extract_directory(cts, out, extractor=extractor, progress=False, echo=lambda s: None, **kw)
+    return extract_directory(cts, out, extractor=extractor, progress=False, echo=lambda s: None, **kw)
 
 
 def test_outputs_and_manifest(tmp_path, extractor):
@@ -48,7 +50,7 @@ def test_outputs_and_manifest(tmp_path, extractor):
     entry = mf.read_manifest(tmp_path / "out")["a.b"]
     assert entry["volume_shape"] == [130, 100, 70] and entry["grid_shape"] == [4, 3, 3]
     assert entry["spacing"] == pytest.approx([0.8, 0.8, 2.5])
-    assert entry["source_sha256"] == mf.file_sha256(tmp_path / "cts" / "a.b.nii.gz")
+    assert entry["source_sha256"] == file_sha256(tmp_path / "cts" / "a.b.nii.gz")
     assert entry["source_size"] == (tmp_path / "cts" / "a.b.nii.gz").stat().st_size
     assert entry["weights"]["kind"] == "random" and entry["settings"]["overlap"] == 0.0
     assert entry["dtype"] == "float32" and entry["windows"] == 4
@@ -127,7 +129,7 @@ def test_bad_inputs_reported_others_processed_nothing_partial(tmp_path, extracto
     write_bad_inputs(cts)
     write_ct(cts / "good.nii.gz", (100, 90, 50), seed=5)
     messages = []
-    s = ex.extract_directory(cts, out, extractor=extractor, progress=False, echo=messages.append)
+    s = extract_directory(cts, out, extractor=extractor, progress=False, echo=messages.append)
     assert s.processed == ["good"] and not s.ok
     failed = {Path(f).name: m for f, m in s.failed}
     assert set(failed) == {"corrupt.nii.gz", "trunc.nii.gz", "series.nii.gz", "nan.nii.gz",
@@ -299,6 +301,6 @@ def test_only_non_nifti_files_fail_without_loading_weights(tmp_path, monkeypatch
         raise AssertionError("the encoder must not be built")
 
     monkeypatch.setattr(ex, "get_extractor", boom)
-    s = ex.extract_directory(tmp_path / "cts", tmp_path / "out", "random", ExtractConfig(),
+    s = extract_directory(tmp_path / "cts", tmp_path / "out", "random", ExtractConfig(),
                              progress=False, echo=lambda s: None)
     assert not s.ok and Path(s.failed[0][0]).name == "scan.dcm" and s.processed == []

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from extract_helpers import fake_encoder, fake_extractor, write_ct  # noqa: E402
 
 from ctsearcher_jax.data import manifest as mf  # noqa: E402
-from feature_extraction.extract import extract_directory  # noqa: E402
+from feature_extraction.directory import extract_directory  # noqa: E402
 from feature_extraction.sliding_window import pad_volume, plan_windows  # noqa: E402
 
 HERE = Path(__file__).parent

@@ -15,6 +15,7 @@ pytest.importorskip("monai")
 
 from ctsearcher_jax import cli  # noqa: E402
 from ctsearcher_jax.errors import WeightsError  # noqa: E402
+from ctsearcher_jax.io import file_sha256  # noqa: E402
 from feature_extraction.convert_monai import (  # noqa: E402
     convert_state_dict,
     read_torch_checkpoint,
@@ -22,7 +23,7 @@ from feature_extraction.convert_monai import (  # noqa: E402
     to_torch_layout,
     torch_key,
 )
-from feature_extraction.weights import file_sha256, load_model, load_weights, save_weights, sidecar_path  # noqa: E402
+from feature_extraction.weights import load_model, load_weights, save_weights, sidecar_path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ has no packages: import the helper by path
 from swin_helpers import monai_model, state_dict_numpy  # noqa: E402
