@@ -26,3 +26,11 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that drive the system Chromium (the `browser` / `page` fixtures) are marked
+    `browser`, so `make check` can leave them out."""
+    for item in items:
+        if {"browser", "page"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.browser)

@@ -163,6 +163,7 @@ def dataset(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.cli
 def test_baselines_cli_writes_valid_prediction_files(dataset, tmp_path):
     out = ctsearcher("baselines", "--data", dataset, "--out", tmp_path / "bl", "--samples", "2",
                      "--seed", "3")
@@ -182,6 +183,7 @@ def test_baselines_cli_writes_valid_prediction_files(dataset, tmp_path):
             == json.loads((tmp_path / "bl" / "drilling.json").read_text()))
 
 
+@pytest.mark.cli
 def test_baselines_cli_errors(dataset, tmp_path):
     out = ctsearcher("baselines", "--data", dataset, "--out", tmp_path / "x.json")
     assert out.returncode == 2 and "exactly one --baseline" in out.stderr

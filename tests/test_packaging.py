@@ -77,6 +77,7 @@ def test_wheel_ships_configs_and_py_typed(wheel_venv, repo_root):
             assert z.read(f"ctsearcher_jax/configs/{src.name}") == src.read_bytes()
 
 
+@pytest.mark.cli
 def test_installed_wheel_runs_outside_the_checkout(wheel_venv, repo_root):
     w = wheel_venv
     where = _run(w, w["python"], "-c", "import ctsearcher_jax as c; print(c.__file__); "

@@ -115,6 +115,7 @@ def test_model_resolution_errors(setup, tmp_path):
         resolve_model_dir(tmp_path)
 
 
+@pytest.mark.cli
 def test_predict_cli_errors(setup, tmp_path):
     root, _ = setup
 

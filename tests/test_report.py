@@ -79,6 +79,7 @@ def test_errors(tmp_path, workdir):
         write_report(workdir)
 
 
+@pytest.mark.cli
 def test_report_cli(workdir):
     out = subprocess.run([sys.executable, "-m", "ctsearcher_jax.cli", "report", "--workdir",
                           str(workdir)], capture_output=True, text=True, timeout=300)

@@ -57,6 +57,7 @@ print(d)
 """
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("flag", ["off", "on"])
 def test_compile_cache_writes_only_when_on(tmp_path, flag):
     cache = tmp_path / "cache"

@@ -247,6 +247,7 @@ def ctsearcher(*args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.cli
 def test_visualize_cli(dataset, tmp_path):
     items = load_dataset(dataset)
     name = items[0].name
@@ -269,6 +270,7 @@ def test_visualize_cli(dataset, tmp_path):
         assert im.size == pixel_size(2 * PANEL_INCHES, 3 * PANEL_INCHES + TITLE_INCHES, DPI)
 
 
+@pytest.mark.cli
 def test_visualize_cli_errors(dataset, tmp_path):
     json_path = dataset / "data_simplified_split_matched_pt.json"
     out = ctsearcher("visualize", "--data", dataset, "--name", "no_such_ct", "--out", tmp_path)

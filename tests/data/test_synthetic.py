@@ -290,6 +290,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.cli
 def test_cli_synth(tmp_path):
     out = tmp_path / "cli"
     args = ["--out", out, "--cts", 2, "--readers", 2, "--seed", 1, "--shape", 32, 32, 16,

@@ -19,6 +19,7 @@ from ctsearcher_jax.data import manifest as mf  # noqa: E402
 from ctsearcher_jax.data.nifti import volume_name  # noqa: E402
 from ctsearcher_jax.errors import DataError  # noqa: E402
 from ctsearcher_jax.io import file_sha256  # noqa: E402
+from feature_extraction import directory  # noqa: E402
 from feature_extraction import extract as ex  # noqa: E402
 from feature_extraction.directory import extract_directory  # noqa: E402
 from feature_extraction.merge import merge_windows  # noqa: E402
@@ -244,7 +245,7 @@ def test_cli_exit_codes(tmp_path, extractor, monkeypatch, capsys):
         seen.update(weights=weights, config=config)
         return extractor
 
-    monkeypatch.setattr(ex, "get_extractor", fake_get)
+    monkeypatch.setattr(directory, "get_extractor", fake_get)  # what extract_directory calls
     write_ct(tmp_path / "cts" / "a.nii.gz", seed=1)
     argv = ["extract", "--cts", str(tmp_path / "cts"), "--weights", "random", "--out",
             str(tmp_path / "out"), "--feature-size", "24", "--overlap", "0.25", "--no-progress"]

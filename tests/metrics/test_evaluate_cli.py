@@ -50,6 +50,7 @@ def _run(*args, cwd=None):
                           capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
+@pytest.mark.cli
 def test_evaluate_writes_report_equal_to_library(files):
     root, arrays = files
     out = root / "report.json"
@@ -67,6 +68,7 @@ def test_evaluate_writes_report_equal_to_library(files):
     assert report["pairs"][0]["ct"] == "ct0" and report["pairs"][0]["gt_subject"] == 1
 
 
+@pytest.mark.cli
 def test_evaluate_errors_name_the_problem(files):
     root, arrays = files
     preds = json.loads((root / "pred.json").read_text())
@@ -89,6 +91,7 @@ def test_evaluate_errors_name_the_problem(files):
     assert res.returncode == 2 and "not valid JSON" in res.stderr
 
 
+@pytest.mark.cli
 def test_evaluate_human_consistency(files):
     root, _ = files
     res = _run("--gt", str(root / "gt.json"), "--protocol", "human", "--metrics", "sed", "saliency",
@@ -143,6 +146,7 @@ def test_partial_scoring_is_said_and_strict_refuses_it(files, tmp_path, capsys):
     assert "nothing to score in split 'all'" in err and "3 CT(s) have a single reader" in err
 
 
+@pytest.mark.cli
 def test_evaluate_scores_zero_based_coordinates_and_names_records_outside(files, tmp_path):
     root, _ = files
     preds = json.loads((root / "pred.json").read_text())

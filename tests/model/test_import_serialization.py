@@ -125,7 +125,7 @@ def test_save_load_round_trip_and_corruption(tmp_path):
     weights.write_bytes(bytes(blob))
     with pytest.raises(CheckpointError, match="sha256"):
         serialization.load_model(tmp_path / "m")
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="no model.safetensors here"):
         serialization.load_model(tmp_path / "nothing")
 
 
