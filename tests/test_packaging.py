@@ -69,7 +69,7 @@ def test_wheel_ships_configs_and_py_typed(wheel_venv, repo_root):
         names = set(z.namelist())
         assert "ctsearcher_jax/py.typed" in names
         for page in ("viz/viewer_template.html", "viz/viewer.js",  # `ctsearcher view` inlines them
-                     "metrics/scanmatch_gap0.cc"):  # the native kernel, compiled on first use
+                     "metrics/scanmatch/scanmatch_gap0.cc"):  # the native kernel, compiled on first use
             assert z.read(f"ctsearcher_jax/{page}") == \
                 (repo_root / "ctsearcher_jax" / page).read_bytes()
         for src in sorted((repo_root / "configs").glob("*.yaml")):
@@ -86,7 +86,7 @@ def test_installed_wheel_runs_outside_the_checkout(wheel_venv, repo_root):
     assert not Path(where[0]).resolve().is_relative_to(repo_root.resolve())
     assert where[1] == ctsearcher_jax.__version__ != "0+unknown"
     assert _run(w, w["cli"], "--version").stdout.strip() == f"ctsearcher {where[1]}"
-    native = _run(w, w["python"], "-c", "from ctsearcher_jax.metrics import scanmatch_native as n; "
+    native = _run(w, w["python"], "-c", "from ctsearcher_jax.metrics.scanmatch import native as n; "
                   "print(n.available())")  # its shipped C++ source builds outside the checkout
     assert native.stdout.strip() == "True", native.stderr
     paper = _run(w, w["cli"], "train", "--config", "paper", "--print-config").stdout

@@ -2,7 +2,7 @@
 
 A few inner loops are sequential by nature (a dynamic programme whose next row needs this one) and
 XLA:CPU runs them one small vector step at a time; a C++ loop runs them 4x faster or more
-(`metrics/scanmatch_native.py` measures it). Such a kernel is a `.cc` file next to the module that
+(`metrics/scanmatch/native.py` measures it). Such a kernel is a `.cc` file next to the module that
 uses it, written against the XLA FFI headers that jaxlib ships (`jax.ffi.include_dir()`), and is
 called inside `jax.jit` like any other op (`jax.ffi.ffi_call`). It has a jnp twin that gives the
 same results: accelerators, sharded batches and machines without a compiler use that.

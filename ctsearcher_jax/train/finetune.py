@@ -11,7 +11,7 @@ differ, both chosen by `finetune.source`: the state starts from the source model
     samples      S = finetune.samples scanpaths per (CT, reader) from those outputs (the jit
                  sampler's `draw_from_outputs`, eval.min_length and the duration law as evaluation)
     reward       hmean(ScanMatch with, without duration) of each sample against that reader's
-                 recorded scanpath, computed in the step (`metrics/scanmatch_reward.py`, float32)
+                 recorded scanpath, computed in the step (`metrics/scanmatch/reward.py`, float32)
     baseline     the mean reward of the S samples of the same (CT, reader) (self-critical)
     log p        sum over steps of log softmax(logits)[sampled class] (STOP masked before
                  min_length, the stop step included) + log-normal log-density of each duration
@@ -35,7 +35,7 @@ from flax import nnx
 from ctsearcher_jax import config as config_lib
 from ctsearcher_jax.config import Config
 from ctsearcher_jax.errors import CheckpointError, ConfigError
-from ctsearcher_jax.metrics.scanmatch_reward import default_group_size, hmean_reward
+from ctsearcher_jax.metrics.scanmatch import default_group_size, devices_of, hmean_reward
 from ctsearcher_jax.model.losses import duration_log_pdf, scanpath_loss
 from ctsearcher_jax.model.positional import PositionalTable
 from ctsearcher_jax.model.sampling import draw_from_outputs
@@ -98,9 +98,11 @@ def make_step(graphdef, config: Config, schedule: Callable, state_shardings=None
     return make_finetune_step(graphdef, config, schedule, state_shardings, metric_sharding)
 
 
-def policy_gradient(outputs, shared: bool, batch, key, config: Config):
+def policy_gradient(outputs, shared: bool, batch, key, config: Config, devices=None):
     """(pg loss, stats) of one batch; see the module docstring. outputs: (B, ...) when `shared`
-    else (B*R, ...). stats: reward_mean, reward_std over real (CT, reader) pairs and samples."""
+    else (B*R, ...). stats: reward_mean, reward_std over real (CT, reader) pairs and samples.
+    devices: where the step runs (None: the default backend's devices); the reward's ScanMatch
+    kernel follows them (`metrics.scanmatch.choose_kernel`)."""
     ft, ev = config.finetune, config.eval
     logits, mu, log_sigma2 = outputs
     b, r = batch["reader_mask"].shape
@@ -132,7 +134,7 @@ def policy_gradient(outputs, shared: bool, batch, key, config: Config):
     gaze_length = batch["gaze_length"].reshape(-1)
     reward = hmean_reward(gaze[..., :3], gaze[..., 3], gaze_length, drawn.coords, drawn.durations,
                           drawn.lengths, duration_cap_s=ft.duration_cap_s,
-                          group_size=default_group_size())  # (BR, S)
+                          group_size=default_group_size(devices), devices=devices)  # (BR, S)
     reward = jax.lax.stop_gradient(reward)
     valid = ((batch["reader_mask"].reshape(-1) > 0) & (gaze_length > 0)).astype(jnp.float32)
     advantage = reward - jnp.mean(reward, axis=1, keepdims=True)
@@ -150,6 +152,9 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
     if train.grad_accum_steps != 1:
         raise ConfigError("fine-tuning does not accumulate gradients: set train.grad_accum_steps=1 "
                           "(lower train.batch_size instead)")
+    # The step runs on its shardings' devices (a mesh on accelerators or several CPU devices);
+    # the reward picks its kernel from them, not from the default backend.
+    devices = devices_of((state_shardings, metric_sharding)) or None
 
     def step(state, rng_state, batch):
         model, optimizer = unpack(graphdef, rng_state, state)
@@ -168,7 +173,7 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
                                           duration_weight=train.duration_loss_weight,
                                           share_forward=shared,
                                           legacy_epsilon=train.legacy_loss_epsilon)
-            pg, stats = policy_gradient(outputs, shared, batch, sample_key, config)
+            pg, stats = policy_gradient(outputs, shared, batch, sample_key, config, devices)
             loss = pg + ft.supervised_weight * supervised
             return loss, (pg, supervised, stats, nnx.state(m, nnx.Not(nnx.Param)))
 

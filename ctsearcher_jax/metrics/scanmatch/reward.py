@@ -1,11 +1,11 @@
 """ScanMatch as a fixed-shape, jit-able function of batches of padded scanpaths (the RL reward).
 
-`metrics/scanmatch.py` is the evaluation metric: exact, float64, on symbol sequences of any
-length built on the host. A training step needs the same score inside
-`jax.jit` on padded device arrays. This module computes it with the same parameters and the same
-arithmetic (symbols, 25 ms repeats, Needleman-Wunsch with gap 0, score normalisation), in the
-dtype of its inputs (float32 in training; float64 under `jax.experimental.enable_x64` reproduces
-the metric), for scanpaths padded to a fixed number of fixations.
+`metric.py` is the evaluation metric: exact, float64, on symbol sequences of any length built
+on the host. A training step needs the same score inside `jax.jit` on padded device arrays. This
+module computes it with the same parameters and the same arithmetic (symbols, 25 ms repeats,
+Needleman-Wunsch with gap 0, score normalisation), in the dtype of its inputs (float32 in
+training; float64 under `jax.experimental.enable_x64` reproduces the metric), for scanpaths
+padded to a fixed number of fixations.
 
 Fixed shapes. Without durations a scanpath of at most L fixations is at most L symbols. With
 durations each fixation becomes round(int(ms) / temp_bin) repeats, which is unbounded, so the
@@ -18,14 +18,15 @@ exactly for scanpaths whose fixations are all shorter than the cap (up to the fl
 of `seconds * 1000` at integer milliseconds and of the DP sums: `tests/metrics` measures it on the
 reference pairs); longer fixations count as `duration_cap_s`.
 
-The DP is one of the evaluation's two gap-0 kernels, on the whole batch of pairs in one call.
-On one CPU device it is the native kernel (`metrics/scanmatch_native.py`: C++ inside the jitted
-step, rows swept over the other sequence's runs of repeated symbols, pairs over host threads).
-Elsewhere (accelerators, a batch sharded over devices, no C++ compiler) it is the jnp stripe
-kernel (`metrics.scanmatch.stripe_kernel`: stripes of rows swept by anti-diagonals, scores from
-bin coordinates, null padding instead of masks), each step slicing every pair at the same offset
+The DP is `alignment.gap0_alignment`, the evaluation's own entry point, on the whole batch of
+pairs in one call, with the kernel `kernel.choose_kernel` picks for where the step runs (`devices`:
+the step's shardings or mesh; `train/finetune.py` passes them). On one CPU device it is the native
+kernel (C++ inside the jitted step, rows swept over the other sequence's runs of repeated symbols,
+pairs over host threads). Elsewhere (accelerators, a batch sharded over devices, no C++ compiler)
+it is the jnp stripe kernel (stripes of rows swept by anti-diagonals, scores from bin
+coordinates, null padding instead of masks), each step slicing every pair at the same offset
 under one loop counter; the pairs of one call sweep the longest pair's rows x columns, so on one
-CPU device they are sorted by length into calls of `CPU_GROUP_SIZE` (`kernel="stripe"`).
+CPU device they are sorted by length into calls of `CPU_GROUP_SIZE` (`default_group_size`).
 For the fine-tuning bench (80 pairs of ~580 x ~590 symbols, ~27 M cells) the reward takes
 ~10 ms on the 2-core CPU with the native kernel, ~36 ms with the sorted stripe kernel and ~1 s
 with the row-by-row DP of the first version (README, Learning).
@@ -39,18 +40,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ctsearcher_jax.metrics import scanmatch_native
-from ctsearcher_jax.metrics.scanmatch import (
-    _NULL_COL,
-    _NULL_ROW,
+from ctsearcher_jax.metrics.scanmatch.alignment import gap0_alignment
+from ctsearcher_jax.metrics.scanmatch.kernel import choose_kernel
+from ctsearcher_jax.metrics.scanmatch.symbols import (
     WITH_DURATION,
     WITHOUT_DURATION,
     ScanMatchParams,
-    _axis_tables,
-    _score_constants,
-    stripe_kernel,
+    axis_tables,
     substitution_matrix,
-    symbol_bins,
 )
 
 DEFAULT_DURATION_CAP_S = 1.0
@@ -79,7 +76,7 @@ def symbols(coords: jax.Array, durations: jax.Array, length: jax.Array, *,
     d = jnp.maximum(d, 0)
     d = jnp.minimum(d, jnp.asarray(params.res, dtype) - 1)
     di = jnp.trunc(d).astype(jnp.int32)
-    tx, ty, tz = (jnp.asarray(t, jnp.int32) for t in _axis_tables(params.res, params.bins))
+    tx, ty, tz = (jnp.asarray(t, jnp.int32) for t in axis_tables(params.res, params.bins))
     xb, yb, zb = tx[di[:, 0]], ty[di[:, 1]], tz[di[:, 2]]
     sym = yb * (params.bins[0] * params.bins[2]) + xb * params.bins[2] + zb
     valid = jnp.arange(n) < length
@@ -103,62 +100,42 @@ def symbols(coords: jax.Array, durations: jax.Array, length: jax.Array, *,
 
 # Rows per stripe on CPU: the fastest of 32-128 for the bench's 80 pairs of ~600 x ~1000 symbols
 # (measured on the 2-core CPU). Accelerators take one stripe of the whole height, as evaluation
-# does (`metrics.scanmatch.default_stripe`): fewer, longer loop steps.
+# does (`metric.default_stripe`): fewer, longer loop steps.
 CPU_STRIPE_WIDTH = 64
 # Pairs per kernel call on one CPU device (`group_size`): 16 float32 lanes fill an AVX-512
 # register (two AVX2 ones), and 16 pairs of similar length waste little of the shared loop bounds.
 CPU_GROUP_SIZE = 16
 
 
-def default_group_size() -> int | None:
-    """`group_size` for the training step: `CPU_GROUP_SIZE` on one CPU device; None (one call)
-    when the batch is sharded (a sort would gather it) or on an accelerator (all pairs in
-    parallel lanes)."""
-    single_cpu = jax.device_count() == 1 and jax.default_backend() == "cpu"
-    return CPU_GROUP_SIZE if single_cpu else None
-
-
-def bin_coordinates(sym: jax.Array, length: jax.Array, size: int, null: int,
-                    params: ScanMatchParams, right: bool = False) -> jax.Array:
-    """(P, 3, size) int32 bin coordinates (y, x, z) of symbol rows (P, M) of `length` symbols,
-    `null` after them (before them when `right`: the row sequences of `stripe_kernel`)."""
-    sym = jnp.pad(sym, ((0, 0), (0, size - sym.shape[1])))
-    position = jnp.arange(size)[None, :]
-    if right:  # position q holds symbol q - (size - length)
-        source = position - (size - length[:, None])
-        sym = jnp.take_along_axis(sym, jnp.maximum(source, 0), axis=1)
-        valid = source >= 0
-    else:
-        valid = position < length[:, None]
-    coords = jnp.stack(symbol_bins(sym, params.bins), axis=1)
-    return jnp.where(valid[:, None, :], coords, null).astype(jnp.int32)
+def default_group_size(devices=None) -> int | None:
+    """`group_size` for a training step on `devices` (the step's shardings, mesh or devices, as
+    `choose_kernel` reads them; None: the default backend's devices): `CPU_GROUP_SIZE` on one
+    CPU device; None (one call) when the batch is sharded (a sort would gather it) or on an
+    accelerator (all pairs in parallel lanes)."""
+    where = choose_kernel("stripe", step=True, devices=devices)  # where the step's DP runs
+    return CPU_GROUP_SIZE if where.platform == "cpu" and not where.sharded else None
 
 
 def scanmatch_pairs(gt_coords, gt_durations, gt_length, coords, durations, length, *,
                     params: ScanMatchParams = WITH_DURATION,
                     duration_cap_s: float = DEFAULT_DURATION_CAP_S, group_size: int | None = None,
-                    width: int | None = None, kernel: str = "auto") -> jax.Array:
+                    width: int | None = None, kernel: str = "auto", devices=None) -> jax.Array:
     """ScanMatch of P (ground truth, prediction) pairs of padded scanpaths: (P,) in coords' dtype.
 
     gt_coords (P, Lg, 3) [x, y, z], gt_durations (P, Lg) seconds, gt_length (P,); coords
     (P, Lp, 3), durations (P, Lp), length (P,). NaN when both symbol sequences are empty (as the
-    metric), 0 when one is. width: rows per stripe (None: `CPU_STRIPE_WIDTH` on CPU, the whole
-    height elsewhere); the score does not depend on it.
+    metric), 0 when one is.
 
-    The DP is the evaluation's striped kernel (`metrics.scanmatch.stripe_kernel`) on the whole
-    batch at once, the shorter sequence of each pair on the rows (the score is symmetric).
-    The pairs of one kernel call share its loop bounds (the longest pair's). group_size None:
-    one call for all pairs (keep it when the batch is sharded over devices: a sort would gather
-    it onto every device). group_size G: the pairs are sorted by length and cut into calls of G
-    (the last filled with empty pairs), each sweeping only its own longest pair; on one CPU
-    device `CPU_GROUP_SIZE` is fastest (`default_group_size`, which `train/finetune.py` uses).
-    kernel: "native" (`metrics/scanmatch_native.py`: the C++ CPU kernel, ~4x faster, width and
-    group_size unused), "stripe" (the jnp kernel above) or "auto" (native where
-    `scanmatch_native.use_native()` says so: one CPU device and the library built). The scores
-    do not depend on the kernel.
+    The DP is `gap0_alignment` on the whole batch at once with the kernel `choose_kernel(kernel,
+    step=True, devices=devices)` picks: devices are where the step runs (its shardings, mesh or
+    devices; None: the default backend's devices). kernel "auto": the native C++ kernel on one
+    CPU device when the library builds (~4x faster; width and group_size unused), else the jnp
+    stripe kernel; "native" or "stripe" force one. The stripe kernel's width: rows per stripe
+    (None: `CPU_STRIPE_WIDTH` on CPU, the whole height elsewhere); group_size None: one call for
+    all pairs (keep it when the batch is sharded over devices); G: sorted calls of G pairs
+    (`default_group_size`, which `train/finetune.py` uses). The scores depend on none of them.
     """
-    if params.gap != 0:
-        raise ValueError("the jit ScanMatch supports gap 0 only (the evaluation's setting)")
+    choice = choose_kernel(kernel, gap=params.gap, step=True, devices=devices)
     dtype = coords.dtype
 
     def sym(c, d, n):
@@ -170,56 +147,24 @@ def scanmatch_pairs(gt_coords, gt_durations, gt_length, coords, durations, lengt
     sb, lb = sym(coords, durations, length)
     size = max(sa.shape[1], sb.shape[1])
     sa, sb = (jnp.pad(x, ((0, 0), (0, size - x.shape[1]))) for x in (sa, sb))
-    scanmatch_native.check_kernel(kernel)
-    if kernel == "native" or (kernel == "auto" and scanmatch_native.use_native()):
-        sub = jnp.asarray(substitution_matrix(params.bins, params.threshold), dtype)
-        best = scanmatch_native.gap0_max(sa, la, sb, lb, sub)
-    else:
-        best = _stripe_best(sa, la, sb, lb, params, dtype, size, group_size, width)
+    if width is None:
+        width = CPU_STRIPE_WIDTH if choice.platform == "cpu" else size
+    best = gap0_alignment(sa, la, sb, lb, params=params, kernel=choice, dtype=dtype, width=width,
+                          group_size=group_size)
     scale = jnp.asarray(np.max(substitution_matrix(params.bins, params.threshold)), dtype) * \
         jnp.maximum(la, lb).astype(dtype)
     return jnp.where(scale > 0, best / jnp.where(scale > 0, scale, 1), jnp.nan)
 
 
-def _stripe_best(sa, la, sb, lb, params: ScanMatchParams, dtype, size: int,
-                 group_size: int | None, width: int | None) -> jax.Array:
-    """F[la, lb] of symbol rows (P, size) by the jnp stripe kernel (see `scanmatch_pairs`)."""
-    swap = lb < la  # the shorter sequence on the rows: fewer stripes
-    rows, row_len = jnp.where(swap[:, None], sb, sa), jnp.where(swap, lb, la)
-    cols, col_len = jnp.where(swap[:, None], sa, sb), jnp.where(swap, la, lb)
-    if width is None:
-        width = CPU_STRIPE_WIDTH if jax.default_backend() == "cpu" else size
-    width = max(1, min(int(width), size))
-    ac = bin_coordinates(rows, row_len, -(-size // width) * width, _NULL_ROW, params, right=True)
-    bc = bin_coordinates(cols, col_len, size + width + 2, _NULL_COL, params)
-    consts = jnp.asarray(_score_constants(params.bins, params.threshold), dtype)
-    n = ac.shape[0]
-    if group_size is None or int(group_size) >= n:
-        best = stripe_kernel(ac, row_len, bc, col_len, consts, width)
-    else:
-        g = max(1, int(group_size))
-        calls = -(-n // g)
-        # Empty pairs (length 0: F = 0) fill the last call; sorted first, so they join the
-        # shortest pairs' call and never raise a call's loop bounds.
-        order = jnp.argsort(jnp.pad(row_len * (size + 1) + col_len, (0, calls * g - n)))
-        pad = lambda x: jnp.pad(x, ((0, calls * g - n),) + ((0, 0),) * (x.ndim - 1))  # noqa: E731
-        ac, row_len, bc, col_len = (pad(x)[order].reshape(calls, g, *x.shape[1:])
-                                    for x in (ac, row_len, bc, col_len))
-        sorted_best = jnp.concatenate([stripe_kernel(ac[i], row_len[i], bc[i], col_len[i],
-                                                     consts, width) for i in range(calls)])
-        best = jnp.zeros((calls * g,), dtype).at[order].set(sorted_best)[:n]
-    return best
-
-
 def hmean_reward(gt_coords, gt_durations, gt_length, coords, durations, length, *,
                  duration_cap_s: float = DEFAULT_DURATION_CAP_S, group_size: int | None = None,
                  kernel: str = "auto", with_duration: ScanMatchParams = WITH_DURATION,
-                 without_duration: ScanMatchParams = WITHOUT_DURATION) -> jax.Array:
+                 without_duration: ScanMatchParams = WITHOUT_DURATION, devices=None) -> jax.Array:
     """Harmonic mean of ScanMatch with and without duration of each sample: (B, S).
 
     gt_coords (B, Lg, 3), gt_durations (B, Lg), gt_length (B,): one recorded scanpath per row;
     coords (B, S, L, 3), durations (B, S, L), length (B, S): S samples scored against it.
-    0 where either score is 0 or NaN. group_size, kernel: see `scanmatch_pairs`.
+    0 where either score is 0 or NaN. group_size, kernel, devices: see `scanmatch_pairs`.
     """
     b, s = length.shape
     flat = lambda x: x.reshape(b * s, *x.shape[2:])  # noqa: E731
@@ -227,9 +172,9 @@ def hmean_reward(gt_coords, gt_durations, gt_length, coords, durations, length, 
     args = (repeat(gt_coords), repeat(gt_durations), repeat(gt_length), flat(coords),
             flat(durations), flat(length))
     a = scanmatch_pairs(*args, params=with_duration, duration_cap_s=duration_cap_s,
-                        group_size=group_size, kernel=kernel)
+                        group_size=group_size, kernel=kernel, devices=devices)
     c = scanmatch_pairs(*args, params=without_duration, duration_cap_s=duration_cap_s,
-                        group_size=group_size, kernel=kernel)
+                        group_size=group_size, kernel=kernel, devices=devices)
     a, c = jnp.nan_to_num(a), jnp.nan_to_num(c)  # both empty: NaN in the metric, 0 here
     total = a + c
     return jnp.where(total > 0, 2 * a * c / jnp.where(total > 0, total, 1), 0).reshape(b, s)
