@@ -30,6 +30,7 @@ def setup(tmp_path_factory, repo_root):
     return root, cfg
 
 
+@pytest.mark.slow
 def test_predict_dataset_split_pairs_samples_with_readers(setup):
     from ctsearcher_jax.predict import predict_volumes
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 
 from ctsearcher_jax import __all__ as public_names
 from ctsearcher_jax.evaluation import EvalReport
@@ -14,6 +15,7 @@ def _python_blocks(readme: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", readme, flags=re.S)
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(repo_root, tmp_path, monkeypatch, capsys):
     blocks = _python_blocks((repo_root / "README.md").read_text())
     assert blocks, "README.md has no ```python block"

@@ -236,6 +236,7 @@ def test_output_names():
 
 # ----------------------------------------------------------------------------- CLI
 
+@pytest.mark.cli
 def test_cli_exit_codes(tmp_path, extractor, monkeypatch, capsys):
     from ctsearcher_jax import cli
 

@@ -96,6 +96,7 @@ def test_unknown_reader_ids_are_refused(root):
         from_dict({"model": {"readers": ["1"]}})
 
 
+@pytest.mark.slow
 def test_smoke_train_export_round_trip_and_predict_per_reader(root, conditioned_run):
     from ctsearcher_jax.model.generate import sample_records
     from ctsearcher_jax.model.serialization import load_model, model_tensors
@@ -121,6 +122,7 @@ def test_smoke_train_export_round_trip_and_predict_per_reader(root, conditioned_
                        reader_filter=["7"])
 
 
+@pytest.mark.slow
 def test_finetune_smoke_logs_reward_and_resumes_exactly(conditioned_run, tmp_path):
     """Two fine-tuning steps from a conditioned model; dropping the last checkpoint and running
     again resumes at step 1 and reproduces step 2 bit for bit (samples depend on (seed, step))."""
