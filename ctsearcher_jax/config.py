@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -26,6 +27,12 @@ from ctsearcher_jax.io import atomic_write_text
 from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES, FAMILIES  # a table, imports nothing
 
 GAZE_FRAME = 512  # pixels per side of a CT slice in gaze coordinates (and the legacy Z extent)
+# Every integer of a config lies within +-MAX_INT (exact in JSON and float64) and every number is
+# finite; fields check their own, tighter ranges below. Seeds are unsigned 32-bit (numpy, JAX).
+MAX_INT = 2**53
+MAX_SEED = 2**32 - 1
+# HU values a CT can hold are about [-1024, 3071]; a window beyond +-1e5 HU is a typing error.
+MAX_ABS_HU = 1e5
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -72,15 +79,20 @@ class ModelConfig:
     readers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for key in ("d_model", "num_heads", "num_encoder_layers", "num_decoder_layers",
-                    "dim_feedforward", "feature_dim", "max_length"):
-            _check(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
+        # Upper bounds far above any CT-Searcher (the paper: 768 wide, 6 + 6 layers, 400
+        # fixations) that stop a typing error from allocating the machine away.
+        for key, most in (("d_model", 16384), ("num_heads", 256), ("num_encoder_layers", 128),
+                          ("num_decoder_layers", 128), ("dim_feedforward", 65536),
+                          ("feature_dim", 16384), ("max_length", 10000)):
+            _check(1 <= getattr(self, key) <= most, f"model.{key}", f"must be in [1, {most}]")
         _check(self.d_model % self.num_heads == 0, "model.num_heads",
                f"must divide model.d_model ({self.d_model})")
         _check(self.d_model % 2 == 0, "model.d_model", "must be even (duration head uses d/2)")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
-        _check(len(self.grid) == 3 and all(g >= 1 for g in self.grid), "model.grid",
-               "must be three positive integers (Gy, Gx, Gz)")
+        _check(len(self.grid) == 3 and all(1 <= g <= 128 for g in self.grid), "model.grid",
+               "must be three integers in [1, 128] (Gy, Gx, Gz)")
+        _check(self.num_tokens <= 65536, "model.grid",
+               f"has {self.num_tokens} cells; at most 65536 (the paper's grid is 8 x 8 x 8)")
         _check(len(set(self.readers)) == len(self.readers), "model.readers", "ids must be unique")
         _check(self.reader_conditioning == "embedding" or not self.readers, "model.readers",
                "only for model.reader_conditioning=embedding")
@@ -183,9 +195,10 @@ class TrainConfig:
     keep_best: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(0 <= self.seed <= MAX_SEED, "train.seed", f"must be in [0, {MAX_SEED}]")
+        _check(0 < self.lr <= 1, "train.lr", "must be in (0, 1]")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", "must be in [0, 1)")
-        _check(self.eps > 0, "train.eps", "must be > 0")
+        _check(0 < self.eps < 1, "train.eps", "must be in (0, 1)")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         _check(0 <= self.warmup_epochs <= self.epochs, "train.warmup_epochs",
@@ -227,7 +240,8 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.min_length >= 0, "eval.min_length", "must be >= 0")
+        _check(0 <= self.min_length <= 10000, "eval.min_length", "must be in [0, 10000]")
+        _check(0 <= self.seed <= MAX_SEED, "eval.seed", f"must be in [0, {MAX_SEED}]")
         _check(self.repeats >= 1, "eval.repeats", "must be >= 1")
         unknown = [m for m in self.metrics if m not in FAMILIES]
         _check(not unknown and len(self.metrics) > 0, "eval.metrics",
@@ -262,10 +276,14 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         _check(self.feature_size >= 12 and self.feature_size % 12 == 0, "extract.feature_size",
                "must be a positive multiple of 12")
+        for key in ("hu_min", "hu_max"):
+            _check(abs(getattr(self, key)) <= MAX_ABS_HU, f"extract.{key}",
+                   f"must be in [-{MAX_ABS_HU:.0e}, {MAX_ABS_HU:.0e}] HU")
         _check(self.hu_max > self.hu_min, "extract.hu_max", "must be > extract.hu_min")
-        _check(self.roi >= 32 and self.roi % 32 == 0, "extract.roi", "must be a multiple of 32")
+        _check(32 <= self.roi <= 512 and self.roi % 32 == 0, "extract.roi",
+               "must be a multiple of 32 in [32, 512]")
         _check(0.0 <= self.overlap < 1.0, "extract.overlap", "must be in [0, 1)")
-        _check(self.batch >= 1, "extract.batch", "must be >= 1")
+        _check(1 <= self.batch <= 4096, "extract.batch", "must be in [1, 4096]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +305,8 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         _check(self.samples >= 2, "finetune.samples", "must be >= 2 (the baseline is their mean)")
-        _check(0 < self.lr_scale, "finetune.lr_scale", "must be > 0")
+        _check(self.samples <= 1024, "finetune.samples", "must be <= 1024")
+        _check(0 < self.lr_scale <= 10, "finetune.lr_scale", "must be in (0, 10]")
         _check(self.epochs >= 1, "finetune.epochs", "must be >= 1")
         _check(self.supervised_weight >= 0, "finetune.supervised_weight", "must be >= 0")
         _check(self.duration_cap_s >= 0.025, "finetune.duration_cap_s", "must be >= 0.025")
@@ -375,11 +394,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= MAX_INT:
+                raise ConfigError(f"config key '{key}': {value} is out of range (|value| < 2^53)")
             return value
         raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            if isinstance(value, int) and abs(value) >= MAX_INT:
+                raise ConfigError(f"config key '{key}': {value} is out of range (|value| < 2^53)")
+            return float(value)  # inf/nan: the field's range check, else `_check_finite`
         raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -416,7 +439,18 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             kwargs[name] = _build(tp, value, f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(value, tp, prefix + name)
-    return cls(**kwargs)
+    built = cls(**kwargs)  # __post_init__: each field's range, named
+    _check_finite(built, prefix)
+    return built
+
+
+def _check_finite(section: Any, prefix: str) -> None:
+    """ConfigError naming the first number of a section that is inf or NaN (a field whose own
+    range check did not already name it)."""
+    for field in dataclasses.fields(section):
+        value = getattr(section, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{prefix}{field.name}': {value} is not a finite number")
 
 
 def from_dict(data: dict[str, Any]) -> Config:
