@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ctsearcher_jax.metrics._batch import host_cpu
 from ctsearcher_jax.metrics.scanmatch import native
 
 KERNELS = ("auto", "native", "stripe")  # the `kernel` argument of the ScanMatch entry points
@@ -75,19 +76,10 @@ def devices_of(placement) -> tuple:
     return tuple(dict.fromkeys(found))
 
 
-def _host_cpu():
-    """This process's own CPU device (jax.devices() also lists other processes' ones), or None
-    when the process has no CPU backend (e.g. JAX_PLATFORMS=cuda)."""
-    try:
-        return jax.local_devices(backend="cpu")[0]
-    except RuntimeError:
-        return None
-
-
 def _for_evaluation(kernel: str) -> KernelChoice:
     default = jax.default_backend()
     if kernel != "stripe":
-        cpu = _host_cpu()
+        cpu = host_cpu()
         if cpu is not None and native.available():
             return KernelChoice("native", "cpu", device=cpu)
         if kernel == "native":  # asked for without it: the call says why

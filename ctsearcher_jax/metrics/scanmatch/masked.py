@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ctsearcher_jax.metrics._batch import bucket, pad_batch, pad_sequences, x64
+from ctsearcher_jax.metrics._batch import bucket, float64_on_host, pad_batch, pad_sequences
 from ctsearcher_jax.metrics.scanmatch.symbols import ScanMatchParams, substitution_matrix
 
 
@@ -68,7 +68,7 @@ def masked_max_batch(seq_a: Sequence[np.ndarray], seq_b: Sequence[np.ndarray],
     """max(F) of each symbol-sequence pair: (B,) float64, `chunk` pairs per call taken in
     `order` (pairs of similar size together), each call padded to bucketed shapes."""
     out = np.zeros((len(seq_a),), np.float64)
-    with x64():
+    with float64_on_host():
         sub_j = jnp.asarray(substitution_matrix(params.bins, params.threshold).ravel())
         gap = jnp.float64(params.gap)
         for start in range(0, len(seq_a), chunk):
