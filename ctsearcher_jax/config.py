@@ -282,7 +282,7 @@ class ExtractConfig:
 class FinetuneConfig:
     """ScanMatch-reward fine-tuning (`ctsearcher finetune`): self-critical policy gradient."""
 
-    # Model folder the run starts from (set by `ctsearcher finetune --from`); "" = supervised run.
+    # Model folder the run starts from (set by `ctsearcher finetune --model`); "" = supervised run.
     source: str = ""
     # Scanpaths sampled per CT and reader each step; their mean reward is the baseline.
     samples: int = 5

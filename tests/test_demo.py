@@ -15,8 +15,8 @@ def test_demo_pipeline_small(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.run(
-        [sys.executable, "-m", "ctsearcher_jax.cli", "demo", "--out", str(out), "--cts", "4",
-         "--readers", "2", "--shape", "40", "40", "24", "--epochs", "2"],
+        [sys.executable, "-m", "ctsearcher_jax.cli", "demo", "--out", str(out), "--num-cts", "4",
+         "--num-readers", "2", "--shape", "40", "40", "24", "--epochs", "2"],
         capture_output=True, text=True, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for stage in ("synth", "validate-data", "extract", "train", "predict", "baselines", "evaluate",

@@ -361,7 +361,7 @@ def test_metrics_against_a_chosen_reader(dataset, tmp_path):
 
     item = load_dataset(dataset)[0]
     out = tmp_path / "m.html"
-    assert main(["view", "--data", str(dataset), "--name", item.name, "--metrics",
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--score",
                  "--reference", str(item.readers[1].subject), "--out", str(out)]) == 0
     data = embedded(out)
     assert data["reference"] == 1 and data["paths"][1].get("metrics") is None
@@ -370,7 +370,7 @@ def test_metrics_against_a_chosen_reader(dataset, tmp_path):
     for name, values in expected.items():
         assert got[name] == pytest.approx(float(values[0]), rel=1e-12, abs=1e-12)
     assert "multimatch_mean" in got and "sed" in got
-    assert main(["view", "--data", str(dataset), "--name", item.name, "--metrics",
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--score",
                  "--reference", "99", "--out", str(tmp_path / "x.html")]) == 2
     assert not (tmp_path / "x.html").exists()
 
