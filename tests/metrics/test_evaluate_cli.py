@@ -137,7 +137,7 @@ def test_partial_scoring_is_said_and_strict_refuses_it(files, tmp_path, capsys):
     assert report["not_scored"] == {"cts_without_predictions": ["ct1", "ct2"],
                                     "readers_without_predictions": [{"ct": "ct0", "subject": 2}]}
     assert cli.main(argv + ["--strict"]) == 2
-    assert "--strict: not everything is scored" in capsys.readouterr().err
+    assert "strict: not everything is scored" in capsys.readouterr().err
     single = [r for r in json.loads((root / "gt.json").read_text()) if r["subject"] == 1]
     (tmp_path / "single.json").write_text(json.dumps(single))
     assert cli.main(["evaluate", "--data", str(tmp_path / "single.json"), "--protocol", "human",
