@@ -234,7 +234,9 @@ def run_splits(workdir: Path, inputs: dict[str, Any] | None) -> dict[str, Any] |
         split = data["data"]["eval_split"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return None
-    return {"eval_split": split, "eval_source": "dataset"} if isinstance(split, str) else None
+    if not isinstance(split, str):
+        return None
+    return {"eval_split": split, "eval_source": "unrecorded" if split == "validation" else "dataset"}
 
 
 def _selects_on_test(splits: dict[str, Any] | None) -> bool:
@@ -484,4 +486,6 @@ _MARKDOWN = jinja2.Environment(loader=_LOADER, autoescape=False, finalize=_markd
 _MARKDOWN.filters.update(code=_markdown_code, fenced=_markdown_fenced, url=_url)
 _HTML = jinja2.Environment(loader=_LOADER, autoescape=True, keep_trailing_newline=True,
                            undefined=jinja2.StrictUndefined, finalize=_html_finalize)
-_HTML.filters.update(url=lambda value: urllib.parse.quote(str(value), safe="/"))
+_HTML.filters.update(url=lambda value: urllib.parse.quote(str(value), safe="/"),
+                     wbr=lambda value: markupsafe.Markup(
+                         str(markupsafe.escape(visible(value))).replace("_", "_<wbr>")))

@@ -123,13 +123,15 @@ def describe_selection(record: dict[str, Any] | None) -> str:
     """Words for the split that chose a checkpoint, from `RunSplits.record()` (or None)."""
     if not record:
         return "an evaluation split the run did not record"
-    n = (record.get("sizes") or {}).get("evaluation", {}).get("cts", "?")
-    cts = f"{n} CT" if n == 1 else f"{n} CTs"
+    n = (record.get("sizes") or {}).get("evaluation", {}).get("cts")
+    cts = "" if n is None else f"{n} CT" if n == 1 else f"{n} CTs"
     split, source = record.get("eval_split"), record.get("eval_source")
     if source == "carved":
         return (f"the validation split ({cts} carved from the training split: "
                 f"data.validation_fraction {record.get('validation_fraction')}, "
                 f"data.validation_seed {record.get('validation_seed')})")
     if source == "dataset":
-        return f"the dataset's {split} split ({cts})"
-    return "no split (no evaluation during training)"
+        return f"the dataset's {split} split" + (f" ({cts})" if cts else "")
+    if source == "none":
+        return "no split (no evaluation during training)"
+    return f"the {split} split (how it was made is not recorded)"
