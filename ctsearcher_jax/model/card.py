@@ -106,10 +106,10 @@ def _data_lines(config: Config, info: Mapping[str, Any]) -> list[str]:
                     if features.get("manifest_sha256") else "")
                  + f"; {m.feature_dim} channels resized to the {'x'.join(map(str, m.grid))} "
                    f"model grid; gaze frame {d.frame} px, Z extent {d.z_extent}.")
-    lines.append(f"- Swin UNETR weights: {encoder_words(inputs) if inputs else 'not recorded'}; "
-                 f"feature_size {config.extract.feature_size}, merging order "
-                 f"{config.extract.merging_order}, HU window [{config.extract.hu_min:g}, "
-                 f"{config.extract.hu_max:g}].")
+    lines.append(f"- Swin UNETR weights: {encoder_words(inputs) if inputs else 'not recorded'}. "
+                 f"Extraction settings for new CTs (`config.json`'s extract): feature_size "
+                 f"{config.extract.feature_size}, merging order {config.extract.merging_order}, HU "
+                 f"window [{config.extract.hu_min:g}, {config.extract.hu_max:g}].")
     return lines
 
 
