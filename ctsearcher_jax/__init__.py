@@ -20,10 +20,7 @@ The public Python API (imported on first use, so `import ctsearcher_jax` stays l
 Feature extraction lives in `feature_extraction` (`extract_volume`, `extract_directory`, ...).
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
 
 from ctsearcher_jax._version import __version__
 
@@ -54,15 +51,16 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     target = _EXPORTS.get(name)
     if target is None:
         raise AttributeError(f"module 'ctsearcher_jax' has no attribute {name!r}")
     module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
+    value = getattr(_importlib.import_module(module), attr)
     globals()[name] = value  # later look-ups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    """The public names only (`__all__`): no imports, helpers or submodules."""
+    return sorted(__all__)

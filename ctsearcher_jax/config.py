@@ -6,7 +6,9 @@ Configs come from YAML files in `configs/` plus dotted command-line overrides
 (`--set train.lr=3e-4`); unknown keys and wrong types raise `ConfigError` naming the key. The
 resolved config is written into every run directory (`write_resolved`).
 
-The defaults are `configs/paper.yaml`: the original CT-Searcher recipe.
+The defaults are `configs/paper.yaml`, the original CT-Searcher recipe, except one:
+`data.eval_split` defaults to `validation` (checkpoints chosen on a validation split), where
+paper.yaml keeps the original's `test` for parity.
 """
 
 from __future__ import annotations
@@ -130,8 +132,14 @@ class DataConfig:
     blur_sigma: Union[float, None] = None
     # Split used for training.
     train_split: str = "train"
-    # Split used for evaluation.
-    eval_split: str = "test"
+    # Split evaluated during training, which chooses the exported checkpoint: "validation" (the
+    # dataset's own, else carved from the training split; data/splits.py), a dataset split
+    # ("test": the original's choice, selection on the test split), or "none".
+    eval_split: str = "validation"
+    # Fraction of the training CTs carved out as the validation split (by CT; at least 1).
+    validation_fraction: float = 0.1
+    # Seed of the carve (which CTs), independent of train.seed.
+    validation_seed: int = 0
 
     def __post_init__(self) -> None:
         _check(self.frame >= 1, "data.frame", "must be >= 1")
@@ -139,6 +147,8 @@ class DataConfig:
                "data.z_extent", "must be a positive integer or 'volume'")
         _check(self.blur_sigma is None or self.blur_sigma > 0, "data.blur_sigma",
                "must be > 0 or null")
+        _check(0.0 <= self.validation_fraction < 1.0, "data.validation_fraction",
+               "must be in [0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,7 +300,7 @@ class ExtractConfig:
 class FinetuneConfig:
     """ScanMatch-reward fine-tuning (`ctsearcher finetune`): self-critical policy gradient."""
 
-    # Model folder the run starts from (set by `ctsearcher finetune --from`); "" = supervised run.
+    # Model folder the run starts from (set by `ctsearcher finetune --model`); "" = supervised run.
     source: str = ""
     # Scanpaths sampled per CT and reader each step; their mean reward is the baseline.
     samples: int = 5

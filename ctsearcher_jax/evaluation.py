@@ -153,9 +153,9 @@ def evaluate(predictions: Predictions, ground_truth: GroundTruth, *, split: str 
     families = list(dict.fromkeys(metrics))
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
-        raise DataError(f"--metrics: unknown families {unknown}; choose from {list(FAMILIES)}")
+        raise DataError(f"metrics: unknown families {unknown}; choose from {list(FAMILIES)}")
     if protocol not in PROTOCOLS:
-        raise DataError(f"--protocol: unknown {protocol!r}; choose from {list(PROTOCOLS)}")
+        raise DataError(f"protocol: unknown {protocol!r}; choose from {list(PROTOCOLS)}")
     split_name = "all" if split is None else split
     items, gt_source = _ground_truth(ground_truth, split_name)
     options: dict[str, Any] = dict(multimatch_alignment=multimatch_alignment, sed_code=sed_code)
@@ -166,7 +166,7 @@ def evaluate(predictions: Predictions, ground_truth: GroundTruth, *, split: str 
         pred_source = None
     else:
         if predictions is None:
-            raise DataError("--pred is required unless --protocol human")
+            raise DataError("no predictions given: they are needed unless the protocol is 'human'")
         preds, pred_source = _predictions(predictions)
         scored = _score_predictions(items, preds, pred_source, protocol, families, split_name,
                                     gt_source, strict, options)
@@ -220,7 +220,7 @@ def group_predictions(gt_items: Sequence[CTItem], pred_scanpaths: Iterable[Scanp
         record = sp.index if sp.index >= 0 else k
         if c is None:
             raise DataError(f"{pred_source}: record {record}, CT {sp.name!r}: not in the ground "
-                            f"truth of the selected split; check --gt and --split")
+                            f"truth of the selected split; check the ground truth (dataset) and the split")
         pred_cts[c].append(sp.as_array())
         labels[c].append({"record": record, "subject": sp.subject})
         order.append((c, sp.subject))
@@ -313,7 +313,7 @@ def _check_scored(not_scored: dict[str, list], split: str, gt_source: str | None
         raise DataError(f"{gt_source or 'ground truth'}: nothing to score in split {split!r}"
                         + (f": {'; '.join(lines)}" if lines else ""))
     if lines and strict:
-        raise DataError(f"--strict: not everything is scored: {'; '.join(lines)}")
+        raise DataError(f"strict: not everything is scored: {'; '.join(lines)}")
     for line in lines:
         _log.warning(f"not scored: {line}")
 

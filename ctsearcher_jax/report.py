@@ -10,7 +10,13 @@ Reads what the other stages leave in a workdir:
   (`<CT>_viewer.html`).
 
 - `model/export.json`: which step the exported model is and the metric (and value) that chose it;
+- `inputs.json`: the dataset's and the feature manifest's sha256, the encoder weights, the splits
+  (which one chose the checkpoint, their sizes);
 - `provenance.json`: one entry per training launch (version, git commit, time, devices).
+
+Its first lines say what a reader must know before the numbers: features from a random encoder,
+a checkpoint chosen on the test split. The table says which split it is on; a std that does not
+exist is left out and a note says why.
 
 Writes `<workdir>/report/report.md`, `report.html` and `curves.png` (atomically): `collect_report`
 gathers a `ReportContent`, which two Jinja2 templates (`templates/report.{md,html}.j2`) render.
@@ -35,7 +41,10 @@ from typing import Any
 
 import jinja2
 import markupsafe
+import yaml
 
+from ctsearcher_jax.data.inputs import encoder_words, random_encoder, read_inputs
+from ctsearcher_jax.data.splits import describe_selection
 from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.io import atomic_write, atomic_write_text, loads_json, read_json
 from ctsearcher_jax.metrics.registry import METRICS
@@ -145,9 +154,40 @@ def metric_table(evaluations: dict[str, dict[str, Any]]) -> tuple[list[str], lis
         cells = [name]
         for m in metrics:
             s = summary.get(m)
-            cells.append("" if s is None else f"{_fmt(s.get('mean'))} ± {_fmt(s.get('std'))}")
+            if s is None:
+                cells.append("")
+            elif not _finite(s.get("mean")):
+                cells.append("n/a")
+            else:  # a std that does not exist is left out (`std_notes` says why, once)
+                std = s.get("std")
+                cells.append(_fmt(s["mean"]) + (f" ± {_fmt(std)}" if _finite(std) else ""))
         rows.append(cells)
     return header, rows
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def std_notes(evaluations: dict[str, dict[str, Any]]) -> list[str]:
+    """One sentence per metric of the table shown without a std (or without a value), saying why."""
+    notes = []
+    found = {m for s in evaluations.values() for m in s}
+    for m in [m for m in METRICS if m in found] + sorted(found - set(METRICS)):
+        cells = [(row, s[m]) for row, s in evaluations.items() if isinstance(s.get(m), dict)]
+        no_mean = [row for row, c in cells if not _finite(c.get("mean"))]
+        no_std = [row for row, c in cells if _finite(c.get("mean")) and not _finite(c.get("std"))]
+        if no_std:
+            what = (f"the {METRICS[m].description}: a summary of summaries, with no per-pair "
+                    f"values to spread" if m in METRICS else "its report gives none")
+            notes.append(f"`{m}` has no std ({what}).")
+        if no_mean:
+            unscored = [row for row, c in cells if not c.get("n")]
+            notes.append(f"`{m}` is n/a in {', '.join(no_mean)}: "
+                         + ("no pair was scored" if len(unscored) == len(no_mean) else
+                            "a per-pair score is NaN (e.g. ScanMatch of two empty scanpaths), "
+                            "which makes the mean NaN, as in the original") + ".")
+    return notes
 
 
 def copy_viewers(figure_dir: Path, names: list[str], dest: Path) -> dict[str, Path]:
@@ -171,8 +211,104 @@ def copy_figures(paths: list[Path], dest: Path) -> dict[Path, Path]:
     return copies
 
 
-def exported_model_lines(workdir: Path) -> list[str]:
-    """Plain sentences on `<workdir>/model`: its step, and the metric and value that chose it."""
+def read_evaluation_splits(directory: Path) -> dict[str, dict[str, Any]]:
+    """Row name -> {"split", "num_cts", "num_pairs", "protocol"} of every evaluate report."""
+    out = {}
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            data = read_json(path)
+        except DataError:
+            continue  # read_evaluations names it
+        if isinstance(data, dict):
+            out[path.stem] = {k: data.get(k) for k in ("split", "num_cts", "num_pairs", "protocol")}
+    return out
+
+
+def run_splits(workdir: Path, inputs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How the run chose its checkpoint (`RunSplits.record()` from `inputs.json`); for a run
+    written before inputs.json existed, its config.yaml's `data.eval_split` (a dataset split)."""
+    if inputs and isinstance(inputs.get("splits"), dict):
+        return inputs["splits"]
+    try:
+        data = yaml.safe_load((workdir / "config.yaml").read_text())
+        split = data["data"]["eval_split"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    if not isinstance(split, str):
+        return None
+    return {"eval_split": split, "eval_source": "unrecorded" if split == "validation" else "dataset"}
+
+
+def _selects_on_test(splits: dict[str, Any] | None) -> bool:
+    return bool(splits) and splits.get("eval_source") == "dataset" and \
+        splits.get("eval_split") == "test"
+
+
+def notice_lines(inputs: dict[str, Any] | None, splits: dict[str, Any] | None,
+                 exported: bool) -> list[str]:
+    """What a reader must see before the numbers: a random encoder, a step chosen on test."""
+    out = []
+    encoder = random_encoder(inputs)
+    if encoder is not None:
+        out.append(f"The features come from a random-initialised Swin UNETR (seed "
+                   f"{encoder.get('seed')}, no pretrained weights): these numbers show that the "
+                   f"pipeline runs, not what CT-Searcher achieves.")
+    if _selects_on_test(splits) and exported:
+        out.append("The exported model's step was selected on the test split "
+                   "(`data.eval_split: test`, as the original CT-Searcher does): its test-split "
+                   "row is optimistic next to the baselines, which had no such selection. "
+                   "`data.eval_split: validation` selects on a validation split instead.")
+    return out
+
+
+def table_lines(meta: dict[str, dict[str, Any]], splits: dict[str, Any] | None) -> list[str]:
+    """Which split the table is on, and how that relates to the split that chose the step."""
+    if not meta:
+        return []
+    by_split: dict[Any, list[str]] = {}
+    for row, m in meta.items():
+        by_split.setdefault(m.get("split"), []).append(row)
+    if None in by_split:
+        return [f"The reports of {', '.join(by_split[None])} do not name their split."]
+    if len(by_split) > 1:
+        return ["Rows are scored on different splits (" + "; ".join(
+            f"{split}: {', '.join(rows)}" for split, rows in by_split.items())
+            + "): they do not compare."]
+    split = next(iter(by_split))
+    cts = sorted({m.get("num_cts") for m in meta.values() if m.get("num_cts") is not None})
+    line = (f"Every row is scored on the {split} split"
+            + (f" ({cts[0]} CT{'s' if cts[0] != 1 else ''})" if len(cts) == 1 else "")
+            + " by `ctsearcher evaluate`.")
+    if "model" in meta and splits:
+        if _selects_on_test(splits) and split == "test":
+            line += " The model's step was chosen on these same CTs (see the first lines)."
+        else:
+            line += f" The model's step was chosen on {describe_selection(splits)}."
+    return [line]
+
+
+def data_lines(inputs: dict[str, Any] | None) -> list[str]:
+    """The dataset, features, encoder weights and split sizes the run trained on."""
+    if not inputs:
+        return ["Not recorded (no `inputs.json` in the workdir: a run from before it existed)."]
+    dataset, features = inputs.get("dataset") or {}, inputs.get("features") or {}
+    sizes = (inputs.get("splits") or {}).get("sizes") or {}
+    lines = [f"Dataset `{dataset.get('path')}` (sha256 `{dataset.get('sha256')}`): "
+             f"{dataset.get('cts')} CTs, {dataset.get('scanpaths')} scanpaths."]
+    if sizes:
+        lines.append("Splits (CTs / scanpaths): " + ", ".join(
+            f"{name} {v.get('cts')} / {v.get('scanpaths')}" for name, v in sizes.items())
+            + "; evaluation during training on " + describe_selection(inputs.get("splits")) + ".")
+    lines.append(f"Features `{features.get('dir')}`"
+                 + (f" (manifest sha256 `{features['manifest_sha256']}`)"
+                    if features.get("manifest_sha256") else " (no manifest)") + ".")
+    lines.append(f"Swin UNETR weights: {encoder_words(inputs)}.")
+    return lines
+
+
+def exported_model_lines(workdir: Path, splits: dict[str, Any] | None = None) -> list[str]:
+    """Plain sentences on `<workdir>/model`: its step, and the metric, value and split that chose
+    it."""
     path = workdir / "model" / "export.json"
     if not path.is_file():
         return ["No exported model (`model/export.json`) in the workdir yet."]
@@ -185,8 +321,8 @@ def exported_model_lines(workdir: Path) -> list[str]:
     if info.get("selected_by"):
         direction = info.get("direction") or ""
         return [f"`model/` holds the weights of step {step}{of}: the best checkpoint by "
-                f"`{info['selected_by']}` = {_fmt(info.get('value'))} on the evaluation split"
-                + (f" ({direction})" if direction else "") + "."]
+                f"`{info['selected_by']}` = {_fmt(info.get('value'))} on "
+                f"{describe_selection(splits)}" + (f" ({direction})" if direction else "") + "."]
     return [f"`model/` holds the weights of step {step}{of}: the final step (no evaluation "
             f"metric selected a checkpoint)."]
 
@@ -228,10 +364,14 @@ class ReportContent:
 
     title: str
     workdir: str
+    notices: list[list[tuple[bool, str]]]  # the first lines: random encoder, selection on test
     training: dict[str, Any] | None  # {"steps", "last_step", "last_loss"} of the train rows
     exported: list[list[tuple[bool, str]]]
+    data: list[list[tuple[bool, str]]]  # dataset, features, encoder weights, split sizes
     table_header: list[str]
     table_rows: list[list[str]]
+    table_split: list[list[tuple[bool, str]]]  # which split the table is on
+    table_notes: list[list[tuple[bool, str]]]  # why a std (or a value) is missing
     curves: str | None
     figures: list[FigureSet]
     provenance: list[list[tuple[bool, str]]]
@@ -270,10 +410,18 @@ def collect_report(workdir: str | os.PathLike[str], *, title: str | None = None,
     training = ({"steps": len(train_rows), "last_step": train_rows[-1]["step"],
                  "last_loss": _fmt(train_rows[-1].get("loss"))} if train_rows else None)
     header, table = metric_table(evaluations)
+    inputs = read_inputs(workdir)
+    splits = run_splits(workdir, inputs)
+    exported = (workdir / "model" / "export.json").is_file()
+    split_lines = table_lines(read_evaluation_splits(workdir / EVAL_DIR), splits)
     return ReportContent(
         title=title or f"CT-Searcher run: {workdir.name}", workdir=str(workdir),
-        training=training, exported=[_spans(line) for line in exported_model_lines(workdir)],
+        notices=[_spans(line) for line in notice_lines(inputs, splits, exported)],
+        training=training, exported=[_spans(line) for line in exported_model_lines(workdir, splits)],
+        data=[_spans(line) for line in data_lines(inputs)],
         table_header=header, table_rows=table,
+        table_split=[_spans(line) for line in split_lines],
+        table_notes=[_spans(line) for line in std_notes(evaluations)],
         curves=os.path.relpath(curves, out) if curves else None,
         figures=_figure_sets(workdir, out, max_figures),
         provenance=[_spans(line) for line in provenance_lines(workdir)],
@@ -338,4 +486,6 @@ _MARKDOWN = jinja2.Environment(loader=_LOADER, autoescape=False, finalize=_markd
 _MARKDOWN.filters.update(code=_markdown_code, fenced=_markdown_fenced, url=_url)
 _HTML = jinja2.Environment(loader=_LOADER, autoescape=True, keep_trailing_newline=True,
                            undefined=jinja2.StrictUndefined, finalize=_html_finalize)
-_HTML.filters.update(url=lambda value: urllib.parse.quote(str(value), safe="/"))
+_HTML.filters.update(url=lambda value: urllib.parse.quote(str(value), safe="/"),
+                     wbr=lambda value: markupsafe.Markup(
+                         str(markupsafe.escape(visible(value))).replace("_", "_<wbr>")))

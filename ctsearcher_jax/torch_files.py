@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ctsearcher_jax.errors import WeightsError
-
-TORCH_EXTRA = "install the torch extra: pip install 'ctsearcher-jax[torch]'"
+from ctsearcher_jax.installation import install_hint
 
 
 def load_weights_only(path: str | Path, safe_globals: Sequence[Any] = ()) -> Any:
@@ -29,7 +28,8 @@ def load_weights_only(path: str | Path, safe_globals: Sequence[Any] = ()) -> Any
     try:
         import torch  # noqa: PLC0415 (optional dependency: the [torch] extra)
     except ImportError:
-        raise WeightsError(f"{path}: reading PyTorch checkpoints needs torch; {TORCH_EXTRA}") from None
+        raise WeightsError(f"{path}: reading PyTorch checkpoints needs torch; install it: "
+                           f"{install_hint('torch')}") from None
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)

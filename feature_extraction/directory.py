@@ -168,7 +168,7 @@ def list_volumes(cts_dir: str | os.PathLike[str]) -> tuple[list[Path], list[tupl
     """
     cts_dir = Path(cts_dir)
     if not cts_dir.is_dir():
-        raise DataError(f"{cts_dir}: no such directory; --cts must be a folder of .nii/.nii.gz CTs")
+        raise DataError(f"{cts_dir}: no such directory; expected a folder of .nii/.nii.gz CTs")
     files, bad = [], []
     for p in sorted(cts_dir.iterdir()):
         if p.name.startswith(".") or p.is_dir():
@@ -188,7 +188,7 @@ def list_volumes(cts_dir: str | os.PathLike[str]) -> tuple[list[Path], list[tupl
                                 f"'{n}.npy'; rename one"))
     files = [p for p in files if volume_name(p) not in clashes]
     if not files and not bad:
-        raise DataError(f"{cts_dir}: no .nii/.nii.gz files found; point --cts at the CT folder")
+        raise DataError(f"{cts_dir}: no .nii/.nii.gz files found; expected the folder of CT volumes")
     return files, bad
 
 

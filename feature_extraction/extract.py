@@ -145,7 +145,8 @@ def get_extractor(weights: str | os.PathLike[str], config: ExtractConfig, *, see
             st = p.stat()
         except OSError:
             raise WeightsError(f"{p}: no such weights file; convert one with "
-                               "`ctsearcher convert-monai` or pass --weights random") from None
+                               "`ctsearcher convert-monai`, or use the weights 'random' (a seeded random-initialised "
+                               "encoder, for testing)") from None
         ident = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     key = repr((ident, seed, config))
     if _CACHE.get("key") != key:

@@ -335,7 +335,7 @@ def section_end_to_end(p: dict, rows: list, tmp: Path, isolate: bool) -> None:
     nib.save(nib.Nifti1Image(hu, np.diag([0.8, 0.8, 2.5, 1.0])), str(first))
     for i in range(1, p["volumes"]):
         shutil.copyfile(first, cts / f"ct_{i:03d}.nii.gz")
-    args = ["extract", "--cts", str(cts), "--weights", "random", "--feature-size", str(p["fs"]),
+    args = ["extract", "--ct-dir", str(cts), "--swin-weights", "random", "--feature-size", str(p["fs"]),
             "--dtype", "bfloat16", "--batch", str(p["swin_batch"]), "--no-progress",
             "--set", f"extract.roi={p['roi']}"]
     runs = []

@@ -1,6 +1,6 @@
 """Learning bars of issue 15 on synthetic data: supervised vs uniform, reader conditioning, fine-tuning.
 
-    python scripts/bench_learning.py [--out runs/bench_learning] [--cts 64] [--readers 4]
+    python scripts/bench_learning.py [--out runs/bench_learning] [--num-cts 64] [--num-readers 4]
                                      [--seeds 0 1 2] [--epochs 30] [--ft-epochs 5]
 
 One command: synthesises CTs x readers (reader styles differ in thoroughness, see
@@ -42,7 +42,9 @@ SMALL = {
     "model": {"d_model": 64, "num_heads": 4, "num_encoder_layers": 2, "num_decoder_layers": 2,
               "dim_feedforward": 128, "dropout": 0.1, "feature_dim": 192, "grid": [4, 4, 4],
               "max_length": 64},
-    "data": {"z_extent": "volume"},
+    # eval_split test: only the last step is evaluated (eval_every_epochs 1000), so nothing is
+    # selected on it, and the 48 training CTs of the recorded runs stay training CTs
+    "data": {"z_extent": "volume", "eval_split": "test"},
     "train": {"lr": 1.0e-3, "warmup_epochs": 1, "batch_size": 4, "log_every": 1,
               "eval_scanpath_metrics": False, "eval_every_epochs": 1000, "keep_last": 1},
     "eval": {"min_length": 8, "multimatch_alignment": "dp", "best_metric": "eval_loss"},
@@ -61,7 +63,7 @@ def ctsearcher(*argv: str) -> None:
 
 
 def score(pred: Path, data: Path, out: Path) -> dict[str, float]:
-    ctsearcher("evaluate", "--pred", str(pred), "--gt", str(data), "--split", "test",
+    ctsearcher("evaluate", "--pred", str(pred), "--data", str(data), "--split", "test",
                "--multimatch-alignment", "dp", "--out", str(out))
     summary = json.loads(out.read_text())["summary"]
     return {k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v}
@@ -97,8 +99,8 @@ def hmean(a: float, b: float) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/bench_learning")
-    p.add_argument("--cts", type=int, default=64)
-    p.add_argument("--readers", type=int, default=4)
+    p.add_argument("--num-cts", type=int, default=64)
+    p.add_argument("--num-readers", type=int, default=4)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--ft-epochs", type=int, default=5)
@@ -114,11 +116,11 @@ def main() -> int:
     config["train"]["epochs"] = args.epochs
     cfg.write_text(yaml.safe_dump(config))
     if not (data / "data_simplified_split_matched_pt.json").is_file():
-        ctsearcher("synth", "--out", str(data), "--cts", str(args.cts), "--readers",
-                   str(args.readers), "--seed", "0", "--shape", "64", "64", "48",
+        ctsearcher("synth", "--out", str(data), "--num-cts", str(args.num_cts), "--num-readers",
+                   str(args.num_readers), "--seed", "0", "--shape", "64", "64", "48",
                    "--min-fixations", "20", "--max-fixations", "60")
     if not (features / "manifest.json").is_file():
-        ctsearcher("extract", "--cts", str(data / "cts"), "--weights", "random", "--out",
+        ctsearcher("extract", "--ct-dir", str(data / "cts"), "--swin-weights", "random", "--out",
                    str(features), "--config", str(cfg), "--seed", "0", "--no-progress")
     ctsearcher("baselines", "--data", str(data), "--out", str(out / "baselines"), "--split",
                "test", "--seed", "0", "--baseline", "uniform")
@@ -133,19 +135,19 @@ def main() -> int:
                        f"train.seed={seed}", "--set", f"model.reader_conditioning={cond}")
             if cond == "none":  # the model fine-tuning starts from: the same forward/backward
                 times["supervised"].append(step_seconds(work, config["train"]["batch_size"]))
-            ctsearcher("predict", "--data", str(data), "--split", "test", "--checkpoint", str(work),
+            ctsearcher("predict", "--data", str(data), "--split", "test", "--model", str(work),
                        "--features", str(features), "--out", str(work / "pred"), "--seed",
-                       str(seed), "--figure-cts", "0", "--no-progress")
+                       str(seed), "--max-figure-cts", "0", "--no-progress")
             results[cond][seed] = score(work / "pred" / "predictions.json", data,
                                         work / "eval.json")
         work = out / f"ft_{seed}"
-        ctsearcher("finetune", "--from", str(out / f"sup_none_{seed}"), "--workdir", str(work),
+        ctsearcher("finetune", "--model", str(out / f"sup_none_{seed}"), "--workdir", str(work),
                    "--set", f"finetune.epochs={args.ft_epochs}", "--set",
                    f"finetune.samples={args.ft_samples}")
         times["finetune"].append(step_seconds(work, config["train"]["batch_size"]))
-        ctsearcher("predict", "--data", str(data), "--split", "test", "--checkpoint", str(work),
+        ctsearcher("predict", "--data", str(data), "--split", "test", "--model", str(work),
                    "--features", str(features), "--out", str(work / "pred"), "--seed", str(seed),
-                   "--figure-cts", "0", "--no-progress")
+                   "--max-figure-cts", "0", "--no-progress")
         results["finetuned"][seed] = score(work / "pred" / "predictions.json", data,
                                            work / "eval.json")
 
@@ -154,7 +156,7 @@ def main() -> int:
     def mean_of(kind: str, metric: str) -> float:
         return statistics.mean(results[kind][s].get(metric, float("nan")) for s in seeds)
 
-    lines = [f"bench_learning: {args.cts} CTs x {args.readers} readers, seeds {seeds}, "
+    lines = [f"bench_learning: {args.num_cts} CTs x {args.num_readers} readers, seeds {seeds}, "
              f"{args.epochs} supervised epochs, {args.ft_epochs} fine-tuning epochs "
              f"(K={args.ft_samples}), {time.perf_counter() - t0:.0f} s in all", "",
              "| metric | supervised (mean over seeds) | uniform | better |", "|---|---|---|---|"]

@@ -69,7 +69,7 @@ def test_unscored_readers_are_reported_and_strict_refuses(data, caplog):
     assert report.not_scored == {"cts_without_predictions": ["ct1"],
                                  "readers_without_predictions": [{"ct": "ct0", "subject": 1}]}
     assert any("not scored" in r.message for r in caplog.records)
-    with pytest.raises(DataError, match="--strict"):
+    with pytest.raises(DataError, match="^strict: not everything is scored"):
         evaluate(pred[:1], root, metrics=["sed"], strict=True)
     with pytest.raises(DataError, match="no CT in split 'validation'"):
         evaluate(pred, root, split="validation")

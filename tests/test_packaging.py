@@ -89,6 +89,10 @@ def test_installed_wheel_runs_outside_the_checkout(wheel_venv, repo_root):
     native = _run(w, w["python"], "-c", "from ctsearcher_jax.metrics.scanmatch import native as n; "
                   "print(n.available())")  # its shipped C++ source builds outside the checkout
     assert native.stdout.strip() == "True", native.stderr
+    # install hints fit a wheel: the extra's own requirement, no `pip install -e`
+    hint = _run(w, w["python"], "-c", "from ctsearcher_jax.installation import install_hint; "
+                "print(install_hint('torch'))").stdout.strip()
+    assert hint == "pip install 'torch>=2.2'", hint
     paper = _run(w, w["cli"], "train", "--config", "paper", "--print-config").stdout
     assert paper == dumps(load(repo_root / "configs" / "paper.yaml"))
     tiny = _run(w, w["cli"], "train", "--config", "tiny", "--print-config",

@@ -207,9 +207,9 @@ def test_every_command_checks_its_outputs_before_working(tmp_path, capsys, monke
     link = tmp_path / "link.json"
     link.symlink_to(pred)
     for out in (pred, link):
-        _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+        _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--data", str(gt.parent),
                                  "--out", str(out)], "is the input")
-    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--data", str(gt.parent),
                              "--out", str(gt)], "is the input")
     _one_line_error(capsys, ["baselines", "--data", str(gt.parent), "--out", str(gt),
                              "--baseline", "uniform"], "is the input")
@@ -217,13 +217,13 @@ def test_every_command_checks_its_outputs_before_working(tmp_path, capsys, monke
     assert {p: p.read_bytes() for p in (gt, pred)} == before
 
     # a folder where a file belongs, a file where a folder belongs
-    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--data", str(gt.parent),
                              "--out", str(tmp_path)], "is a folder")
-    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--data", str(gt.parent),
                              "--out", str(a_file / "r.json")], "is a file, not a folder")
-    for argv in (["extract", "--cts", str(tmp_path), "--weights", "random", "--out", str(a_file)],
+    for argv in (["extract", "--ct-dir", str(tmp_path), "--swin-weights", "random", "--out", str(a_file)],
                  ["visualize", "--data", str(gt.parent), "--name", "ct_a", "--out", str(a_file)],
-                 ["predict", str(ct), "--checkpoint", str(tmp_path), "--out", str(a_file)],
+                 ["predict", str(ct), "--model", str(tmp_path), "--out", str(a_file)],
                  ["baselines", "--data", str(gt.parent), "--out", str(a_file)],
                  ["import-upstream", str(ct), "--out", str(a_file)],
                  ["synth", "--out", str(a_file)],
@@ -243,7 +243,7 @@ def test_every_command_checks_its_outputs_before_working(tmp_path, capsys, monke
         return real(*a, dir=dir, **k)
 
     monkeypatch.setattr(paths.tempfile, "mkstemp", refuse)
-    _one_line_error(capsys, ["extract", "--cts", str(tmp_path), "--weights", "random",
+    _one_line_error(capsys, ["extract", "--ct-dir", str(tmp_path), "--swin-weights", "random",
                              "--out", str(locked / "features")], "cannot write in", "Permission")
 
 

@@ -72,7 +72,7 @@ def test_predict_never_replaces_cached_features_of_other_weights(setup):
 
     root, cfg = setup
     cts = sorted((root / "data" / "cts").glob("*.nii.gz"))
-    # A cache as `extract --weights random --seed 1` writes it (the refusals come before any
+    # A cache as `extract --swin-weights random --seed 1` writes it (the refusals come before any
     # extraction, so the arrays only need to be intact).
     cache = root / "cache_seed1"
     cache.mkdir()
@@ -124,11 +124,11 @@ def test_predict_cli_errors(setup, tmp_path):
         return subprocess.run([sys.executable, "-m", "ctsearcher_jax.cli", "predict", *map(str, args)],
                               capture_output=True, text=True, timeout=600)
 
-    out = run(root / "data" / "cts", "--checkpoint", tmp_path, "--out", tmp_path / "o")
+    out = run(root / "data" / "cts", "--model", tmp_path, "--out", tmp_path / "o")
     assert out.returncode == 2 and "no model.safetensors" in out.stderr
-    out = run(tmp_path / "none.nii.gz", "--checkpoint", root / "run", "--out", tmp_path / "o")
+    out = run(tmp_path / "none.nii.gz", "--model", root / "run", "--out", tmp_path / "o")
     assert out.returncode == 2 and "none.nii.gz: no such CT" in out.stderr
-    out = run("--data", root / "data", "--split", "nosplit", "--checkpoint", root / "run",
+    out = run("--data", root / "data", "--split", "nosplit", "--model", root / "run",
               "--out", tmp_path / "o")
     assert out.returncode == 2 and "no CT in split 'nosplit'" in out.stderr
     assert not (tmp_path / "o").exists()

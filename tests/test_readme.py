@@ -44,3 +44,9 @@ def test_public_names_resolve_and_have_docstrings():
             value = getattr(module, name)
             assert (value.__doc__ or "").strip(), f"{module.__name__}.{name} has no docstring"
     assert "load_model" in public_names and "scanmatch" in public_names
+    # the namespace holds the public names only: no imports, helpers or submodules
+    import ctsearcher_jax.config  # noqa: F401 - a submodule is an attribute, not a public name
+
+    for module in (ctsearcher_jax, feature_extraction):
+        assert dir(module) == sorted(module.__all__), module.__name__
+    assert "Any" not in dir(ctsearcher_jax) and "importlib" not in dir(ctsearcher_jax)

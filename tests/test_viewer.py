@@ -356,12 +356,51 @@ def test_screenshots_are_not_blank_and_differ_between_slices(page):
     assert np.abs(a - b).mean() > 1.0
 
 
+def test_the_page_fits_1280_pixels_without_cutting(browser, dataset, tmp_path):
+    """At 1280 px the metrics table fits its panel (no scroll, nothing past the window) and the
+    drilling plot's last time label ends inside its canvas."""
+    item = load_dataset(dataset)[0]
+    pred = [dict(r.to_record(), split=None) for r in item.readers]
+    for rec in pred:
+        for key in ("split", "task", "report"):
+            rec.pop(key, None)
+    (tmp_path / "p.json").write_text(json.dumps(pred))
+    out = tmp_path / "wide.html"
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--pred",
+                 str(tmp_path / "p.json"), "--score", "--out", str(out)]) == 0
+    size = browser.get_window_size()
+    try:
+        browser.set_window_size(1280, 1000)
+        browser.get(out.as_uri())
+        assert wait_for(browser, "return window.viewerState && window.viewerState.projectionsReady")
+        overflow = browser.execute_script(
+            "const W = document.documentElement.clientWidth; const out = [];"
+            "for (const e of document.querySelectorAll('body *')) {"
+            "  const r = e.getBoundingClientRect(); if (r.width > 0 && r.right > W + 0.5) "
+            "out.push(e.tagName + '#' + e.id); }"
+            "for (const e of document.querySelectorAll('.scroll')) {"
+            "  if (e.scrollWidth > e.clientWidth + 1) out.push('scrolls: ' + e.firstChild.id); }"
+            "return [W, out];")
+        assert overflow[0] <= 1280 and overflow[1] == [], overflow
+        assert browser.execute_script("return document.querySelectorAll('#legend th').length") == 9
+        # the label band under the drilling plot: text near the right edge, none on the edge
+        band = browser.execute_script(
+            "const c = document.getElementById('drilling'); const g = c.getContext('2d');"
+            "const y0 = c.height - 20, d = g.getImageData(0, y0, c.width, 14).data;"
+            "const cols = new Array(c.width).fill(0);"
+            "for (let n = 0; n < d.length; n += 4) if (d[n] > 90) cols[(n / 4) % c.width] += 1;"
+            "return cols;")
+        assert sum(band[-45:-2]) > 0 and sum(band[-2:]) == 0
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+
+
 def test_metrics_against_a_chosen_reader(dataset, tmp_path):
     from ctsearcher_jax.metrics.protocol import score_pairs
 
     item = load_dataset(dataset)[0]
     out = tmp_path / "m.html"
-    assert main(["view", "--data", str(dataset), "--name", item.name, "--metrics",
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--score",
                  "--reference", str(item.readers[1].subject), "--out", str(out)]) == 0
     data = embedded(out)
     assert data["reference"] == 1 and data["paths"][1].get("metrics") is None
@@ -370,7 +409,7 @@ def test_metrics_against_a_chosen_reader(dataset, tmp_path):
     for name, values in expected.items():
         assert got[name] == pytest.approx(float(values[0]), rel=1e-12, abs=1e-12)
     assert "multimatch_mean" in got and "sed" in got
-    assert main(["view", "--data", str(dataset), "--name", item.name, "--metrics",
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--score",
                  "--reference", "99", "--out", str(tmp_path / "x.html")]) == 2
     assert not (tmp_path / "x.html").exists()
 

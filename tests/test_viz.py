@@ -259,7 +259,7 @@ def test_visualize_cli(dataset, tmp_path):
     pred_path.write_text(json.dumps(pred))
     out = ctsearcher("visualize", "--data", dataset, "--pred", pred_path, "--name", name,
                      "--out", tmp_path / "figs", "--dpi", DPI, "--reader", "1",
-                     "--figures", "projections,drilling,density,slices")
+                     "--figures", "projections", "drilling", "density", "slices")
     assert out.returncode == 0, out.stderr
     for kind, suffix in [("projections", "png"), ("drilling", "png"), ("density", "png"),
                          ("slices", "gif")]:

@@ -11,23 +11,28 @@ HELP = ("train CT-Searcher (resumes from WORKDIR's checkpoints by itself; SIGTER
         "exits 0); multi-host under SLURM / TPU pods or with --coordinator")
 
 
+COMPILES = True
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config file or bundled config name (paper, tiny); "
-                                         "default when resuming: WORKDIR/config.yaml")
-    parser.add_argument("--workdir",
-                        help="run folder: checkpoints/, tb/, metrics.jsonl, config.yaml (required "
-                             "unless --print-config)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    from ctsearcher_jax.commands.extract import _multiprocess_flags
+    from ctsearcher_jax.flags import ListAction
+
+    parser.add_argument("--config", metavar="CONFIG",
+                        help="YAML config file or bundled config name (paper, tiny); default when "
+                             "resuming: WORKDIR/config.yaml")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="run folder: checkpoints/, tb/, metrics.jsonl, config.yaml, "
+                             "inputs.json, model/ (required unless --print-config; default: none)")
+    parser.add_argument("--set", dest="overrides", action=ListAction, default=[],
+                        metavar="KEY=VALUE",
+                        help="override config keys, e.g. --set train.lr=3e-4 data.eval_split=test")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar: a log line every train.log_every steps instead "
                              "(what a non-terminal stderr gets anyway)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (file + --set) as YAML and exit")
-    parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-process without "
-                                              "SLURM/TPU auto-detection)")
-    parser.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
-    parser.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
+    _multiprocess_flags(parser)
     parser.add_argument("--distributed", action="store_true",
                         help="always call jax.distributed.initialize() and let JAX detect the "
                              "cluster (TPU pods, clusters the automatic check does not know)")

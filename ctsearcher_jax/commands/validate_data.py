@@ -10,12 +10,13 @@ HELP = ("check a dataset folder (or its JSON): every problem, then a summary; ex
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="dataset folder (with data_simplified_split_matched_pt.json "
-                                     "and cts/) or the JSON file")
+    parser.add_argument("path", metavar="DATA",
+                        help="dataset folder (with data_simplified_split_matched_pt.json and cts/) "
+                             "or the JSON file")
     parser.add_argument("--no-volumes", action="store_true",
                         help="do not check cts/ volumes (Z is then bounded by 512)")
-    parser.add_argument("--max-problems", type=int, default=50,
-                        help="print at most this many problems (default 50; all are counted)")
+    parser.add_argument("--max-problems", type=int, default=50, metavar="N",
+                        help="print at most this many problems (all are counted)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,31 +6,42 @@ import argparse
 from pathlib import Path
 
 HELP = ("write one self-contained HTML page per CT that replays its scanpaths over the slices "
-        "(every reader and, with --pred, the predictions): time line, drilling plot, projections")
+        "(every reader and, with --pred, the predictions): time line, drilling plot, projections; "
+        "--score adds each scanpath's metrics")
+
+
+COMPILES = True  # --score runs the metrics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True,
+    from ctsearcher_jax.flags import ListAction, alias
+
+    parser.add_argument("--data", required=True, metavar="DIR",
                         help="dataset folder (data_simplified_split_matched_pt.json + cts/)")
-    parser.add_argument("--name", required=True, nargs="+", metavar="CT",
-                        help="CT name(s) (record 'name' = volume file stem)")
-    parser.add_argument("--pred", help="predictions JSON (dataset record format, no split)")
-    parser.add_argument("--out", required=True,
+    parser.add_argument("--name", required=True, action=ListAction, metavar="CT",
+                        help="CT names (record 'name' = volume file stem)")
+    parser.add_argument("--pred", metavar="FILE",
+                        help="predictions JSON (dataset record format, no split; default: none, "
+                             "readers only)")
+    parser.add_argument("--out", required=True, metavar="PATH",
                         help="output: an .html file (one CT) or a folder (writes CT_viewer.html)")
-    parser.add_argument("--window", default="soft",
-                        help="initial window (switchable in the page): soft (default), lung, "
-                             "bone, auto, or WIDTH,LEVEL in HU")
-    parser.add_argument("--reader", nargs="+", metavar="SUBJECT",
-                        help="only these readers (subject ids), and the predictions paired with them")
-    parser.add_argument("--metrics", action="store_true",
-                        help="score every scanpath against the --reference reader with ScanMatch, "
-                             "MultiMatch and SED (the project's metrics) and show them")
-    parser.add_argument("--reference", metavar="SUBJECT",
-                        help="reader the metrics compare against (default: the first reader)")
-    parser.add_argument("--max-side", type=int, default=256,
-                        help="in-plane pixels per slice axis at most (default 256)")
-    parser.add_argument("--hu-step", type=float, default=1.0,
-                        help="quantisation step of the embedded intensities in HU (default 1)")
+    parser.add_argument("--window", default="soft", metavar="WINDOW",
+                        help="initial window (switchable in the page): soft, lung, bone, auto, or "
+                             "WIDTH,LEVEL in HU")
+    parser.add_argument("--reader", action=ListAction, metavar="ID",
+                        help="only these readers (subject ids), and the predictions paired with "
+                             "them (default: every reader)")
+    score = parser.add_argument("--score", action="store_true",
+                                help="score every scanpath against the --reference reader with "
+                                     "ScanMatch, MultiMatch and SED (the project's metrics) and "
+                                     "show them")
+    alias(parser, "--metrics", score)
+    parser.add_argument("--reference", metavar="ID",
+                        help="reader the scores compare against (default: the first reader)")
+    parser.add_argument("--max-side", type=int, default=256, metavar="PX",
+                        help="in-plane pixels per slice axis at most")
+    parser.add_argument("--hu-step", type=float, default=1.0, metavar="HU",
+                        help="quantisation step of the embedded intensities in HU")
 
 
 def volume_shape(path: Path) -> tuple[int, int, int]:
@@ -70,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if single_file and len(args.name) > 1:
         raise ConfigError(f"--out {out}: one .html file holds one CT; give a folder for "
                           f"{len(args.name)} CTs")
-    if args.reference is not None and not args.metrics:
-        raise ConfigError("--reference only applies with --metrics")
+    if args.reference is not None and not args.score:
+        raise ConfigError("--reference only applies with --score")
 
     sources = GazeSources.load(args.data, args.pred, args.reader)
     json_path, volumes = sources.json_path, sources.volumes
@@ -83,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         paths = default_paths(gt, pred, gt_source=str(json_path),
                               pred_source=str(args.pred) if args.pred else "")
         reference = None
-        if args.metrics:
+        if args.score:
             subjects = [str(sp.subject) for sp in gt]
             ref = args.reference if args.reference is not None else subjects[0]
             if ref not in subjects:

@@ -9,28 +9,33 @@ HELP = ("draw scanpaths over a CT: projections, slice-against-time, fixation den
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True,
+    from ctsearcher_jax.flags import CommaListAction, ListAction
+
+    parser.add_argument("--data", required=True, metavar="DIR",
                         help="dataset folder (data_simplified_split_matched_pt.json + cts/)")
-    parser.add_argument("--pred", help="predictions JSON (dataset record format, no split)")
-    parser.add_argument("--name", required=True, nargs="+", metavar="CT",
-                        help="CT name(s) to draw (record 'name' = volume file stem)")
-    parser.add_argument("--out", required=True, help="output folder for the figures")
-    parser.add_argument("--window", default="soft",
-                        help="CT window: soft (W400/L40, default), lung (W1500/L-600), "
-                             "bone (W1800/L400), auto (percentiles), or WIDTH,LEVEL in HU")
+    parser.add_argument("--pred", metavar="FILE",
+                        help="predictions JSON (dataset record format, no split; default: none, "
+                             "ground truth only)")
+    parser.add_argument("--name", required=True, action=ListAction, metavar="CT",
+                        help="CT names to draw (record 'name' = volume file stem)")
+    parser.add_argument("--out", required=True, metavar="PATH", help="output folder for the figures")
+    parser.add_argument("--window", default="soft", metavar="WINDOW",
+                        help="CT window: soft (W400/L40), lung (W1500/L-600), bone (W1800/L400), "
+                             "auto (percentiles), or WIDTH,LEVEL in HU")
     parser.add_argument("--projection", choices=("mean", "max"), default="mean",
-                        help="projection of the windowed volume: mean (default; reads like a "
-                             "radiograph) or max (MIP)")
-    parser.add_argument("--reader", nargs="+", metavar="SUBJECT",
+                        help="projection of the windowed volume: mean (reads like a radiograph) "
+                             "or max (MIP)")
+    parser.add_argument("--reader", action=ListAction, metavar="ID",
                         help="only these readers (subject ids) of the ground truth and of the "
-                             "predictions paired with them")
-    parser.add_argument("--max-pred", type=int, default=2,
-                        help="predicted scanpaths drawn in the projection figure (default 2)")
-    parser.add_argument("--figures", default="projections,drilling,density,slices",
-                        help="comma-separated subset of projections,drilling,density,slices,"
-                             "viewer (the interactive HTML page of `ctsearcher view`)")
-    parser.add_argument("--dpi", type=int, default=100,
-                        help="PNG resolution, 20-600 (default 100)")
+                             "predictions paired with them (default: every reader)")
+    parser.add_argument("--max-pred", type=int, default=2, metavar="N",
+                        help="predicted scanpaths drawn in the projection figure")
+    parser.add_argument("--figures", action=CommaListAction,
+                        default=["projections", "drilling", "density", "slices"], metavar="KIND",
+                        help="any of projections drilling density slices viewer (viewer: the "
+                             "interactive HTML page of `ctsearcher view`)")
+    parser.add_argument("--dpi", type=int, default=100, metavar="DPI",
+                        help="PNG resolution, 20-600")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
         parse_window(args.window)
     except ValueError as exc:
         raise ConfigError(f"--window: {exc}") from None
-    figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    figures = [f.strip() for f in args.figures if f.strip()]
     bad = [f for f in figures if f not in FIGURES]
     if bad or not figures:
-        raise ConfigError(f"--figures {args.figures!r}: choose from {','.join(FIGURES)}")
+        raise ConfigError(f"--figures {' '.join(args.figures)}: choose from {' '.join(FIGURES)}")
     if args.max_pred < 0:
         raise ConfigError(f"--max-pred {args.max_pred}: must be >= 0")
     if not MIN_DPI <= args.dpi <= MAX_DPI:

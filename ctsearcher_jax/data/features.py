@@ -47,7 +47,7 @@ def load_feature_grid(path: str | os.PathLike[str]) -> np.ndarray:
     array = array.astype(np.float32, copy=False)
     if not np.all(np.isfinite(array)):
         raise DataError(f"feature file {path} contains NaN or inf values; re-extract it "
-                        "(`ctsearcher extract --force`)")
+                        "(`ctsearcher extract --recompute`)")
     return array
 
 

@@ -109,7 +109,7 @@ def describe_weights(weights: Any) -> str:
         return "unrecorded weights"
     size = f"feature_size {weights.get('feature_size')}"
     if weights.get("kind") == "random":
-        return f"a random-initialised encoder (--weights random, seed {weights.get('seed')}, {size})"
+        return f"a random-initialised encoder (weights 'random', seed {weights.get('seed')}, {size})"
     sha = str(weights.get("sha256", ""))[:12]
     return f"weights file {weights.get('path')} (sha256 {sha}..., {size})"
 

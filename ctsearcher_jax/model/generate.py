@@ -120,9 +120,10 @@ def sample_records(model: Any, config: Config, names: Sequence[str], feature_dir
 def check_reader_filter(config: Config, reader_filter: Sequence[str]) -> None:
     """ConfigError for reader ids given to an unconditioned model; DataError for unknown ids."""
     if not config.model.reader_conditioned:
-        raise ConfigError("--reader needs a reader-conditioned model (trained with "
+        raise ConfigError("predicting as given readers (--reader, reader_filter) needs a "
+                          "reader-conditioned model (trained with "
                           "model.reader_conditioning=embedding); this one has no reader input")
-    reader_indices(config.model, list(reader_filter), where="--reader")
+    reader_indices(config.model, list(reader_filter), where="readers asked for")
 
 
 def _check_nonempty(records: Sequence[Mapping[str, Any]]) -> None:

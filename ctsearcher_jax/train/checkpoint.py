@@ -39,7 +39,8 @@ from ctsearcher_jax.metrics.registry import METRICS
 RESUME_INVARIANT = {
     "model": None,  # the whole section
     "finetune": None,
-    "data": ("frame", "z_extent", "blur_sigma", "train_split"),
+    "data": ("frame", "z_extent", "blur_sigma", "train_split", "eval_split",
+             "validation_fraction", "validation_seed"),  # the last three decide the carve
     "train": ("seed", "lr", "beta1", "beta2", "eps", "weight_decay", "warmup_epochs", "epochs",
               "batch_size", "duration_loss_weight", "clip_grad_norm", "grad_accum_steps",
               "share_forward_across_readers", "legacy_first_step_lr_zero",
@@ -62,11 +63,20 @@ def incompatible_keys(saved: dict[str, Any], config: Config) -> list[str]:
 
 
 def check_compatible(meta: dict[str, Any], config: Config, *, num_train_cts: int,
-                     checkpoint_dir: Path) -> None:
-    """ConfigError when resuming `meta`'s run with `config` would not continue the same run."""
+                     checkpoint_dir: Path, evaluation_cts: list[str] | None = None) -> None:
+    """ConfigError when resuming `meta`'s run with `config` would not continue the same run.
+
+    evaluation_cts: the CTs evaluated now; checked against the checkpoint's (a carved
+    validation split that changed would change the training CTs too).
+    """
     problems = incompatible_keys(meta["config"], config)
     if meta.get("num_train_cts") != num_train_cts:
         problems.append(f"training CTs: checkpoint {meta.get('num_train_cts')}, now {num_train_cts}")
+    saved = (meta.get("splits") or {}).get("evaluation_cts")
+    if saved is not None and evaluation_cts is not None and list(saved) != list(evaluation_cts):
+        changed = sorted(set(saved) ^ set(evaluation_cts))
+        problems.append(f"evaluation CTs: {len(saved)} in the checkpoint, {len(evaluation_cts)} "
+                        f"now ({len(changed)} differ, e.g. {changed[:3]})")
     if problems:
         raise ConfigError(
             f"cannot resume from {checkpoint_dir} (step {meta['step']}): the config or data "

@@ -1,6 +1,6 @@
 """ScanMatch-reward fine-tuning: the paper-era self-critical policy-gradient stage, as a train step.
 
-`ctsearcher finetune --from MODEL --workdir W` derives a run config from the model's own
+`ctsearcher finetune --model PATH --workdir W` derives a run config from the model's own
 (`finetune_config`: `finetune.source` set, lr x `finetune.lr_scale`, no warm-up, linear decay over
 `finetune.epochs`) and runs the ordinary training loop (`train/loop.py`): same data pipeline,
 mesh and sharding, checkpoints, exact resume, evaluators, trackers and export. Only two things

@@ -34,6 +34,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from ctsearcher_jax.config import Config, to_dict, write_resolved
+from ctsearcher_jax.data.inputs import describe_inputs, write_inputs
 from ctsearcher_jax.data.pipeline import (
     CTExampleSource,
     eval_dataset,
@@ -43,7 +44,8 @@ from ctsearcher_jax.data.pipeline import (
 )
 from ctsearcher_jax.data.readers import with_readers
 from ctsearcher_jax.data.schema import load_dataset
-from ctsearcher_jax.errors import ConfigError, DataError
+from ctsearcher_jax.data.splits import RunSplits, describe_selection, split_items
+from ctsearcher_jax.errors import ConfigError
 from ctsearcher_jax.io import atomic_write_json
 from ctsearcher_jax.logs import progress_bars
 from ctsearcher_jax.model.factory import check_architecture
@@ -162,14 +164,10 @@ class _StopFlag:
         return bool(np.asarray(flags).any())
 
 
-def _split_items(config: Config):
+def _split_items(config: Config) -> tuple[list, RunSplits]:
+    """Every CT of the dataset and the run's splits (data/splits.py: the validation carve)."""
     items = load_dataset(config.data.data_dir, frame=config.data.frame)
-    train = tuple(it for it in items if it.split == config.data.train_split)
-    if not train:
-        raise DataError(f"{config.data.data_dir}: no CT in the training split "
-                        f"'{config.data.train_split}' (data.train_split)")
-    evaluation = tuple(it for it in items if it.split == config.data.eval_split)
-    return items, train, evaluation
+    return items, split_items(items, config.data)
 
 
 def _flat_hparams(config: Config) -> dict[str, Any]:
@@ -203,11 +201,13 @@ class TrainRun:
     start_step: int
     best_metric: str | None
     say: Callable[[str], None]
+    splits: dict[str, Any]  # RunSplits.record(): the eval split, its CTs, the split sizes
 
     def meta_for(self, step: int) -> dict[str, Any]:
         """The checkpoint metadata of `step` (checked when the run is resumed)."""
         return {"step": step, "epoch": self.plan.epoch(step), "num_train_cts": self.num_train_cts,
-                "steps_per_epoch": self.plan.steps_per_epoch, "config": to_dict(self.config)}
+                "steps_per_epoch": self.plan.steps_per_epoch, "config": to_dict(self.config),
+                "splits": self.splits}
 
     def close(self) -> None:
         self.checkpoints.wait()
@@ -268,7 +268,8 @@ def setup_run(config: Config, workdir: str | Path, *,
     mesh = sh.make_mesh(config.train)
     sh.check_batch_divides(config.train, mesh, process_count)
 
-    items, train_items, eval_items = _split_items(config)
+    items, splits = _split_items(config)
+    train_items, eval_items = splits.train, splits.evaluation
     config = with_readers(config, items)  # a conditioned model's reader ids, from the data
     train_cfg = config.train
     r_max = max_readers(items)
@@ -292,7 +293,8 @@ def setup_run(config: Config, workdir: str | Path, *,
     if start_step:
         ckpt_lib.check_compatible(checkpoints.read_meta(start_step), config,
                                   num_train_cts=len(train_items),
-                                  checkpoint_dir=checkpoints.directory)
+                                  checkpoint_dir=checkpoints.directory,
+                                  evaluation_cts=[it.name for it in eval_items])
     tracker = make_tracker(workdir, process_index=process_index, start_step=start_step,
                            trackers=train_cfg.tracker, wandb_project=train_cfg.wandb_project)
 
@@ -318,6 +320,12 @@ def setup_run(config: Config, workdir: str | Path, *,
             f"(step {start_step}/{plan.total_steps})")
     if process_index == 0:
         write_resolved(config, workdir)
+        write_inputs(workdir, describe_inputs(config.data.data_dir, config.data.feature_dir,
+                                              items, splits))
+    say(f"data: {len(train_items)} training CTs; checkpoints chosen on "
+        f"{describe_selection(splits.record())}" + (
+            "; this is the test split, as the original does: scores on it are optimistic"
+            if splits.selects_on_test else ""))
     say(f"training: {jax.device_count()} devices ({jax.default_backend()}, mesh "
         f"{dict(mesh.shape)}), {process_count} process(es); batch {train_cfg.batch_size} CTs "
         f"x up to {r_max} readers; {plan.total_steps} steps ({train_cfg.epochs} epochs x "
@@ -331,7 +339,7 @@ def setup_run(config: Config, workdir: str | Path, *,
         tracker.log_hparams(_flat_hparams(config), metrics=available)
     return TrainRun(config, workdir, mesh, plan, len(train_items), iterator, checkpoints, tracker,
                     graphdef, rng_state, state, abstract, shardings, evaluators, train_step,
-                    start_step, best_metric, say)
+                    start_step, best_metric, say, splits.record())
 
 
 def _make_evaluators(config: Config, eval_items, r_max: int, graphdef, rng_state, mesh, tracker,

@@ -25,6 +25,7 @@ from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams as hparams_summary
 
 from ctsearcher_jax.errors import ConfigError, DataError
+from ctsearcher_jax.installation import install_hint
 from ctsearcher_jax.io import atomic_write_text, loads_json
 
 TRACKERS = ("tensorboard", "wandb")
@@ -145,7 +146,7 @@ class TensorBoardTracker(NullTracker):
 
 
 class WandbTracker(NullTracker):
-    """Weights & Biases (`pip install 'ctsearcher-jax[wandb]'`): the same scalars under the same
+    """Weights & Biases (the `wandb` extra): the same scalars under the same
     tags, the config, and the scanpath figures, in `<workdir>/wandb`.
 
     The project is `train.wandb_project`; WANDB_MODE=offline (or `wandb offline`) keeps the run on
@@ -156,9 +157,9 @@ class WandbTracker(NullTracker):
         try:
             import wandb  # noqa: PLC0415 (optional dependency: the [wandb] extra)
         except ImportError:
-            raise ConfigError("train.tracker lists wandb but wandb is not installed: "
-                              "pip install 'ctsearcher-jax[wandb]', or drop wandb from "
-                              "train.tracker") from None
+            raise ConfigError(f"train.tracker lists wandb but wandb is not installed: "
+                              f"{install_hint('wandb')}, or drop wandb from "
+                              f"train.tracker") from None
         self._wandb = wandb
         folder = Path(workdir) / "wandb"
         folder.mkdir(parents=True, exist_ok=True)

@@ -102,8 +102,8 @@ def test_keep_others_refuses_to_replace_features_of_other_weights(tmp_path, extr
     before = (out / "a.npy").read_bytes()
     other = fake_extractor(ExtractConfig(feature_size=12, batch=2))
     other.weights = dict(other.weights, kind="file", path="/w/btcv.safetensors", sha256="f" * 64)
-    with pytest.raises(DataError, match=r"a.npy: made with a random-initialised encoder \(--weights "
-                                        r"random, seed 0, feature_size 12\); not replaced"):
+    with pytest.raises(DataError, match=r"a.npy: made with a random-initialised encoder \(weights "
+                                        r"'random', seed 0, feature_size 12\); not replaced"):
         ex.extract_volume(tmp_path / "cts" / "a.nii.gz", out, extractor=other, keep_others=True)
     changed = fake_extractor(ExtractConfig(feature_size=12, batch=2, hu_min=-500))
     with pytest.raises(DataError, match="made with other settings"):
@@ -248,7 +248,7 @@ def test_cli_exit_codes(tmp_path, extractor, monkeypatch, capsys):
 
     monkeypatch.setattr(directory, "get_extractor", fake_get)  # what extract_directory calls
     write_ct(tmp_path / "cts" / "a.nii.gz", seed=1)
-    argv = ["extract", "--cts", str(tmp_path / "cts"), "--weights", "random", "--out",
+    argv = ["extract", "--ct-dir", str(tmp_path / "cts"), "--swin-weights", "random", "--out",
             str(tmp_path / "out"), "--feature-size", "24", "--overlap", "0.25", "--no-progress"]
     assert cli.main(argv) == 0
     assert seen["config"].feature_size == 24 and seen["config"].overlap == 0.25
@@ -288,7 +288,7 @@ def test_cli_refuses_feature_size_that_contradicts_the_weights_file(tmp_path, ca
     save_file({"x": np.zeros(1, np.float32)}, str(weights),
               metadata={"config": json.dumps({"feature_size": 24})})
     write_ct(tmp_path / "cts" / "a.nii.gz", seed=1)
-    argv = ["extract", "--cts", str(tmp_path / "cts"), "--weights", str(weights), "--out",
+    argv = ["extract", "--ct-dir", str(tmp_path / "cts"), "--swin-weights", str(weights), "--out",
             str(tmp_path / "out"), "--feature-size", "12"]
     assert cli.main(argv) == 2
     assert "holds feature_size 24" in capsys.readouterr().err

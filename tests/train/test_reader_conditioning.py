@@ -135,7 +135,7 @@ def test_finetune_smoke_logs_reward_and_resumes_exactly(conditioned_run, tmp_pat
     args = ["--set", "finetune.epochs=1", "--set", "finetune.samples=3",
             "--set", "train.checkpoint_every_steps=1", "--set", "finetune.supervised_weight=0.5"]
     work = tmp_path / "ft"
-    assert cli.main(["finetune", "--from", str(source), "--workdir", str(work), *args]) == 0
+    assert cli.main(["finetune", "--model", str(source), "--workdir", str(work), *args]) == 0
     rows = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["split"] == "train"]
     assert [r["step"] for r in train_rows] == [1, 2]

@@ -75,7 +75,7 @@ def test_two_processes_two_devices_each_match_one_device(helpers, tiny_root, xla
 
 
 def _finetune_rows(helpers, source, workdir, cache, devices):
-    cmd = [sys.executable, "-m", "ctsearcher_jax.cli", "finetune", "--from", str(source),
+    cmd = [sys.executable, "-m", "ctsearcher_jax.cli", "finetune", "--model", str(source),
            "--workdir", str(workdir), "--set", "finetune.epochs=1"]
     result = subprocess.run(cmd, env=helpers.subprocess_env(cache, devices), capture_output=True,
                             text=True, timeout=240, cwd=helpers.REPO)

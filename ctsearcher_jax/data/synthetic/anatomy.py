@@ -482,5 +482,5 @@ def make_report(lesions: Sequence[Lesion]) -> str:
 def check_shape(shape: Sequence[int]) -> None:
     """ConfigError unless shape is (I, J, K) with I, J >= 16 and K >= 8."""
     if len(shape) != 3 or any(int(v) < m for v, m in zip(shape, MIN_SHAPE)):
-        raise ConfigError(f"--shape {tuple(shape)}: need three sizes I J K with I, J >= {MIN_SHAPE[0]} "
+        raise ConfigError(f"shape {tuple(shape)}: need three sizes I J K with I, J >= {MIN_SHAPE[0]} "
                           f"and K >= {MIN_SHAPE[2]}")

@@ -137,16 +137,16 @@ def synthesize(out_dir: str | os.PathLike[str], *, num_cts: int, num_readers: in
     shape = tuple(int(v) for v in shape)
     check_shape(shape)
     if num_cts < 1 or num_readers < 1:
-        raise ConfigError(f"--cts {num_cts} --readers {num_readers}: both must be >= 1")
+        raise ConfigError(f"num_cts={num_cts}, num_readers={num_readers}: both must be >= 1")
     if not 1 <= min_fixations <= max_fixations:
-        raise ConfigError(f"--min-fixations {min_fixations} --max-fixations {max_fixations}: "
-                          f"need 1 <= min <= max")
+        raise ConfigError(f"min_fixations={min_fixations}, max_fixations={max_fixations}: "
+                          f"need 1 <= min_fixations <= max_fixations")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder; choose another --out")
+        raise DataError(f"{out}: exists and is not a folder; choose another out_dir")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise DataError(f"{out}: folder exists and is not empty; choose another --out, or pass "
-                        f"--force to replace the synthetic files in it")
+        raise DataError(f"{out}: folder exists and is not empty; choose another out_dir, or pass "
+                        f"force=True to replace the synthetic files in it")
     (out / CT_DIR).mkdir(parents=True, exist_ok=True)
 
     splits = split_of_cts(num_cts, seed)
