@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--data, else all the model was trained on)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override eval/data settings, e.g. --set eval.min_length=50")
+    parser.add_argument("--max-voxels", type=int, default=None, metavar="N",
+                        help="refuse volumes whose header claims more voxels, unread (default 2^30)")
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host without SLURM/TPU "
                                               "auto-detection); each process takes its share of CTs")
     parser.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
@@ -47,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.data.inspect import find_volumes
+    from ctsearcher_jax.data.nifti import max_voxels_flag
     from ctsearcher_jax.data.schema import find_dataset_json, load_dataset
     from ctsearcher_jax.errors import DataError
     from ctsearcher_jax.paths import check_output_dir, check_output_file
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.samples < 1:
         raise DataError(f"--samples must be >= 1, got {args.samples}")
+    max_voxels = max_voxels_flag(args.max_voxels)
     readers = None
     if args.data:
         if args.cts:
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                               readers=readers, figures=args.figure_cts > 0,
                               figure_limit=args.figure_cts, overrides=args.overrides,
                               progress=not args.no_progress,
-                              reader_filter=args.readers)
+                              reader_filter=args.readers, max_voxels=max_voxels)
     if summary.predictions:
         print(f"{summary.scanpaths} scanpaths for {len(summary.cts)} CT(s) -> {summary.predictions}")
     for name, figs in summary.figures.items():
