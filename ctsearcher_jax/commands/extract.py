@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int,
                         help="loader threads that read and decode NIfTI volumes ahead of the device "
                              "(default: half the CPU cores, 1 to 8)")
+    parser.add_argument("--max-voxels", type=int, metavar="N",
+                        help="refuse volumes whose header claims more voxels, unread (default "
+                             "2^30; extract.max_voxels)")
+    parser.add_argument("--memory-budget", type=float, metavar="GB",
+                        help="decoded volumes the loader threads may hold at once, in GB (default: "
+                             "half the machine's memory; extract.memory_budget_gb); the peak is "
+                             "in the summary")
     parser.add_argument("--summary-json", metavar="PATH",
                         help="also write the run summary (per-CT encode time and device wait on "
                              "input, failures) as JSON here")
@@ -60,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = load(args.config, args.overrides).extract
     flags = {"overlap": args.overlap, "batch": args.batch, "dtype": args.dtype,
-             "feature_size": args.feature_size, "merge": args.merge, "canonical": args.canonical}
+             "feature_size": args.feature_size, "merge": args.merge, "canonical": args.canonical,
+             "max_voxels": args.max_voxels, "memory_budget_gb": args.memory_budget}
     changes = {k: v for k, v in flags.items() if v is not None}
     try:
         config = dataclasses.replace(config, **changes)
