@@ -159,28 +159,50 @@ def hostile_dataset(root: Path, *, shape=(40, 40, 24), seed: int = 3) -> Path:
 
 # ----------------------------------------------------------------------------- the CLI
 
+# Runs the CLI and, at exit, writes the process's peak RSS (VmHWM: the memory of this program,
+# not what a fork copied from the test process before exec) to the file named by argv[1].
+_LAUNCHER = """
+import atexit, sys
+def _peak():
+    with open('/proc/self/status') as f:
+        kb = [line.split()[1] for line in f if line.startswith('VmHWM:')][0]
+    with open(sys.argv[1], 'w') as out:
+        out.write(kb)
+atexit.register(_peak)
+from ctsearcher_jax.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def run_cli(*argv: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None
             ) -> tuple[int, str, str, float, float]:
     """`ctsearcher ARGV` in a subprocess: (exit code, stdout, stderr, seconds, peak RSS in MB).
 
-    The peak RSS is the child's own (`os.wait4`), not this process's.
+    The peak RSS is the child program's own high-water mark (`VmHWM`, Linux).
     """
     import tempfile
-    import threading
 
     full_env = dict(os.environ, JAX_PLATFORMS="cpu", CTSEARCHER_COMPILE_CACHE="0", **(env or {}))
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryDirectory() as tmp:
+        peak = Path(tmp) / "peak_kb"
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "ctsearcher_jax.cli", *argv], cwd=cwd,
-                                stdout=out, stderr=err, text=True, env=full_env)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
+        done = subprocess.run([sys.executable, "-c", _LAUNCHER, str(peak), *argv], cwd=cwd,
+                              capture_output=True, text=True, env=full_env, timeout=timeout)
         seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        out.seek(0)
-        err.seek(0)
-        return proc.returncode, out.read(), err.read(), seconds, usage.ru_maxrss / 1024
+        rss_mb = int(peak.read_text()) / 1024 if peak.is_file() else float("nan")
+    return done.returncode, done.stdout, done.stderr, seconds, rss_mb
+
+
+def bad_volume_dataset(root: Path, names=None) -> Path:
+    """A dataset folder whose CTs are one good synthetic CT (`synth_0000`, 16 x 16 x 8) and every
+    volume of BAD_VOLUMES (or `names`), each with the good CT's two readers' scanpaths."""
+    from ctsearcher_jax.data.synthetic import synthesize
+
+    synthesize(root, num_cts=1, num_readers=2, seed=0, shape=(16, 16, 8), min_fixations=4,
+               max_fixations=8)
+    json_path = root / "data_simplified_split_matched_pt.json"
+    records = json.loads(json_path.read_text())
+    bad = write_bad_volumes(root / "cts", names)
+    records += [dict(r, name=name) for name in bad for r in records[:2]]
+    json_path.write_text(json.dumps(records))
+    return root

@@ -173,9 +173,22 @@ def open_nifti(path: str | os.PathLike[str], *, max_voxels: int = DEFAULT_MAX_VO
         raise _refuse(path, f"its header cannot be used ({exc})", "re-export the CT") from None
     info = NiftiInfo(path, header, shape, dtype, _data_offset(path, header, len(head)), compressed,
                      1.0 if slope is None else slope, 0.0 if inter is None else inter)
+    size = path.stat().st_size
     if not compressed:  # the file's size tells truncation or extra data before any read
-        _check_length(info, path.stat().st_size - info.offset)
+        _check_length(info, size - info.offset)
+    elif size > _gzip_bound(info.offset + info.raw_bytes):
+        # more compressed bytes than any gzip of what the header claims: a bomb that inflates
+        # beyond its header, told before any command builds a model or reads a voxel
+        raise _refuse(path, f"larger than its header says: {size:,} compressed bytes, more than "
+                      f"any gzip of the {info.offset + info.raw_bytes:,} bytes it claims "
+                      f"({info.describe()})", "the header or the file is corrupt, re-export it")
     return info
+
+
+def _gzip_bound(n: int) -> int:
+    """The most bytes a gzip (one or many members) of `n` bytes takes: deflate's stored blocks
+    add 5 bytes per 64 KiB, each member 18; 0.1 % + 1 KiB covers both with room."""
+    return n + n // 1000 + 1024
 
 
 def _parse_header(path: Path, head: bytes) -> Any:

@@ -77,12 +77,18 @@ def test_every_refusal_is_one_line_naming_the_file(tmp_path, name):
 
 
 def test_bombs_are_refused_without_inflating(tmp_path):
-    """A 1500^3 header and a few hundred KB that inflate to 256 MB: refused, and the memory this
-    process allocates meanwhile stays under 1 MB and 20 MB (one piece of the small volume)."""
+    """A 1500^3 header; a few hundred KB that inflate to 256 MB behind a 16^3 header (told from
+    the compressed size alone); 64 MB behind a 128^3 header (4 MB: told after reading exactly the
+    claimed bytes and one more). The memory this process allocates meanwhile: < 1 MB, < 1 MB,
+    and the claimed volume plus one piece."""
     hbomb, zbomb = header_bomb(tmp_path / "h.nii.gz"), inflate_bomb(tmp_path / "z.nii.gz")
+    deep = inflate_bomb(tmp_path / "deep.nii.gz", shape=(128, 128, 128), extra_mb=64)
     assert hbomb.stat().st_size < 100 and zbomb.stat().st_size < 2_000_000
-    for path, words, bound in ((hbomb, "(1500, 1500, 1500) int16 = 3,375,000,000 voxels", 1e6),
-                               (zbomb, "larger than its header says", 20e6)):
+    assert deep.stat().st_size < 128 ** 3 * 2  # passes the compressed-size bound
+    cases = ((hbomb, "(1500, 1500, 1500) int16 = 3,375,000,000 voxels", 1e6),
+             (zbomb, "compressed bytes, more than any gzip of the 8,544 bytes it claims", 1e6),
+             (deep, "more data follows the 4,194,304 bytes of voxels it claims", 40e6))
+    for path, words, bound in cases:
         tracemalloc.start()
         try:
             with pytest.raises(DataError, match="larger than|more than the limit") as err:
@@ -90,7 +96,7 @@ def test_bombs_are_refused_without_inflating(tmp_path):
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert str(path) in str(err.value) and words in str(err.value)
+        assert str(err.value).startswith(f"{path}: ") and words in str(err.value)
         assert peak < bound, peak
 
 
