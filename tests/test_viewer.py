@@ -115,6 +115,19 @@ def test_page_positions_are_those_of_gaze_to_voxel(viewer_file, dataset):
     assert data["sources"]["predictions"].endswith("pred.json")
 
 
+def test_hu_step_outside_what_16_bits_hold_is_refused(dataset, tmp_path, capsys):
+    """Issue 24 row 11: `--hu-step 0.001` (1819001 levels) was a traceback."""
+    item = load_dataset(dataset)[0]
+    for step in ("0.001", "0", "-1", "nan", "inf", "5000"):
+        assert main(["view", "--data", str(dataset), "--name", item.name, "--hu-step", step,
+                     "--out", str(tmp_path / "v.html")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "--hu-step" in err and "[0.0625, 4095] HU" in err, err
+    assert not (tmp_path / "v.html").exists()
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--hu-step", "0.0625",
+                 "--out", str(tmp_path / "v.html")]) == 0
+
+
 def test_bad_input_is_one_line_and_writes_nothing(dataset, tmp_path, capsys):
     item = load_dataset(dataset)[0]
     out = tmp_path / "v.html"

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-side {args.max_side}: use 16..1024")
     lo, hi = HU_STEP_RANGE
     if not (math.isfinite(args.hu_step) and lo <= args.hu_step <= hi):
-        raise ConfigError(f"--hu-step {args.hu_step:g}: must be in [{lo:.4g}, {hi:g}] HU (the page "
+        raise ConfigError(f"--hu-step {args.hu_step:g}: must be in [{lo:g}, {hi:g}] HU (the page "
                           f"holds 65536 levels at most over -1024..3071 HU)")
     max_voxels = max_voxels_flag(args.max_voxels)
     out = Path(args.out)

@@ -53,8 +53,9 @@ from ctsearcher_jax.viz.volume import WINDOWS, CTVolume, gaze_to_voxel, resolve_
 MAX_SIDE = 256             # in-plane pixels per axis at most
 HU_RANGE = (-1024.0, 3071.0)  # intensities kept (HU); outside is clipped
 HU_STEP = 1.0              # quantisation step (HU)
-# The steps `view --hu-step` accepts: 65536 levels at most over HU_RANGE, at least 2.
-HU_STEP_RANGE = ((HU_RANGE[1] - HU_RANGE[0]) / 65535.0, HU_RANGE[1] - HU_RANGE[0])
+# The steps `view --hu-step` accepts: 1/16 HU (65521 levels over HU_RANGE: 16 bits hold 65536)
+# to the whole range (2 levels).
+HU_STEP_RANGE = (1.0 / 16.0, HU_RANGE[1] - HU_RANGE[0])
 # Budget for the embedded slices (base64 bytes): the page of a 512 x 512 x 300 CT stays under
 # 25 MB. Measured: a synthetic one takes 17.5 MB at 1 HU (README), so this rarely applies.
 MAX_SLICE_BYTES = 24_000_000
