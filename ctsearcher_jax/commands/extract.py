@@ -90,12 +90,16 @@ def run(args: argparse.Namespace) -> int:
     # every process: a host that sees no accelerator stands out
     logging.getLogger(__name__).info(startup_line())
 
+    import jax
+
+    from ctsearcher_jax.runtime.folder_lock import locked
     from feature_extraction.directory import extract_directory
 
-    summary = extract_directory(args.cts, args.out, args.weights, config, limit=args.limit,
-                                seed=args.seed, force=args.force, progress=not args.no_progress,
-                                workers=args.workers)
-    import jax
+    # one run per feature folder (its processes share it: only process 0 locks)
+    with locked(args.out, command="extract", writer=jax.process_index() == 0):
+        summary = extract_directory(args.cts, args.out, args.weights, config, limit=args.limit,
+                                    seed=args.seed, force=args.force,
+                                    progress=not args.no_progress, workers=args.workers)
 
     if jax.process_index() == 0 or summary.failed:
         for line in summary.lines():

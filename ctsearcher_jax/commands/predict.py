@@ -97,12 +97,24 @@ def run(args: argparse.Namespace) -> int:
     maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
                      process_id=args.process_id)
     logging.getLogger(__name__).info(startup_line())
-    summary = predict_volumes(volumes, args.checkpoint, args.out, swin_weights=args.swin_weights,
-                              samples=args.samples, seed=args.seed, feature_dir=args.features,
-                              readers=readers, figures=args.figure_cts > 0,
-                              figure_limit=args.figure_cts, overrides=args.overrides,
-                              progress=not args.no_progress,
-                              reader_filter=args.readers, max_voxels=max_voxels)
+    import contextlib
+
+    import jax
+
+    from ctsearcher_jax.runtime.folder_lock import locked
+
+    writer = jax.process_index() == 0  # the processes of one run share the folders
+    with contextlib.ExitStack() as stack:  # one run per output folder and feature folder it writes
+        stack.enter_context(locked(out, command="predict", writer=writer))
+        if args.swin_weights is not None:
+            stack.enter_context(locked(args.features or out / "features", command="predict",
+                                       flag="--features", writer=writer))
+        summary = predict_volumes(volumes, args.checkpoint, args.out,
+                                  swin_weights=args.swin_weights, samples=args.samples,
+                                  seed=args.seed, feature_dir=args.features, readers=readers,
+                                  figures=args.figure_cts > 0, figure_limit=args.figure_cts,
+                                  overrides=args.overrides, progress=not args.no_progress,
+                                  reader_filter=args.readers, max_voxels=max_voxels)
     if summary.predictions:
         print(f"{summary.scanpaths} scanpaths for {len(summary.cts)} CT(s) -> {summary.predictions}")
     for name, figs in summary.figures.items():
