@@ -131,8 +131,8 @@ def write_bad_volumes(folder: Path, names=None) -> dict[str, Path]:
 
 # CT names a file system and the dataset schema admit (no '/', '\', control characters, leading
 # '.'), made of what mathtext, HTML and Markdown would read as code; subjects may hold anything.
-HOSTILE_NAMES = ("m$^$<script>alert(1)</script>", "q\"'&amp;\u202eevil$_{x}$")
-HOSTILE_SUBJECTS = ("$\\x{$", "<img src=x onerror=alert(1)>\n\"r'2\u202e")
+HOSTILE_NAMES = ("m$^$<script>alert(1)<!--", "q\"'&amp;\u202eevil$_{x}$<img src=x onerror=alert(2)>")
+HOSTILE_SUBJECTS = ("$\\x{$", "</script><b>r\n\"2'\u202e")
 
 
 def hostile_dataset(root: Path, *, shape=(40, 40, 24), seed: int = 3) -> Path:
