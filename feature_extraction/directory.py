@@ -138,9 +138,8 @@ class ExtractSummary:
                        f"{100 * self.device_wait_fraction:.1f} % of the encoder loop "
                        f"({self.input_wait_seconds:.1f} s; first CT ready after "
                        f"{self.first_input_seconds:.1f} s)")
-            out.append(f"memory: at most {self.memory_peak_bytes / GB:.2f} GB of decoded volumes "
-                       f"held at once (budget {self.memory_budget_bytes / GB:.2f} GB, "
-                       f"--memory-budget)")
+            out.append(f"memory: at most {_size(self.memory_peak_bytes)} of decoded volumes "
+                       f"held at once (budget {_size(self.memory_budget_bytes)}, --memory-budget)")
         if self.decode_bound:
             out.append(f"decode-bound: reading and decoding the NIfTI files could not keep up "
                        f"(> {100 * DECODE_BOUND_FRACTION:.0f} % waiting); give more --workers "
@@ -165,6 +164,11 @@ class ExtractSummary:
             "volumes": [dict(dataclasses.asdict(t), device_wait_fraction=t.device_wait_fraction)
                         for t in self.timings],
         }
+
+
+def _size(nbytes: int) -> str:
+    """`1.23 GB` or, below a GB, `12.3 MB`."""
+    return f"{nbytes / GB:.2f} GB" if nbytes >= GB else f"{nbytes / 1e6:.1f} MB"
 
 
 def _with_file(file: str, message: str) -> str:
