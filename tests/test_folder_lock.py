@@ -67,6 +67,13 @@ def test_one_process_may_lock_its_own_folder_twice(tmp_path):
     assert not (tmp_path / "a" / folder_lock.LOCK_NAME).exists()
     with folder_lock.locked(tmp_path / "b", command="train", writer=False):
         assert not (tmp_path / "b").exists()  # a multi-host process that does not write
+    # folders the lock created are removed when the command leaves them empty (a failed start)
+    with folder_lock.locked(tmp_path / "c" / "d", command="predict"):
+        assert (tmp_path / "c" / "d").is_dir()
+    assert not (tmp_path / "c").exists()
+    with folder_lock.locked(tmp_path / "e", command="predict"):
+        (tmp_path / "e" / "predictions.json").write_text("[]")
+    assert (tmp_path / "e" / "predictions.json").exists()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ holder's PID, host and command (exit code 2).
 
 The kernel releases an flock when its holder ends, however it ends (killed with SIGKILL, out of
 memory), so a killed holder leaves no stale lock: the file may stay, unlocked, and the next
-command takes it. A holder that ends normally removes the file. The lock is per folder and per
+command takes it. A holder that ends normally removes the file, and the folder too when the lock
+created it and it is still empty (a command that fails early leaves nothing). The lock is per
+folder and per
 process: a command that locks a folder its own process already holds (`predict --features`
 inside `--out`... or the same folder) gets the lock it has. Multi-host runs: only the process that
 writes the folder's shared files locks (`writer=False` on the others), so the processes of one
@@ -45,9 +47,11 @@ class FolderLock:
     folder: Path
     path: Path
     fd: int | None
+    created: tuple[Path, ...] = ()  # folders the lock created (innermost first)
 
     def release(self) -> None:
-        """Remove the lock file and close it (the kernel releases the flock)."""
+        """Remove the lock file and close it (the kernel releases the flock); remove the folders
+        the lock created when they are still empty."""
         key = self.folder.resolve()
         with _held_lock:
             _held[key] -= 1
@@ -58,6 +62,9 @@ class FolderLock:
                 os.unlink(self.path)  # while still holding it: no one can lock this file now
             os.close(self.fd)
             self.fd = None
+            for folder in self.created:
+                with contextlib.suppress(OSError):  # not empty: the run wrote there, keep it
+                    folder.rmdir()
 
 
 def holder(path: Path) -> dict:
@@ -88,11 +95,8 @@ def acquire(folder: str | os.PathLike[str], *, command: str, flag: str = "--out"
     command: what the lock file records (`train`, `extract`, ...), shown to a second process.
     """
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{flag} {folder}: cannot create the folder ({exc.strerror or exc})") \
-            from None
+    created = tuple(p for p in (folder, *folder.parents) if not p.exists())
+    _make(folder, flag)
     key, path = folder.resolve(), folder / LOCK_NAME
     with _held_lock:
         if key in _held:  # this process holds it already (nested commands, the same folder)
@@ -104,7 +108,15 @@ def acquire(folder: str | os.PathLike[str], *, command: str, flag: str = "--out"
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(record).encode())
         _held[key] = 1
-    return FolderLock(folder, path, fd)
+    return FolderLock(folder, path, fd, created)
+
+
+def _make(folder: Path, flag: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{flag} {folder}: cannot create the folder ({exc.strerror or exc})") \
+            from None
 
 
 def _lock_file(folder: Path, path: Path, flag: str) -> int:
@@ -113,6 +125,9 @@ def _lock_file(folder: Path, path: Path, flag: str) -> int:
     for _ in range(20):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:  # a finishing holder removed the folder it had created
+            _make(folder, flag)
+            continue
         except OSError as exc:
             raise OutputError(f"{flag} {folder}: cannot create the lock file {path.name} "
                               f"({exc.strerror or exc}); choose a writable location") from None
