@@ -282,8 +282,17 @@ class ExtractConfig:
     merge: Literal["original", "gaussian", "constant"] = "original"
     # Reorient volumes to RAS before extraction (off = stored voxel order, as the original).
     canonical: bool = False
+    # Largest volume read, in voxels its header claims (2^30 = data.nifti.DEFAULT_MAX_VOXELS;
+    # larger files are refused unread; --max-voxels).
+    max_voxels: int = 1 << 30
+    # GB of decoded volumes the loader threads may hold at once (null = half the machine's
+    # memory; --memory-budget).
+    memory_budget_gb: Union[float, None] = None
 
     def __post_init__(self) -> None:
+        _check(self.max_voxels >= 1, "extract.max_voxels", "must be >= 1")
+        _check(self.memory_budget_gb is None or 0 < self.memory_budget_gb < float("inf"),
+               "extract.memory_budget_gb", "must be a finite number > 0, or null")
         _check(self.feature_size >= 12 and self.feature_size % 12 == 0, "extract.feature_size",
                "must be a positive multiple of 12")
         for key in ("hu_min", "hu_max"):

@@ -33,7 +33,7 @@ from ctsearcher_jax import config as config_lib
 from ctsearcher_jax.config import Config, ExtractConfig
 from ctsearcher_jax.data import manifest as mf
 from ctsearcher_jax.data.manifest import read_manifest
-from ctsearcher_jax.data.nifti import volume_name
+from ctsearcher_jax.data.nifti import DEFAULT_MAX_VOXELS, open_nifti, volume_name
 from ctsearcher_jax.data.schema import Scanpath
 from ctsearcher_jax.errors import CheckpointError, DataError, WeightsError
 from ctsearcher_jax.io import atomic_write_json, file_sha256, read_json
@@ -152,6 +152,7 @@ class PredictRun:
     reader_filter: Sequence[str] | None
     progress: bool
     echo: Callable[[str], None]
+    max_voxels: int = DEFAULT_MAX_VOXELS
 
 
 @dataclasses.dataclass
@@ -171,8 +172,8 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
                     readers: Mapping[str, Sequence[Scanpath]] | None = None,
                     figures: bool = True, figure_limit: int = 4, overrides: Sequence[str] = (),
                     reader_filter: Sequence[str] | None = None,
-                    progress: bool = True, echo: Callable[[str], None] | None = None
-                    ) -> PredictSummary:
+                    progress: bool = True, echo: Callable[[str], None] | None = None,
+                    max_voxels: int = DEFAULT_MAX_VOXELS) -> PredictSummary:
     """Extract (or reuse) features, sample scanpaths, write predictions.json and figures.
 
     volumes: NIfTI files (their names are the CT names). swin_weights: None = reuse cached
@@ -184,13 +185,17 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
     made is reported in `failed` and the others still run. progress: a plain line per CT through
     `echo` (default: this module's logger; no cursor codes, so it reads the same in a log file).
     reader_filter: reader ids to predict for (reader-conditioned models; default every reader:
-    the ground-truth readers of each CT, or all the model knows).
+    the ground-truth readers of each CT, or all the model knows). max_voxels: volumes whose
+    header claims more are refused unread (`data.nifti`), like any volume the voxel policy
+    refuses: reported in `failed` before the model loads (DataError when no CT is left).
     """
     t0 = time.perf_counter()
+    volumes, refused = usable_volumes(volumes, max_voxels)
     run = setup_predict(volumes, checkpoint, out_dir, swin_weights=swin_weights, samples=samples,
                         seed=seed, feature_dir=feature_dir, readers=readers, overrides=overrides,
-                        reader_filter=reader_filter, progress=progress, echo=echo)
-    summary = PredictSummary(out_dir=run.out_dir)
+                        reader_filter=reader_filter, progress=progress, echo=echo,
+                        max_voxels=max_voxels)
+    summary = PredictSummary(out_dir=run.out_dir, failed=refused)
     # Many CTs: each process takes every N-th CT (extraction and sampling), samples its CTs in
     # chunks sharded over its local devices, and process 0 gathers the records in CT order.
     pidx, pcount = jax.process_index(), jax.process_count()
@@ -216,9 +221,31 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
     if share.names:
         summary.cts, summary.scanpaths = share.names, len(share.records)
         if figures:
-            summary.figures = _render_figures(run, share, figure_limit)
+            summary.figures = _render_figures(run, share, figure_limit, summary.failed)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def usable_volumes(volumes: Sequence[Path], max_voxels: int
+                   ) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The volumes whose header passes the voxel policy (`data.nifti.open_nifti`; a few hundred
+    bytes read each) and `(file, message)` for the others, each also logged as an error.
+
+    Raises DataError (the first message) when no volume is left.
+    """
+    good, refused = [], []
+    for path in volumes:
+        try:
+            open_nifti(path, max_voxels=max_voxels)
+        except DataError as exc:
+            refused.append((str(path), str(exc)))
+            _log.error(str(exc))
+            continue
+        good.append(Path(path))
+    if refused and not good:
+        more = f" (and {len(refused) - 1} more CTs)" if len(refused) > 1 else ""
+        raise DataError(f"{refused[0][1]}{more}")
+    return good, refused
 
 
 def setup_predict(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
@@ -226,7 +253,8 @@ def setup_predict(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
                   seed: int, feature_dir: str | os.PathLike[str] | None,
                   readers: Mapping[str, Sequence[Scanpath]] | None, overrides: Sequence[str],
                   reader_filter: Sequence[str] | None, progress: bool,
-                  echo: Callable[[str], None] | None) -> PredictRun:
+                  echo: Callable[[str], None] | None,
+                  max_voxels: int = DEFAULT_MAX_VOXELS) -> PredictRun:
     """Load the model, apply the overrides and check the reader filter and the feature cache:
     everything that can refuse the prediction, before any extraction (`predict_volumes`)."""
     out_dir = Path(out_dir)
@@ -239,10 +267,11 @@ def setup_predict(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
                                                                  list(overrides)))
     if reader_filter:
         check_reader_filter(config, reader_filter)  # before any extraction
-    ext_cfg = extraction_config(config)
+    ext_cfg = dataclasses.replace(extraction_config(config), max_voxels=max_voxels)
     check_feature_cache(volumes, feature_dir, swin_weights, ext_cfg, seed)
     return PredictRun(model, config, ext_cfg, volumes, out_dir, feature_dir, swin_weights,
-                      samples, seed, readers, reader_filter, progress, echo or _log.info)
+                      samples, seed, readers, reader_filter, progress, echo or _log.info,
+                      max_voxels)
 
 
 def _features_of_share(run: PredictRun, summary: PredictSummary, share: _Share, pidx: int,
@@ -274,17 +303,24 @@ def _features_of_share(run: PredictRun, summary: PredictSummary, share: _Share, 
         share.sources[name] = path
 
 
-def _render_figures(run: PredictRun, share: _Share, figure_limit: int) -> dict[str, dict[str, Path]]:
-    """The figures of the first `figure_limit` CTs of the whole list (this process's ones)."""
+def _render_figures(run: PredictRun, share: _Share, figure_limit: int,
+                    failed: list[tuple[str, str]]) -> dict[str, dict[str, Path]]:
+    """The figures of the first `figure_limit` CTs of the whole list (this process's ones); a CT
+    whose volume cannot be drawn goes to `failed` (its predictions are written)."""
     by_ct = records_to_scanpaths(share.records)
     figures = {}
     for name, index in zip(share.names, share.indices):
         if index >= figure_limit:
             continue
         gt = list(run.readers.get(name, ())) if run.readers else []
-        figures[name] = render_ct_figures(
-            share.sources[name], gt, by_ct.get(name), run.out_dir / "figures", name=name,
-            sources={"predictions": str(run.out_dir / PREDICTIONS)})
+        try:
+            figures[name] = render_ct_figures(
+                share.sources[name], gt, by_ct.get(name), run.out_dir / "figures", name=name,
+                sources={"predictions": str(run.out_dir / PREDICTIONS)},
+                max_voxels=run.max_voxels)
+        except DataError as exc:  # this CT's volume (voxels): its predictions stay, others go on
+            failed.append((str(share.sources[name]), f"{exc}; no figures for CT {name!r}"))
+            _log.error(f"{exc}; no figures for CT {name!r}")
     return figures
 
 

@@ -2,7 +2,9 @@
 and one writer thread (`extract_directory`), and its summary.
 
 `workers` loader threads hash, read, decode and HU-scale the next volumes (`workers + 1` volumes in
-flight: reading gzip, NIfTI decoding and NumPy scaling release the GIL), the calling thread feeds
+flight: reading gzip, NIfTI decoding and NumPy scaling release the GIL), within a memory budget
+(`memory_budget.MemoryBudget`: the decoded volumes held at once, sized from their headers before
+a voxel is read; every header is checked before the encoder is built), the calling thread feeds
 the device (windows are cut on the device), and one writer thread merges window features and
 writes the arrays and the manifest, so the device goes on with the next CT while the last one is
 written. The summary says how long the device waited for decoded input, per CT and overall, and
@@ -28,7 +30,7 @@ from tqdm import tqdm
 
 from ctsearcher_jax.config import ExtractConfig
 from ctsearcher_jax.data import manifest as mf
-from ctsearcher_jax.data.nifti import is_nifti_name, volume_name
+from ctsearcher_jax.data.nifti import is_nifti_name, open_nifti, volume_name
 from ctsearcher_jax.errors import CTSearcherError, DataError
 from ctsearcher_jax.logs import progress_bars
 from ctsearcher_jax.runtime.multihost import agree_on_error
@@ -40,6 +42,7 @@ from feature_extraction.extract import (
     prepare_volume,
     write_encoded,
 )
+from feature_extraction.memory_budget import GB, MemoryBudget, default_budget_bytes
 from feature_extraction.sliding_window import process_share
 
 _log = logging.getLogger(__name__)
@@ -85,6 +88,8 @@ class ExtractSummary:
       workers: loader threads; timings: per encoded CT (`VolumeTiming`).
       first_input_seconds: the wait for the first CT (the pipeline filling; not in the fraction).
       input_wait_seconds: every later wait of the encoder loop for a CT to be decoded (or hashed).
+      memory_budget_bytes / memory_peak_bytes: the loaders' budget of decoded volumes held at
+        once, and the most they held (`memory_budget.MemoryBudget`).
     """
 
     out_dir: str
@@ -99,6 +104,8 @@ class ExtractSummary:
     timings: list[VolumeTiming] = dataclasses.field(default_factory=list)
     first_input_seconds: float = 0.0
     input_wait_seconds: float = 0.0
+    memory_budget_bytes: int = 0
+    memory_peak_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -131,6 +138,8 @@ class ExtractSummary:
                        f"{100 * self.device_wait_fraction:.1f} % of the encoder loop "
                        f"({self.input_wait_seconds:.1f} s; first CT ready after "
                        f"{self.first_input_seconds:.1f} s)")
+            out.append(f"memory: at most {_size(self.memory_peak_bytes)} of decoded volumes "
+                       f"held at once (budget {_size(self.memory_budget_bytes)}, --memory-budget)")
         if self.decode_bound:
             out.append(f"decode-bound: reading and decoding the NIfTI files could not keep up "
                        f"(> {100 * DECODE_BOUND_FRACTION:.0f} % waiting); give more --workers "
@@ -150,9 +159,16 @@ class ExtractSummary:
             "workers": self.workers, "first_input_seconds": self.first_input_seconds,
             "input_wait_seconds": self.input_wait_seconds,
             "device_wait_fraction": self.device_wait_fraction, "decode_bound": self.decode_bound,
+            "memory_budget_bytes": self.memory_budget_bytes,
+            "memory_peak_bytes": self.memory_peak_bytes,
             "volumes": [dict(dataclasses.asdict(t), device_wait_fraction=t.device_wait_fraction)
                         for t in self.timings],
         }
+
+
+def _size(nbytes: int) -> str:
+    """`1.23 GB` or, below a GB, `12.3 MB`."""
+    return f"{nbytes / GB:.2f} GB" if nbytes >= GB else f"{nbytes / 1e6:.1f} MB"
 
 
 def _with_file(file: str, message: str) -> str:
@@ -279,8 +295,10 @@ def setup_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
     pidx, pcount = jax.process_index(), jax.process_count()
     files = process_share(files, pidx, pcount)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = ExtractSummary(out_dir=str(out_dir), workers=workers)
+    budget = int(config.memory_budget_gb * GB) if config.memory_budget_gb else default_budget_bytes()
+    summary = ExtractSummary(out_dir=str(out_dir), workers=workers, memory_budget_bytes=budget)
     summary.failed.extend(bad if pidx == 0 else [])
+    files = _checked_headers(files, config.max_voxels, summary.failed)
     for f, m in summary.failed:
         echo(_with_file(f, m))
 
@@ -302,6 +320,20 @@ def setup_directory(cts_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
                         process_index=pidx, process_count=pcount)
 
 
+def _checked_headers(files: list[Path], max_voxels: int, failed: list[tuple[str, str]]) -> list[Path]:
+    """The files whose header passes the voxel policy (`data.nifti.open_nifti`: a few hundred
+    bytes each); the others go to `failed`, before the encoder is built or a voxel is read."""
+    good = []
+    for path in files:
+        try:
+            open_nifti(path, max_voxels=max_voxels)
+        except DataError as exc:
+            failed.append((str(path), str(exc)))
+            continue
+        good.append(path)
+    return good
+
+
 class _Pipeline:
     """The loader threads, the encoder loop (this thread) and the writer thread of one run."""
 
@@ -311,6 +343,7 @@ class _Pipeline:
         self.loaders = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ct-load")
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-write")
         self.ahead = workers + 1  # volumes being read or waiting, ahead of the encoder
+        self.budget = MemoryBudget(run.summary.memory_budget_bytes)
         self.pending: dict[int, Future] = {}
         self.writes: list[tuple[Path, Future, VolumeTiming]] = []  # submission order (FIFO)
         self.vol_bar = tqdm(run.files, desc="volumes", unit="ct", disable=not run.bars, position=0)
@@ -332,17 +365,40 @@ class _Pipeline:
         finally:
             for future in self.pending.values():
                 future.cancel()
+            self.budget.close()  # loaders waiting for room end now
             self.loaders.shutdown(wait=True)
             self.writer.shutdown(wait=True)  # a started write always finishes: never half a pair
             self.win_bar.close()
             self.vol_bar.close()
+            self.run_.summary.memory_peak_bytes = self.budget.peak
         return fatal
 
     def _submit(self, i: int) -> None:
-        run = self.run_
-        if i < len(run.files):
-            self.pending[i] = self.loaders.submit(prepare_volume, run.files[i], run.out_dir,
-                                                  run.extractor, run.known, run.force)
+        if i < len(self.run_.files):
+            self.pending[i] = self.loaders.submit(self._load, i)
+
+    def _load(self, i: int) -> PreparedVolume:
+        """Volume i on a loader thread: `prepare_volume` within the memory budget (its turn in
+        file order; the bytes stay held until the encoder is done with it, or it fails)."""
+        run, held = self.run_, 0
+
+        def reserve(info: Any) -> None:
+            nonlocal held
+            nbytes = info.decoded_bytes(run.extractor.config.canonical)
+            self.budget.reserve(i, nbytes, info.path)
+            held = nbytes
+
+        try:
+            prep = prepare_volume(run.files[i], run.out_dir, run.extractor, run.known, run.force,
+                                  reserve=reserve)
+        except BaseException:
+            self.budget.release(held)
+            raise
+        finally:
+            if not held:
+                self.budget.skip(i)
+        prep.reserved = held
+        return prep
 
     def _on_windows(self, n: int, total: int) -> None:
         if n == 0:
@@ -387,6 +443,7 @@ class _Pipeline:
             return
         finally:
             prep.volume = None  # the decoded volume is no longer needed: free it now
+            self.budget.release(prep.reserved)
         encoded.input_wait_seconds = waited if i else 0.0
         if not run.bars:
             _log.info(f"CT {i + 1}/{total} {path.name}: {encoded.plan.num_windows} "

@@ -37,7 +37,7 @@ from flax import nnx
 
 from ctsearcher_jax.config import ExtractConfig
 from ctsearcher_jax.data import manifest as mf
-from ctsearcher_jax.data.nifti import is_nifti_name, volume_name
+from ctsearcher_jax.data.nifti import NiftiInfo, is_nifti_name, open_nifti, volume_name
 from ctsearcher_jax.errors import DataError, WeightsError
 from ctsearcher_jax.io import atomic_save_npy, file_sha256
 from ctsearcher_jax.paths import child_path
@@ -202,14 +202,18 @@ class PreparedVolume:
     digest: str
     skip_entry: dict[str, Any] | None = None
     volume: Any = None
+    reserved: int = 0  # bytes of the loaders' memory budget this volume holds
 
 
 def prepare_volume(path: Path, out_dir: Path, extractor: Extractor, known: dict[str, Any],
-             force: bool, keep_others: bool = False) -> PreparedVolume:
+                   force: bool, keep_others: bool = False,
+                   reserve: Callable[[NiftiInfo], None] | None = None) -> PreparedVolume:
     """Hash `path`; load and scale it unless `known` (every manifest entry) already has it unchanged.
 
     keep_others: refuse (DataError naming the recorded weights) instead of replacing features that
     were made with other weights or settings (`predict` sharing a cache made by `extract`).
+    reserve: called with the checked header (`data.nifti.open_nifti`, `config.max_voxels`)
+    before any voxel is read: the directory pipeline's memory budget waits there.
     Runs in a background thread for the next volume while the current one is encoded (hashing
     and gzip decompression release the GIL), so the accelerator does not wait for the disk.
     """
@@ -232,7 +236,10 @@ def prepare_volume(path: Path, out_dir: Path, extractor: Extractor, known: dict[
         raise DataError(f"{output_paths(out_dir, name)[0]}: made with {what}; not replaced by "
                         f"features of {mf.describe_weights(extractor.weights)}. Use the same "
                         "weights, or a separate feature folder")
-    volume = load_volume(path, hu_min=config.hu_min, hu_max=config.hu_max, canonical=config.canonical)
+    info = open_nifti(path, max_voxels=config.max_voxels)
+    if reserve is not None:
+        reserve(info)
+    volume = load_volume(info, hu_min=config.hu_min, hu_max=config.hu_max, canonical=config.canonical)
     return PreparedVolume(path, name, size, digest, volume=volume)
 
 

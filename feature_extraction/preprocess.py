@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from ctsearcher_jax.data.nifti import load_nifti_hu
+from ctsearcher_jax.data.nifti import DEFAULT_MAX_VOXELS, NiftiInfo, open_nifti, read_hu
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +52,15 @@ def scale_hu(hu: np.ndarray, hu_min: float = -175.0, hu_max: float = 250.0) -> n
     return np.clip(out, np.float32(0.0), np.float32(1.0))
 
 
-def load_volume(path: str | os.PathLike[str], *, hu_min: float = -175.0, hu_max: float = 250.0,
-                canonical: bool = False) -> Volume:
-    """Load a NIfTI CT and scale it for the encoder (see `load_nifti_hu` and `scale_hu`)."""
-    hu, spacing, affine = load_nifti_hu(path, canonical=canonical)
-    return Volume(array=scale_hu(hu, hu_min, hu_max), spacing=spacing, affine=affine,
-                  canonical=canonical)
+def load_volume(path: str | os.PathLike[str] | NiftiInfo, *, hu_min: float = -175.0,
+                hu_max: float = 250.0, canonical: bool = False,
+                max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
+    """Load a NIfTI CT (a path, or a file `open_nifti` already checked) and scale it for the
+    encoder (`read_hu`, then `scale_hu`'s arithmetic in place: memory stays one float32 volume)."""
+    info = path if isinstance(path, NiftiInfo) else open_nifti(path, max_voxels=max_voxels)
+    hu, spacing, affine = read_hu(info, canonical=canonical)
+    # scale_hu's operations, in place on the float32 volume: the same numbers, no second copy
+    np.subtract(hu, np.float32(hu_min), out=hu)
+    np.divide(hu, np.float32(hu_max - hu_min), out=hu)
+    np.clip(hu, np.float32(0.0), np.float32(1.0), out=hu)
+    return Volume(array=hu, spacing=spacing, affine=affine, canonical=canonical)

@@ -115,6 +115,19 @@ def test_page_positions_are_those_of_gaze_to_voxel(viewer_file, dataset):
     assert data["sources"]["predictions"].endswith("pred.json")
 
 
+def test_hu_step_outside_what_16_bits_hold_is_refused(dataset, tmp_path, capsys):
+    """Issue 24 row 11: `--hu-step 0.001` (1819001 levels) was a traceback."""
+    item = load_dataset(dataset)[0]
+    for step in ("0.001", "0", "-1", "nan", "inf", "5000"):
+        assert main(["view", "--data", str(dataset), "--name", item.name, "--hu-step", step,
+                     "--out", str(tmp_path / "v.html")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "--hu-step" in err and "[0.0625, 4095] HU" in err, err
+    assert not (tmp_path / "v.html").exists()
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--hu-step", "0.0625",
+                 "--out", str(tmp_path / "v.html")]) == 0
+
+
 def test_bad_input_is_one_line_and_writes_nothing(dataset, tmp_path, capsys):
     item = load_dataset(dataset)[0]
     out = tmp_path / "v.html"
@@ -457,3 +470,37 @@ def test_names_cannot_break_out_of_the_page():
     start = page.index('id="viewer-data">') + len('id="viewer-data">')
     data = json.loads(page[start:page.index("</script>", start)])
     assert data["name"] == data["paths"][0]["label"] == hostile
+
+
+def test_hostile_names_and_subjects_are_text_in_the_browser(browser, tmp_path):
+    """Issue 24.3: a CT name and subjects carrying markup, `$`, quotes, a newline and a
+    right-to-left override are shown as written (control characters made visible) in the title,
+    the header and the legend; nothing they carry becomes an element or runs."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from hostile_inputs import HOSTILE_NAMES, HOSTILE_SUBJECTS
+
+    from ctsearcher_jax.text import visible
+    from ctsearcher_jax.viz.viewer import write_viewer
+
+    name = HOSTILE_NAMES[1]
+    volume = CTVolume(np.linspace(-1000, 1000, np.prod(SHAPE), dtype=np.float32).reshape(SHAPE),
+                      (1.0, 1.0, 1.0), tmp_path / f"{name}.nii.gz")
+    paths = [ViewerPath(f"reader {s}", "gt", sp([100, 200], [100, 300], [2, 5], [0.3, 0.4],
+                                                  subject=s, name=name), source="<b>src</b>")
+             for s in HOSTILE_SUBJECTS]
+    out, _ = write_viewer(tmp_path / "hostile.html", volume, paths, name=name,
+                          sources={"dataset": "<img src=x onerror=alert(3)>"})
+    browser.get(out.as_uri())
+    assert wait_for(browser, "return window.viewerState && window.viewerState.projectionsReady")
+    assert browser.title == f"{visible(name)}: scanpath viewer"
+    assert browser.find_element("id", "title").text == f"CT {visible(name)}: scanpath viewer"
+    legend = browser.find_element("id", "legend").text
+    for s in HOSTILE_SUBJECTS:
+        assert f"reader {visible(s)}" in legend
+    assert "<img src=x onerror=alert(3)>" in browser.find_element("id", "meta").text
+    injected = browser.execute_script(
+        "return document.querySelectorAll('img, b, #meta script, #legend script').length")
+    assert injected == 0
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

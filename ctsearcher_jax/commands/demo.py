@@ -49,25 +49,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsearcher_jax import cli
     from ctsearcher_jax.config import resolve_path
     from ctsearcher_jax.errors import DataError
     from ctsearcher_jax.paths import check_output_dir
+    from ctsearcher_jax.runtime.folder_lock import LOCK_NAME, locked
 
     out = check_output_dir(args.out)
     data, features, workdir = out / "data", out / "features", out / "run"
     config = resolve_path(args.config)
-    if out.exists() and any(out.iterdir()):
-        if not args.force:
-            raise DataError(f"{out} already exists; pass --force to replace the demo run or choose "
-                            f"another --out")
-        others = sorted(p.name for p in out.iterdir() if p.name not in ("data", "features", "run"))
-        if others:  # --force replaces a demo's output, never a folder that holds other things
-            raise DataError(f"{out} holds {others[:3]}, which a demo does not write; --force "
-                            f"replaces only a previous demo run: choose another --out")
-        import shutil
+    with locked(out, command="demo"):  # each stage also locks the folder it writes
+        existing = [p for p in out.iterdir() if p.name != LOCK_NAME]
+        if existing:
+            if not args.force:
+                raise DataError(f"{out} already exists; pass --force to replace the demo run or "
+                                "choose another --out")
+            others = sorted(p.name for p in existing if p.name not in ("data", "features", "run"))
+            if others:  # --force replaces a demo's output, never a folder that holds other things
+                raise DataError(f"{out} holds {others[:3]}, which a demo does not write; --force "
+                                f"replaces only a previous demo run: choose another --out")
+            import shutil
 
-        shutil.rmtree(out)
+            for p in existing:  # all but the lock this run holds
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        return _run_stages(args, out, data, features, workdir, config)
+
+
+def _run_stages(args: argparse.Namespace, out: Path, data: Path, features: Path, workdir: Path,
+                config: Path) -> int:
+    from ctsearcher_jax import cli
+    from ctsearcher_jax.errors import DataError
+
     seed = str(args.seed)
     common = ["--set", f"data.data_dir={data}", "--set", f"data.feature_dir={features}"]
     stages: list[tuple[str, list[str]]] = [

@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, metavar="N",
                         help="loader threads that read and decode NIfTI volumes ahead of the device "
                              "(default: half the CPU cores, 1 to 8)")
+    parser.add_argument("--max-voxels", type=int, metavar="N",
+                        help="refuse volumes whose header claims more voxels, unread (default "
+                             "2^30; extract.max_voxels)")
+    parser.add_argument("--memory-budget", type=float, metavar="GB",
+                        help="decoded volumes the loader threads may hold at once, in GB (default: "
+                             "half the machine's memory; extract.memory_budget_gb); the peak is "
+                             "in the summary")
     parser.add_argument("--summary-json", metavar="FILE",
                         help="also write the run summary (per-CT encode time and device wait on "
                              "input, failures) as JSON here (default: not written)")
@@ -92,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = load(args.config, args.overrides).extract
     flags = {"overlap": args.overlap, "batch": args.batch, "dtype": args.dtype,
-             "feature_size": args.feature_size, "merge": args.merge, "canonical": args.canonical}
+             "feature_size": args.feature_size, "merge": args.merge, "canonical": args.canonical,
+             "max_voxels": args.max_voxels, "memory_budget_gb": args.memory_budget}
     changes = {k: v for k, v in flags.items() if v is not None}
     try:
         config = dataclasses.replace(config, **changes)
@@ -114,12 +122,16 @@ def run(args: argparse.Namespace) -> int:
     # every process: a host that sees no accelerator stands out
     logging.getLogger(__name__).info(startup_line())
 
+    import jax
+
+    from ctsearcher_jax.runtime.folder_lock import locked
     from feature_extraction.directory import extract_directory
 
-    summary = extract_directory(args.ct_dir, args.out, args.swin_weights, config,
-                                limit=args.max_cts, seed=args.seed, force=args.recompute,
-                                progress=not args.no_progress, workers=args.workers)
-    import jax
+    # one run per feature folder (its processes share it: only process 0 locks)
+    with locked(args.out, command="extract", writer=jax.process_index() == 0):
+        summary = extract_directory(args.ct_dir, args.out, args.swin_weights, config,
+                                    limit=args.max_cts, seed=args.seed, force=args.recompute,
+                                    progress=not args.no_progress, workers=args.workers)
 
     if jax.process_index() == 0 or summary.failed:
         for line in summary.lines():

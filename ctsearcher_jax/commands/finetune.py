@@ -43,9 +43,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError(f"--model is required: {resolved} does not exist (new fine-tuning run)")
 
+    import jax
+
+    from ctsearcher_jax.runtime.folder_lock import locked
     from ctsearcher_jax.train.loop import train_and_evaluate
 
-    result = train_and_evaluate(config, args.workdir, echo=print)
+    with locked(args.workdir, command="finetune", flag="--workdir",
+                writer=jax.process_index() == 0):
+        result = train_and_evaluate(config, args.workdir, echo=print)
     print(f"{result.status}: step {result.step}/{result.total_steps}; model in "
           f"{Path(args.workdir) / 'model'}")
     return 0

@@ -53,11 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action=ListAction, default=[],
                         metavar="KEY=VALUE",
                         help="override eval/data settings, e.g. --set eval.min_length=50")
+    parser.add_argument("--max-voxels", type=int, default=None, metavar="N",
+                        help="refuse volumes whose header claims more voxels, unread (default 2^30)")
     _multiprocess_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.data.inspect import find_volumes
+    from ctsearcher_jax.data.nifti import max_voxels_flag
     from ctsearcher_jax.data.schema import find_dataset_json, load_dataset
     from ctsearcher_jax.errors import DataError
     from ctsearcher_jax.paths import check_output_dir, check_output_file
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.samples < 1:
         raise DataError(f"--samples must be >= 1, got {args.samples}")
+    max_voxels = max_voxels_flag(args.max_voxels)
     readers = None
     if args.data:
         if args.cts:
@@ -104,12 +108,24 @@ def run(args: argparse.Namespace) -> int:
     maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
                      process_id=args.process_id)
     logging.getLogger(__name__).info(startup_line())
-    summary = predict_volumes(volumes, args.model, args.out, swin_weights=args.swin_weights,
-                              samples=args.samples, seed=args.seed, feature_dir=args.features,
-                              readers=readers, figures=args.max_figure_cts > 0,
-                              figure_limit=args.max_figure_cts, overrides=args.overrides,
-                              progress=not args.no_progress,
-                              reader_filter=args.readers)
+    import contextlib
+
+    import jax
+
+    from ctsearcher_jax.runtime.folder_lock import locked
+
+    writer = jax.process_index() == 0  # the processes of one run share the folders
+    with contextlib.ExitStack() as stack:  # one run per output folder and feature folder it writes
+        stack.enter_context(locked(out, command="predict", writer=writer))
+        if args.swin_weights is not None:
+            stack.enter_context(locked(args.features or out / "features", command="predict",
+                                       flag="--features", writer=writer))
+        summary = predict_volumes(volumes, args.model, args.out, swin_weights=args.swin_weights,
+                                  samples=args.samples, seed=args.seed, feature_dir=args.features,
+                                  readers=readers, figures=args.max_figure_cts > 0,
+                                  figure_limit=args.max_figure_cts, overrides=args.overrides,
+                                  progress=not args.no_progress, reader_filter=args.readers,
+                                  max_voxels=max_voxels)
     if summary.predictions:
         print(f"{summary.scanpaths} scanpaths for {len(summary.cts)} CT(s) -> {summary.predictions}")
     for name, figs in summary.figures.items():

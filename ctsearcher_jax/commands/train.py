@@ -69,20 +69,24 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
-    if jax.process_index() == 0:
-        from ctsearcher_jax.provenance import collect, record_launch
+    from ctsearcher_jax.runtime.folder_lock import locked
 
-        Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        record_launch(args.workdir, {**collect(devices), "startup": startup_line(devices),
-                                     "argv": sys.argv[1:]})
+    # one writer per workdir: a second `train` there stops here (only process 0 writes its logs)
+    with locked(args.workdir, command="train", flag="--workdir", writer=jax.process_index() == 0):
+        if jax.process_index() == 0:
+            from ctsearcher_jax.provenance import collect, record_launch
 
-    from ctsearcher_jax.train.loop import train_and_evaluate
+            Path(args.workdir).mkdir(parents=True, exist_ok=True)
+            record_launch(args.workdir, {**collect(devices), "startup": startup_line(devices),
+                                         "argv": sys.argv[1:]})
 
-    try:
-        result = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
-    except OutputError as exc:
-        _exit_if_writer_stuck(exc)
-        raise
+        from ctsearcher_jax.train.loop import train_and_evaluate
+
+        try:
+            result = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
+        except OutputError as exc:
+            _exit_if_writer_stuck(exc)
+            raise
     if jax.process_index() == 0:
         print(f"{result.status}: step {result.step}/{result.total_steps}; "
               f"checkpoints in {Path(args.workdir) / 'checkpoints'}"

@@ -36,11 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "interactive HTML page of `ctsearcher view`)")
     parser.add_argument("--dpi", type=int, default=100, metavar="DPI",
                         help="PNG resolution, 20-600")
+    parser.add_argument("--max-voxels", type=int, default=None, metavar="N",
+                        help="refuse volumes whose header claims more voxels (default 2^30)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.data.gaze_sources import GazeSources
-    from ctsearcher_jax.data.inspect import slice_counts
+    from ctsearcher_jax.data.nifti import max_voxels_flag, open_nifti
     from ctsearcher_jax.data.schema import find_dataset_json
     from ctsearcher_jax.errors import ConfigError
     from ctsearcher_jax.paths import check_output_dir, check_output_file, child_path
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         # a figure is about 10 x 4 inches: 100,000 dpi would be a 10^12-pixel canvas
         raise ConfigError(f"--dpi {args.dpi}: must be in [{MIN_DPI}, {MAX_DPI}]")
 
+    max_voxels = max_voxels_flag(args.max_voxels)
     json_path = find_dataset_json(args.data)
     out = check_output_dir(args.out)
     inputs = [json_path, args.pred]
@@ -71,16 +74,19 @@ def run(args: argparse.Namespace) -> int:
                               inputs=inputs)
     sources = GazeSources.load(json_path, args.pred, args.reader)
     volumes = sources.volumes
+    # every CT's scanpaths and volume header (the voxel policy of data.nifti) before drawing
+    selected = {name: sources.select(name, need_ground_truth=False) for name in args.name}
+    slices = {name: open_nifti(volumes[name], max_voxels=max_voxels).shape[2] for name in args.name}
 
     for name in args.name:
-        gt, pred = sources.select(name, need_ground_truth=False)
-        warn_outside_volume(name, gt, pred, slice_counts({name: volumes[name]})[0].get(name),
-                            str(json_path), args.pred)
+        gt, pred = selected[name]
+        warn_outside_volume(name, gt, pred, slices[name], str(json_path), args.pred)
         written = render_ct_figures(volumes[name], gt, pred or None, out, name=name,
                                     window=args.window, projection=args.projection,
                                     max_pred=args.max_pred, figures=figures, dpi=args.dpi,
                                     sources={"dataset": str(json_path)} | (
-                                        {"predictions": str(args.pred)} if args.pred else {}))
+                                        {"predictions": str(args.pred)} if args.pred else {}),
+                                    max_voxels=max_voxels)
         for kind, path in written.items():
             print(f"{name} {kind}: {path}")
     return 0

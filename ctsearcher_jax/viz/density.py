@@ -17,6 +17,7 @@ from matplotlib import colormaps
 
 from ctsearcher_jax.config import GAZE_FRAME
 from ctsearcher_jax.data.schema import Scanpath
+from ctsearcher_jax.text import visible
 from ctsearcher_jax.viz.figure import new_figure, save_png
 from ctsearcher_jax.viz.volume import CTVolume, Window, gaze_to_voxel
 
@@ -175,6 +176,6 @@ def plot_density(volume: CTVolume, window: Window, gt: Sequence[Scanpath],
             ax.set_title(f"slice {k + 1}: {share:.1%} of dwell", fontsize=6.5)
             if c == 0:
                 ax.set_ylabel(label, fontsize=7)
-    fig.suptitle(f"{title}  duration-weighted fixation density (σ {SIGMA_FRAME:g} px, "
+    fig.suptitle(f"{visible(title)}  duration-weighted fixation density (σ {SIGMA_FRAME:g} px, "
                  f"{SIGMA_SLICES:g} slices; shared sqrt scale), {window.label}", fontsize=7.5)
     return save_png(fig, out_path)

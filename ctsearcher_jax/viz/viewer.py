@@ -47,12 +47,16 @@ from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.io import atomic_write_text
 from ctsearcher_jax.metrics.protocol import score_pairs
 from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES
+from ctsearcher_jax.text import visible
 from ctsearcher_jax.viz.scanpaths import fixation_onsets
 from ctsearcher_jax.viz.volume import WINDOWS, CTVolume, gaze_to_voxel, resolve_window
 
 MAX_SIDE = 256             # in-plane pixels per axis at most
 HU_RANGE = (-1024.0, 3071.0)  # intensities kept (HU); outside is clipped
 HU_STEP = 1.0              # quantisation step (HU)
+# The steps `view --hu-step` accepts: 1/16 HU (65521 levels over HU_RANGE: 16 bits hold 65536)
+# to the whole range (2 levels).
+HU_STEP_RANGE = (1.0 / 16.0, HU_RANGE[1] - HU_RANGE[0])
 # Budget for the embedded slices (base64 bytes): the page of a 512 x 512 x 300 CT stays under
 # 25 MB. Measured: a synthetic one takes 17.5 MB at 1 HU (README), so this rarely applies.
 MAX_SLICE_BYTES = 24_000_000
@@ -222,7 +226,10 @@ def path_payload(vp: ViewerPath, shape: Sequence[int], colour: str) -> dict[str,
     # Fixations of a 0-based export at X or Y = 0 sit half a pixel outside; draw them on the edge.
     outside = (i < -0.5) | (i > shape[0] - 0.5) | (j < -0.5) | (j > shape[1] - 0.5) \
         | (k < -0.5) | (k >= shape[2] - 0.5)
-    return {"label": vp.label, "kind": vp.kind, "subject": str(sp.subject), "source": vp.source,
+    # text from data is shown as written: line breaks and bidirectional controls made visible
+    # (`text.visible`); the page inserts it as text or HTML-escaped (viewer.js `esc`)
+    return {"label": visible(vp.label), "kind": vp.kind, "subject": visible(sp.subject),
+            "source": visible(vp.source),
             "colour": colour, "i": i.tolist(), "j": j.tolist(), "k": k.tolist(),
             "slice": slice_indices(k, shape[2]).tolist(), "x": sp.x.tolist(), "y": sp.y.tolist(),
             "z": sp.z.tolist(), "t": sp.t.tolist(), "onset": onset.tolist(),
@@ -299,12 +306,12 @@ def viewer_payload(volume: CTVolume, paths: Sequence[ViewerPath], *, name: str,
             p["metrics"] = dict(row) if row is not None else None
     encoded = encode_slices_within(volume.data, max_side, hu_step, max_slice_bytes)
     return {
-        "name": name,
+        "name": visible(name),
         "shape": list(shape),
         "spacing": list(volume.spacing),
         "frame": GAZE_FRAME,
-        "sources": dict(sources or {}),
-        "volume_path": str(volume.path),
+        "sources": {visible(k): visible(v) for k, v in (sources or {}).items()},
+        "volume_path": visible(volume.path),
         "windows": windows,
         "initial_window": {"name": initial_name, "width": initial.width, "level": initial.level},
         "reference": reference,

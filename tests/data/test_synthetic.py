@@ -268,7 +268,38 @@ def test_bad_arguments(tmp_path):
                      max_fixations=5)
     with pytest.raises(ConfigError, match="num_cts=0"):  # Python's words, not the CLI's
         S.synthesize(tmp_path / "x", num_cts=0, num_readers=1, seed=0)
+    # issue 24 row 12: refused before anything is written (was a traceback and an empty cts/)
+    with pytest.raises(ConfigError, match="--seed -1: must be an integer >= 0"):
+        S.synthesize(tmp_path / "x", num_cts=1, num_readers=1, seed=-1)
+    with pytest.raises(ConfigError, match="--shape 5000 5000 5000: 125,000,000,000 voxels"):
+        S.synthesize(tmp_path / "x", num_cts=1, num_readers=1, seed=0, shape=(5000, 5000, 5000))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_failed_synth_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A failure half-way (here the second phantom) removes what this call wrote, folders it
+    created included; a user's file in a --force folder stays."""
+    from ctsearcher_jax.data.synthetic import writing
+
+    real, calls = writing.make_phantom, []
+
+    def fail_second(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("out of memory in the second phantom")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(writing, "make_phantom", fail_second)
+    with pytest.raises(MemoryError):
+        S.synthesize(tmp_path / "new" / "d", num_cts=2, num_readers=1, seed=0, shape=SHAPE)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    calls.clear()
+    with pytest.raises(MemoryError):
+        S.synthesize(kept, num_cts=2, num_readers=1, seed=0, shape=SHAPE, force=True)
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
 
 
 def test_refuses_non_empty_folder_and_force_keeps_user_files(tmp_path):
@@ -322,3 +353,7 @@ def test_cli_synth(tmp_path):
     bad = _cli("--out", tmp_path / "bad", "--shape", 4, 4, 4)
     assert bad.returncode == 2 and "shape (4, 4, 4)" in bad.stderr
     assert not (tmp_path / "bad").exists()
+    for args in (("--seed", -1), ("--shape", 5000, 5000, 5000)):  # issue 24 row 12
+        bad = _cli("--out", tmp_path / "bad", *args)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and args[0] in bad.stderr
+        assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()

@@ -29,6 +29,8 @@ from ctsearcher_jax.errors import ConfigError
 # Small enough for CPU tests and the demo; the feature extractor pads to 96 anyway.
 DEFAULT_SHAPE: tuple[int, int, int] = (64, 64, 48)
 MIN_SHAPE: tuple[int, int, int] = (16, 16, 8)
+# Largest phantom: 512 x 512 x 512 voxels (the generator needs ~25 bytes per voxel, ~3.4 GB).
+MAX_VOXELS = 1 << 27
 AIR_HU = -1000.0
 
 
@@ -480,7 +482,12 @@ def make_report(lesions: Sequence[Lesion]) -> str:
 
 
 def check_shape(shape: Sequence[int]) -> None:
-    """ConfigError unless shape is (I, J, K) with I, J >= 16 and K >= 8."""
+    """ConfigError unless shape is (I, J, K) with I, J >= 16, K >= 8 and at most MAX_VOXELS."""
     if len(shape) != 3 or any(int(v) < m for v, m in zip(shape, MIN_SHAPE)):
         raise ConfigError(f"shape {tuple(shape)}: need three sizes I J K with I, J >= {MIN_SHAPE[0]} "
                           f"and K >= {MIN_SHAPE[2]}")
+    voxels = int(np.prod([int(v) for v in shape], dtype=object))
+    if voxels > MAX_VOXELS:
+        raise ConfigError(f"--shape {' '.join(str(int(v)) for v in shape)}: {voxels:,} voxels, more "
+                          f"than the {MAX_VOXELS:,} a phantom may have (e.g. 512 512 512; the "
+                          f"generator needs ~25 bytes per voxel)")
