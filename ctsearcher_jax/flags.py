@@ -79,6 +79,7 @@ FLAGS: dict[str, Flag] = {
     "--max-figure-cts": Flag("int", "N", "draw figures for at most this many CTs (0 = none)"),
     "--max-figures": Flag("int", "N", "at most this many figures"),
     "--max-problems": Flag("int", "N", "print at most this many problems"),
+    "--max-voxels": Flag("int", "N", "refuse a volume whose header claims more voxels, unread"),
     "--max-pred": Flag("int", "N", "at most this many predicted scanpaths per figure"),
     "--max-side": Flag("int", "PX", "at most this many pixels per slice side"),
     "--min-fixations": Flag("int", "N", "fewest fixations per scanpath"),
@@ -93,6 +94,7 @@ FLAGS: dict[str, Flag] = {
     "--feature-size": Flag("int", "N", "Swin UNETR width (48 = BTCV)"),
     "--dpi": Flag("int", "DPI", "PNG resolution"),
     "--overlap": Flag("float", "F", "sliding-window overlap in [0, 1)"),
+    "--memory-budget": Flag("float", "GB", "memory the loaders' decoded volumes may hold at once"),
     "--hu-step": Flag("float", "HU", "quantisation step of embedded intensities"),
     "--shape": Flag("tuple", "I J K", "voxels per volume: rows, columns, slices"),
     "--coordinator": Flag("text", "HOST:PORT", "process 0 of a multi-process run without "
@@ -113,6 +115,7 @@ FLAGS: dict[str, Flag] = {
     "--force": Flag("switch", None, "replace output that is already there (refused otherwise)"),
     "--recompute": Flag("switch", None, "recompute results that are up to date"),
     "--no-progress": Flag("switch", None, "no progress bars: plain lines"),
+    "--headers-only": Flag("switch", None, "check the volumes' headers only, not their voxels"),
     "--json": Flag("switch", None, "print the result as JSON on stdout"),
     "--strict": Flag("switch", None, "an unscored CT or reader is an error"),
     "--score": Flag("switch", None, "score every scanpath against a reader and show it"),
