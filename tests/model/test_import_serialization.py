@@ -176,9 +176,10 @@ def test_model_folder_layout_and_folders_from_before_config_json(tmp_path):
 
 def test_a_config_that_does_not_describe_the_tensors_is_refused_before_building(tmp_path):
     """Issue 24 row 14 / item 7: config.json is compared with the safetensors header before
-    anything is built; an absurd config (d_model 65536, grid 64^3: a 68 TB PE table) is refused
-    without allocating: the factory's build is never called for real, and the memory this
-    process allocates stays small."""
+    anything is built; a huge config within the config's bounds (d_model 16384, grid 32^3: a
+    2 GB PE table and GBs of weights) is refused without allocating: the factory's build is never
+    called for real, and the memory this process allocates stays small. Beyond the bounds
+    (d_model 65536) the config itself is refused, naming config.json and the key."""
     import json
     import re
     import tracemalloc
@@ -194,6 +195,11 @@ def test_a_config_that_does_not_describe_the_tensors_is_refused_before_building(
     data = json.loads((folder / "config.json").read_text())
     data["model"].update(d_model=65536, num_heads=8, grid=[64, 64, 64])
     (folder / "config.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=r"config\.json: config key 'model\.d_model': must be "
+                                              r"in \[1, 16384\]"):
+        ser.load_model(folder)
+    data["model"].update(d_model=16384, num_heads=8, grid=[32, 32, 32])
+    (folder / "config.json").write_text(json.dumps(data))
     tracemalloc.start()
     try:
         with pytest.raises(CheckpointError) as err:
@@ -206,9 +212,9 @@ def test_a_config_that_does_not_describe_the_tensors_is_refused_before_building(
                               f"{folder / 'model.safetensors'}: ")
     key, implied, held = re.search(r": (\S+): the config implies (\(.*?\)), model.safetensors "
                                    r"holds (\(.*?\))", message).groups()
-    assert key == "decoder.0.cross_attn.in_proj.bias" and (implied, held) == ("(196608,)", "(48,)")
+    assert key == "decoder.0.cross_attn.in_proj.bias" and (implied, held) == ("(49152,)", "(48,)")
     assert "(and 42 more keys)" in message
-    assert "\n" not in message and peak < 50e6, peak  # a real build would need 68 TB
+    assert "\n" not in message and peak < 50e6, peak  # a real build would need GBs
     # a key the config does not have (another architecture's tensors): named too
     data["model"].update(d_model=16, num_heads=2, grid=[2, 2, 2], num_encoder_layers=2)
     (folder / "config.json").write_text(json.dumps(data))
@@ -218,7 +224,7 @@ def test_a_config_that_does_not_describe_the_tensors_is_refused_before_building(
 
 def test_predict_refuses_an_absurd_model_folder_in_one_line(tmp_path, capsys):
     """Row 14 through the command: `predict --checkpoint` on a folder whose config.json claims
-    d_model 65536 on a 64^3 grid: one line naming config.json, exit 2, nothing allocated."""
+    d_model 16384 on a 32^3 grid: one line naming config.json, exit 2, nothing allocated."""
     import json
 
     import nibabel as nib
@@ -230,7 +236,7 @@ def test_predict_refuses_an_absurd_model_folder_in_one_line(tmp_path, capsys):
                          max_length=4)
     folder = ser.save_model(tmp_path / "m", CTSearcher(config, rngs=nnx.Rngs(1)), config)
     data = json.loads((folder / "config.json").read_text())
-    data["model"].update(d_model=65536, grid=[64, 64, 64])
+    data["model"].update(d_model=16384, grid=[32, 32, 32])
     (folder / "config.json").write_text(json.dumps(data))
     ct = tmp_path / "ct.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((16, 16, 8), np.int16), np.eye(4)), str(ct))
@@ -239,5 +245,5 @@ def test_predict_refuses_an_absurd_model_folder_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len([e for e in err if "error:" in e]) == 1
     assert err[-1].startswith(f"ctsearcher predict: error: {folder / 'config.json'} does not "
-                              "describe") and "the config implies (196608,)" in err[-1]
+                              "describe") and "the config implies (49152,)" in err[-1]
     assert not (tmp_path / "out").exists()
