@@ -49,8 +49,9 @@ def run(tmp_path_factory):
                   "dim_feedforward": 32, "dropout": 0.0, "feature_dim": FEATURE_DIM,
                   "grid": [2, 2, 2], "max_length": 8},
         "data": {"data_dir": str(data), "feature_dir": str(root / "features"),
-                 "train_split": "test", "eval_split": "test", "z_extent": "volume"},
-        "train": {"epochs": 1, "batch_size": 2, "log_every": 1, "eval_scanpath_metrics": True,
+                 "train_split": "test", "eval_split": "validation", "validation_fraction": 0.5,
+                 "z_extent": "volume"},  # one CT trains, the other (carved) is evaluated
+        "train": {"epochs": 1, "batch_size": 1, "log_every": 1, "eval_scanpath_metrics": True,
                   "tracker": ["tensorboard"]},
         "eval": {"min_length": 1, "multimatch_alignment": "dp"},
     }
