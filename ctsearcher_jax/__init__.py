@@ -12,16 +12,15 @@ The public Python API (imported on first use, so `import ctsearcher_jax` stays l
     sample_scanpaths(model, config, name, feature_dir, samples=1, readers=None)
     scanmatch(a, b), multimatch(a, b), sed(a, b)
                                            single-pair metrics with named fields, as `evaluate`
+    evaluate(predictions, ground_truth, split="test", ...)
+                                           what `ctsearcher evaluate` runs: an `EvalReport`
     train_and_evaluate(config, workdir)    the training loop of `ctsearcher train`
     predict_volumes(volumes, checkpoint, out_dir)    what `ctsearcher predict` runs
 
 Feature extraction lives in `feature_extraction` (`extract_volume`, `extract_directory`, ...).
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
 
 from ctsearcher_jax._version import __version__
 
@@ -43,6 +42,8 @@ _EXPORTS: dict[str, str] = {
     "sed": "ctsearcher_jax.api:sed",
     "ScanMatchScore": "ctsearcher_jax.api:ScanMatchScore",
     "MultiMatchScore": "ctsearcher_jax.api:MultiMatchScore",
+    "evaluate": "ctsearcher_jax.evaluation:evaluate",
+    "EvalReport": "ctsearcher_jax.evaluation:EvalReport",
     "train_and_evaluate": "ctsearcher_jax.train.loop:train_and_evaluate",
     "predict_volumes": "ctsearcher_jax.predict:predict_volumes",
 }
@@ -50,15 +51,16 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     target = _EXPORTS.get(name)
     if target is None:
         raise AttributeError(f"module 'ctsearcher_jax' has no attribute {name!r}")
     module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
+    value = getattr(_importlib.import_module(module), attr)
     globals()[name] = value  # later look-ups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    """The public names only (`__all__`): no imports, helpers or submodules."""
+    return sorted(__all__)

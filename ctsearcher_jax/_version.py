@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 
 def _read_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("ctsearcher-jax")
     except PackageNotFoundError:  # a source tree on sys.path that was never installed

@@ -17,8 +17,14 @@ import os
 from typing import Any, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
+from flax import nnx
 
 from ctsearcher_jax.data.schema import COORD_FIELDS, Scanpath
+from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.metrics.multimatch import NAMES
+from ctsearcher_jax.metrics.protocol import check_scanpath, score_pairs
+from ctsearcher_jax.model.factory import build
+from ctsearcher_jax.model.generate import records_to_scanpaths, sample_records
 
 ScanpathLike = Union[Scanpath, Mapping[str, Any], np.ndarray, Sequence[Sequence[float]]]
 
@@ -50,15 +56,11 @@ def as_array(scanpath: ScanpathLike, what: str = "scanpath") -> np.ndarray:
 
     Raises DataError (naming `what`) for a wrong shape, no fixations, or NaN/inf.
     """
-    from ctsearcher_jax.metrics.protocol import check_scanpath
-
     if isinstance(scanpath, Scanpath):
         arr = scanpath.as_array()
     elif isinstance(scanpath, Mapping):
         missing = [k for k in COORD_FIELDS if k not in scanpath]
         if missing:
-            from ctsearcher_jax.errors import DataError
-
             raise DataError(f"{what}: a record needs the fields {list(COORD_FIELDS)}; missing {missing}")
         arr = np.stack([np.asarray(scanpath[k], np.float64) for k in COORD_FIELDS], axis=1)
     else:
@@ -68,8 +70,6 @@ def as_array(scanpath: ScanpathLike, what: str = "scanpath") -> np.ndarray:
 
 def scanmatch(gt: ScanpathLike, pred: ScanpathLike) -> ScanMatchScore:
     """ScanMatch 3D of one pair (gaze frame 512 x 512 x 512, as `evaluate`)."""
-    from ctsearcher_jax.metrics.protocol import score_pairs
-
     s = score_pairs([as_array(gt, "gt")], [as_array(pred, "pred")], ["scanmatch"])
     return ScanMatchScore(float(s["scanmatch_with_duration"][0]),
                           float(s["scanmatch_without_duration"][0]))
@@ -80,9 +80,6 @@ def multimatch(gt: ScanpathLike, pred: ScanpathLike, *, alignment: str = "exact"
 
     alignment: "exact" (scipy Dijkstra, as the original) or "dp" (jit DP).
     """
-    from ctsearcher_jax.metrics.multimatch import NAMES
-    from ctsearcher_jax.metrics.protocol import score_pairs
-
     s = score_pairs([as_array(gt, "gt")], [as_array(pred, "pred")], ["multimatch"],
                     multimatch_alignment=alignment)
     return MultiMatchScore(*(float(s[f"multimatch_{n}"][0]) for n in NAMES))
@@ -90,8 +87,6 @@ def multimatch(gt: ScanpathLike, pred: ScanpathLike, *, alignment: str = "exact"
 
 def sed(gt: ScanpathLike, pred: ScanpathLike, *, code: str = "legacy") -> float:
     """String edit distance of one pair (lower is better); code "legacy" or "bijective"."""
-    from ctsearcher_jax.metrics.protocol import score_pairs
-
     s = score_pairs([as_array(gt, "gt")], [as_array(pred, "pred")], ["sed"], sed_code=code)
     return float(s["sed"][0])
 
@@ -99,10 +94,6 @@ def sed(gt: ScanpathLike, pred: ScanpathLike, *, code: str = "legacy") -> float:
 def build_model(model_config: Any, *, seed: int = 0) -> Any:
     """A freshly initialised (untrained) model of `model_config` (a `ModelConfig`, or a `Config`
     whose `model` section is used), e.g. to export and reload, or to start a custom loop."""
-    from flax import nnx
-
-    from ctsearcher_jax.model.factory import build
-
     model_config = getattr(model_config, "model", model_config)
     return build(model_config, nnx.Rngs(params=seed, dropout=seed))
 
@@ -117,8 +108,6 @@ def sample_scanpaths(model: Any, config: Any, name: str, feature_dir: str | os.P
     Deterministic for `seed`. Sampling settings (eval.min_length, data.z_extent, ...) come from
     `config`.
     """
-    from ctsearcher_jax.model.generate import records_to_scanpaths, sample_records
-
     records = sample_records(model, config, [name], feature_dir, samples=samples, seed=seed,
                              readers={name: list(readers)} if readers else None)
     return records_to_scanpaths(records).get(name, [])

@@ -39,10 +39,13 @@ import zlib
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy.signal import lfilter
+from scipy.special import ndtr, ndtri
 
 from ctsearcher_jax.config import GAZE_FRAME
 from ctsearcher_jax.data.schema import CTItem, Scanpath
 from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.metrics import protocol
 
 FRAME_CENTRE = (GAZE_FRAME + 1) / 2.0   # 256.5: the centre of pixels 1..512
 DRILL_CORRELATION = 0.7                  # AR(1) coefficient of the drilling baseline's in-plane walk
@@ -101,8 +104,6 @@ def _uniform_slices(rng: np.random.Generator, n: int, num_slices: int) -> np.nda
 def _truncated_normal(rng: np.random.Generator, n: int, mean: float, sigma: float,
                       lo: float, hi: float) -> np.ndarray:
     """n draws of N(mean, sigma) truncated to [lo, hi], by inverting the normal CDF (exact)."""
-    from scipy.special import ndtr, ndtri
-
     a, b = ndtr((lo - mean) / sigma), ndtr((hi - mean) / sigma)
     return np.clip(mean + sigma * ndtri(rng.uniform(a, b, size=n)), lo, hi)
 
@@ -125,8 +126,6 @@ def centre_scanpath(rng: np.random.Generator, stats: ScanpathStats, num_slices: 
 
 def _ar1(rng: np.random.Generator, n: int, sigma: float, rho: float) -> np.ndarray:
     """(n,) stationary AR(1) series with marginal std `sigma` and lag-1 correlation `rho`."""
-    from scipy.signal import lfilter
-
     eps = rng.standard_normal(n)
     eps[0] /= np.sqrt(1.0 - rho ** 2)  # start in the stationary distribution
     return lfilter([sigma * np.sqrt(1.0 - rho ** 2)], [1.0, -rho], eps)
@@ -234,8 +233,6 @@ def score_human_consistency(items: Sequence[CTItem], families: Sequence[str] | N
     families: metric families (default: the protocol's default); kwargs go to the protocol.
     Returns its `ProtocolResult`.
     """
-    from ctsearcher_jax.metrics import protocol
-
     if families is None:
         return protocol.human_consistency(readers_as_arrays(items), **kwargs)
     return protocol.human_consistency(readers_as_arrays(items), tuple(families), **kwargs)

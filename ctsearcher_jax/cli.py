@@ -4,8 +4,9 @@ Each subcommand lives in its own module under `ctsearcher_jax/commands/` and exp
 `add_arguments(parser)` and `run(args) -> int`. Command modules import heavy libraries (JAX, torch)
 inside `run`, so `ctsearcher --help` stays fast.
 
-Diagnostics go through `logging` (`ctsearcher_jax.logs`; `-v`/`-q` set the level, before or after
-the command name); results (tables, paths) go to stdout. Errors from the project's hierarchy (`ctsearcher_jax.errors`) become one line on stderr and exit
+Every command's flags follow one vocabulary (`ctsearcher_jax/flags.py`, README "Flag vocabulary");
+each `--help` shows the defaults. Diagnostics go through `logging` (`ctsearcher_jax.logs`;
+`-v`/`-q` set the level, before or after the command name); results (tables, paths) go to stdout. Errors from the project's hierarchy (`ctsearcher_jax.errors`) become one line on stderr and exit
 code 2; `--debug` shows the traceback instead.
 """
 
@@ -41,49 +42,49 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ctsearcher_jax.flags import HelpFormatter, global_flags
+
     parser = argparse.ArgumentParser(
-        prog="ctsearcher",
+        prog="ctsearcher", formatter_class=HelpFormatter,
         description="CT-Searcher in JAX: 3D radiologist scanpaths on CT volumes.")
-    parser.add_argument("--debug", action="store_true",
-                        help="show full tracebacks instead of one-line error messages")
-    parser.add_argument("--no-compile-cache", action="store_true",
-                        help="do not read or write the persistent XLA compilation cache "
-                             "(default: on, in ~/.cache/ctsearcher-jax/jax; env "
-                             "CTSEARCHER_COMPILE_CACHE=0 also turns it off, =DIR moves it)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    _verbosity_flags(parser, "")
+    global_flags(parser, compiles=True, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    parser.command_parsers = {}  # type: ignore[attr-defined]
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"ctsearcher_jax.commands.{module_name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show full tracebacks instead of one-line error messages")
-        p.add_argument("--no-compile-cache", action="store_true", default=argparse.SUPPRESS,
-                       help="do not use the persistent XLA compilation cache")
-        _verbosity_flags(p, "sub_")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP,
+                           formatter_class=HelpFormatter)
         module.add_arguments(p)
+        # the global flags that act in this command, after its own (a group of their own)
+        global_flags(p, compiles=getattr(module, "COMPILES", False))
         p.set_defaults(_run=module.run)
+        parser.command_parsers[name] = p  # type: ignore[attr-defined]
     return parser
 
 
-def _verbosity_flags(parser: argparse.ArgumentParser, prefix: str) -> None:
-    parser.add_argument("-v", "--verbose", dest=f"{prefix}verbose", action="count", default=0,
-                        help="more diagnostics on stderr (-v: debug)")
-    parser.add_argument("-q", "--quiet", dest=f"{prefix}quiet", action="count", default=0,
-                        help="fewer diagnostics on stderr (-q: warnings and errors, -qq: errors); "
-                             "results still go to stdout")
+def main(argv: list[str] | None = None, *, parent: argparse.Namespace | None = None) -> int:
+    """Run one command; the exit code. `parent`: the arguments of a command that runs this one
+    in its process (the demo's stages): its logging, compilation cache and --debug stand, so
+    `ctsearcher -q demo` is quiet in every stage."""
+    from ctsearcher_jax.flags import missing_required
 
-
-def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ctsearcher_jax import logs
+    command_parser = parser.command_parsers[args.command]
+    missing = missing_required(command_parser, args)
+    if missing:
+        command_parser.error(f"the following arguments are required: {', '.join(missing)}")
+    if parent is not None:
+        args.debug = bool(args.debug or parent.debug)
+    else:
+        from ctsearcher_jax import logs
 
-    logs.setup(args.verbose + args.sub_verbose - args.quiet - args.sub_quiet)
-    from ctsearcher_jax.runtime import compile_cache
+        logs.setup(args.verbose + args.sub_verbose - args.quiet - args.sub_quiet)
+        from ctsearcher_jax.runtime import compile_cache
 
-    compile_cache.configure(enabled=not args.no_compile_cache)
+        compile_cache.configure(enabled=not args.no_compile_cache)
     try:
         return int(args._run(args) or 0)
     except CTSearcherError as exc:

@@ -6,7 +6,9 @@ Configs come from YAML files in `configs/` plus dotted command-line overrides
 (`--set train.lr=3e-4`); unknown keys and wrong types raise `ConfigError` naming the key. The
 resolved config is written into every run directory (`write_resolved`).
 
-The defaults are `configs/paper.yaml`: the original CT-Searcher recipe.
+The defaults are `configs/paper.yaml`, the original CT-Searcher recipe, except one:
+`data.eval_split` defaults to `validation` (checkpoints chosen on a validation split), where
+paper.yaml keeps the original's `test` for parity.
 """
 
 from __future__ import annotations
@@ -14,17 +16,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
 from ctsearcher_jax.errors import ConfigError
+from ctsearcher_jax.io import atomic_write_text
 from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES, FAMILIES  # a table, imports nothing
+from ctsearcher_jax.typed_data import build_dataclass
 
 GAZE_FRAME = 512  # pixels per side of a CT slice in gaze coordinates (and the legacy Z extent)
+# Every integer of a config lies within +-2^53 and every number is finite (`typed_data`); fields
+# check their own, tighter ranges below. Seeds are unsigned 32-bit (numpy, JAX).
+MAX_SEED = 2**32 - 1
+# HU values a CT can hold are about [-1024, 3071]; a window beyond +-1e5 HU is a typing error.
+MAX_ABS_HU = 1e5
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -36,7 +43,8 @@ def _check(condition: bool, key: str, message: str) -> None:
 class ModelConfig:
     """CT-Searcher architecture (shapes: tokens = prod(grid), classes = 1 + tokens)."""
 
-    # Architecture built by `model.build` (a name in `model/factory.py`'s ARCHITECTURES).
+    # Architecture built by `model.build` (a name in `model/factory.py`'s ARCHITECTURES; the
+    # factory checks it, so this module imports no model code).
     arch: str = "ct_searcher"
     # Width of every transformer layer (the original's --hidden_dim).
     d_model: int = 768
@@ -78,29 +86,25 @@ class ModelConfig:
     reader_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        # tables of names, no Flax
-        from ctsearcher_jax.model.factory import ARCHITECTURES, AUTOREGRESSIVE
-
-        _check(self.arch in ARCHITECTURES, "model.arch", f"unknown; choose from {sorted(ARCHITECTURES)}")
+        # Upper bounds far above any CT-Searcher (the paper: 768 wide, 6 + 6 layers, 400
+        # fixations) that stop a typing error from allocating the machine away.
+        for key, most in (("d_model", 16384), ("num_heads", 256), ("num_encoder_layers", 128),
+                          ("num_decoder_layers", 128), ("dim_feedforward", 65536),
+                          ("feature_dim", 16384), ("max_length", 10000)):
+            _check(1 <= getattr(self, key) <= most, f"model.{key}", f"must be in [1, {most}]")
+        # Autoregressive architectures only (the factory refuses them set on another one).
         _check(1 <= self.ar_layers <= self.num_decoder_layers, "model.ar_layers",
                f"must be in [1, model.num_decoder_layers ({self.num_decoder_layers})]")
-        _check(self.offset_components >= 1, "model.offset_components", "must be >= 1")
+        _check(1 <= self.offset_components <= 64, "model.offset_components", "must be in [1, 64]")
         _check(0.0 <= self.reader_dropout < 1.0, "model.reader_dropout", "must be in [0, 1)")
-        if self.arch not in AUTOREGRESSIVE:
-            _check(self.reader_dropout == 0.0, "model.reader_dropout",
-                   f"only for the autoregressive architectures {sorted(AUTOREGRESSIVE)}")
-        else:
-            _check(not self.legacy_stop_last, "model.legacy_stop_last",
-                   "only for importing original CT-Searcher checkpoints (arch ct_searcher)")
-        for key in ("d_model", "num_heads", "num_encoder_layers", "num_decoder_layers",
-                    "dim_feedforward", "feature_dim", "max_length"):
-            _check(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
         _check(self.d_model % self.num_heads == 0, "model.num_heads",
                f"must divide model.d_model ({self.d_model})")
         _check(self.d_model % 2 == 0, "model.d_model", "must be even (duration head uses d/2)")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
-        _check(len(self.grid) == 3 and all(g >= 1 for g in self.grid), "model.grid",
-               "must be three positive integers (Gy, Gx, Gz)")
+        _check(len(self.grid) == 3 and all(1 <= g <= 128 for g in self.grid), "model.grid",
+               "must be three integers in [1, 128] (Gy, Gx, Gz)")
+        _check(self.num_tokens <= 65536, "model.grid",
+               f"has {self.num_tokens} cells; at most 65536 (the paper's grid is 8 x 8 x 8)")
         _check(len(set(self.readers)) == len(self.readers), "model.readers", "ids must be unique")
         _check(self.reader_conditioning == "embedding" or not self.readers, "model.readers",
                "only for model.reader_conditioning=embedding")
@@ -138,8 +142,14 @@ class DataConfig:
     blur_sigma: Union[float, None] = None
     # Split used for training.
     train_split: str = "train"
-    # Split used for evaluation.
-    eval_split: str = "test"
+    # Split evaluated during training, which chooses the exported checkpoint: "validation" (the
+    # dataset's own, else carved from the training split; data/splits.py), a dataset split
+    # ("test": the original's choice, selection on the test split), or "none".
+    eval_split: str = "validation"
+    # Fraction of the training CTs carved out as the validation split (by CT; at least 1).
+    validation_fraction: float = 0.1
+    # Seed of the carve (which CTs), independent of train.seed.
+    validation_seed: int = 0
 
     def __post_init__(self) -> None:
         _check(self.frame >= 1, "data.frame", "must be >= 1")
@@ -147,6 +157,8 @@ class DataConfig:
                "data.z_extent", "must be a positive integer or 'volume'")
         _check(self.blur_sigma is None or self.blur_sigma > 0, "data.blur_sigma",
                "must be > 0 or null")
+        _check(0.0 <= self.validation_fraction < 1.0, "data.validation_fraction",
+               "must be in [0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,9 +215,10 @@ class TrainConfig:
     keep_best: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(0 <= self.seed <= MAX_SEED, "train.seed", f"must be in [0, {MAX_SEED}]")
+        _check(0 < self.lr <= 1, "train.lr", "must be in (0, 1]")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", "must be in [0, 1)")
-        _check(self.eps > 0, "train.eps", "must be > 0")
+        _check(0 < self.eps < 1, "train.eps", "must be in (0, 1)")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         _check(0 <= self.warmup_epochs <= self.epochs, "train.warmup_epochs",
@@ -251,9 +264,10 @@ class EvalConfig:
     top_k: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.min_length >= 0, "eval.min_length", "must be >= 0")
-        _check(self.temperature > 0, "eval.temperature", "must be > 0")
-        _check(self.top_k >= 0, "eval.top_k", "must be >= 0 (0 = no top-k)")
+        _check(0 <= self.min_length <= 10000, "eval.min_length", "must be in [0, 10000]")
+        _check(0 <= self.seed <= MAX_SEED, "eval.seed", f"must be in [0, {MAX_SEED}]")
+        _check(0 < self.temperature <= 1000, "eval.temperature", "must be in (0, 1000]")
+        _check(0 <= self.top_k <= 65537, "eval.top_k", "must be in [0, 65537] (0 = no top-k)")
         _check(self.repeats >= 1, "eval.repeats", "must be >= 1")
         unknown = [m for m in self.metrics if m not in FAMILIES]
         _check(not unknown and len(self.metrics) > 0, "eval.metrics",
@@ -284,21 +298,34 @@ class ExtractConfig:
     merge: Literal["original", "gaussian", "constant"] = "original"
     # Reorient volumes to RAS before extraction (off = stored voxel order, as the original).
     canonical: bool = False
+    # Largest volume read, in voxels its header claims (2^30 = data.nifti.DEFAULT_MAX_VOXELS;
+    # larger files are refused unread; --max-voxels).
+    max_voxels: int = 1 << 30
+    # GB of decoded volumes the loader threads may hold at once (null = half the machine's
+    # memory; --memory-budget).
+    memory_budget_gb: Union[float, None] = None
 
     def __post_init__(self) -> None:
+        _check(self.max_voxels >= 1, "extract.max_voxels", "must be >= 1")
+        _check(self.memory_budget_gb is None or 0 < self.memory_budget_gb < float("inf"),
+               "extract.memory_budget_gb", "must be a finite number > 0, or null")
         _check(self.feature_size >= 12 and self.feature_size % 12 == 0, "extract.feature_size",
                "must be a positive multiple of 12")
+        for key in ("hu_min", "hu_max"):
+            _check(abs(getattr(self, key)) <= MAX_ABS_HU, f"extract.{key}",
+                   f"must be in [-{MAX_ABS_HU:.0e}, {MAX_ABS_HU:.0e}] HU")
         _check(self.hu_max > self.hu_min, "extract.hu_max", "must be > extract.hu_min")
-        _check(self.roi >= 32 and self.roi % 32 == 0, "extract.roi", "must be a multiple of 32")
+        _check(32 <= self.roi <= 512 and self.roi % 32 == 0, "extract.roi",
+               "must be a multiple of 32 in [32, 512]")
         _check(0.0 <= self.overlap < 1.0, "extract.overlap", "must be in [0, 1)")
-        _check(self.batch >= 1, "extract.batch", "must be >= 1")
+        _check(1 <= self.batch <= 4096, "extract.batch", "must be in [1, 4096]")
 
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
     """ScanMatch-reward fine-tuning (`ctsearcher finetune`): self-critical policy gradient."""
 
-    # Model folder the run starts from (set by `ctsearcher finetune --from`); "" = supervised run.
+    # Model folder the run starts from (set by `ctsearcher finetune --model`); "" = supervised run.
     source: str = ""
     # Scanpaths sampled per CT and reader each step; their mean reward is the baseline.
     samples: int = 5
@@ -313,7 +340,8 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         _check(self.samples >= 2, "finetune.samples", "must be >= 2 (the baseline is their mean)")
-        _check(0 < self.lr_scale, "finetune.lr_scale", "must be > 0")
+        _check(self.samples <= 1024, "finetune.samples", "must be <= 1024")
+        _check(0 < self.lr_scale <= 10, "finetune.lr_scale", "must be in (0, 10]")
         _check(self.epochs >= 1, "finetune.epochs", "must be >= 1")
         _check(self.supervised_weight >= 0, "finetune.supervised_weight", "must be >= 0")
         _check(self.duration_cap_s >= 0.025, "finetune.duration_cap_s", "must be >= 0.025")
@@ -335,14 +363,6 @@ class Config:
     extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
     # ScanMatch-reward fine-tuning (inactive unless finetune.source is set).
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
-
-    def __post_init__(self) -> None:
-        from ctsearcher_jax.model.factory import AUTOREGRESSIVE  # a table of names, no Flax
-
-        if self.model.arch not in AUTOREGRESSIVE:
-            _check(self.eval.temperature == 1.0 and self.eval.top_k == 0, "eval.temperature/top_k",
-                   f"only for the autoregressive architectures {sorted(AUTOREGRESSIVE)} "
-                   f"(model.arch is {self.model.arch!r})")
 
 
 # The original's command-line flag names, mapped to our keys where the meaning is the same.
@@ -371,96 +391,13 @@ UPSTREAM_ALIASES: dict[str, str] = {
 }
 
 
-# ----------------------------------------------------------------------------- type coercion
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`, converting YAML lists to tuples."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        errors = []
-        for option in args:
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"config key '{key}': {value!r} is not a valid {_type_name(tp)}")
-    if origin is Literal:
-        if value in args and type(value) is type(args[args.index(value)]):
-            return value
-        raise ConfigError(f"config key '{key}': {value!r} is not one of {list(args)}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"config key '{key}': expected null, got {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], key) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"config key '{key}': expected {len(args)} items, got {len(value)}")
-        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
-    raise ConfigError(f"config key '{key}': unsupported type {tp}")
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is Literal:
-        return "/".join(repr(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
-            f"valid keys here: {', '.join(sorted(names))}")
-    kwargs = {}
-    for name, value in data.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, tp, prefix + name)
-    return cls(**kwargs)
-
-
 def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated `Config` from a nested mapping (missing keys take the defaults)."""
-    return _build(Config, data or {}, "")
+    return build_dataclass(Config, data or {})
 
 
 def to_dict(config: Config) -> dict[str, Any]:
     """Plain nested dict (tuples become lists) suitable for YAML/JSON."""
-
     def plain(v: Any) -> Any:
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
@@ -585,8 +522,6 @@ def dumps(config: Config) -> str:
 
 def write_resolved(config: Config, run_dir: str | os.PathLike[str]) -> Path:
     """Write `config.yaml` (resolved, every field) into `run_dir` atomically; return its path."""
-    from ctsearcher_jax.io import atomic_write_text
-
     path = Path(run_dir) / "config.yaml"
     atomic_write_text(path, dumps(config))
     return path

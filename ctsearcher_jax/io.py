@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -10,10 +11,20 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.paths import os_error
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, streamed (CTs, weights files, datasets)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -88,8 +99,6 @@ def loads_json(text: str | bytes, source: str, error: type[Exception] | None = N
     `error` (default `DataError`) naming `source`; integers beyond float range become +-inf
     (callers that validate values then name the record and field).
     """
-    from ctsearcher_jax.errors import DataError
-
     error = error or DataError
     try:
         if isinstance(text, bytes):
@@ -109,8 +118,6 @@ def loads_json(text: str | bytes, source: str, error: type[Exception] | None = N
 
 def read_json(path: str | os.PathLike[str], error: type[Exception] | None = None) -> Any:
     """Read and parse a JSON file (see `loads_json`); an unreadable file is one-line `error`."""
-    from ctsearcher_jax.errors import DataError
-
     error = error or DataError
     path = Path(path)
     try:

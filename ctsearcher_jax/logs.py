@@ -80,10 +80,13 @@ def setup(verbosity: int = 0) -> None:
 
 
 def progress_bars(enabled: bool = True) -> bool:
-    """True when a command should draw tqdm bars: progress is on and stderr is a terminal.
+    """True when a command should draw tqdm bars: progress is on, stderr is a terminal and info
+    lines are shown (`-q` leaves stderr to warnings: no bars either).
 
     Otherwise it writes plain lines (no cursor codes) through logging.
     """
+    if not logging.getLogger(LOGGER_NAMES[0]).isEnabledFor(logging.INFO):
+        return False
     try:
         return enabled and sys.stderr.isatty()
     except (AttributeError, ValueError):  # a closed or replaced stream

@@ -25,27 +25,27 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import jax
 
+from ctsearcher_jax import config as config_lib
 from ctsearcher_jax.config import Config, ExtractConfig
+from ctsearcher_jax.data import manifest as mf
+from ctsearcher_jax.data.manifest import read_manifest
+from ctsearcher_jax.data.nifti import DEFAULT_MAX_VOXELS, open_nifti, volume_name
 from ctsearcher_jax.data.schema import Scanpath
-from ctsearcher_jax.errors import CheckpointError, DataError
+from ctsearcher_jax.errors import CheckpointError, DataError, WeightsError
+from ctsearcher_jax.io import atomic_write_json, file_sha256, read_json
+from ctsearcher_jax.model.generate import check_reader_filter, records_to_scanpaths, sample_records
+from ctsearcher_jax.model.serialization import load_model, resolve_model_dir
+from ctsearcher_jax.runtime.multihost import agree_on_error
+from ctsearcher_jax.viz import render_ct_figures
+from feature_extraction.extract import extract_volume
 
 _log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions.json"
-
-
-def resolve_model_dir(checkpoint: str | os.PathLike[str]) -> Path:
-    """An exported model directory, or a training workdir holding one in `model/`."""
-    path = Path(checkpoint)
-    for candidate in (path, path / "model"):
-        if (candidate / "model.safetensors").is_file():
-            return candidate
-    raise CheckpointError(
-        f"{path}: no model.safetensors here or in {path / 'model'}; pass a training workdir "
-        f"(after `ctsearcher train`) or a directory written by `ctsearcher import-upstream`")
 
 
 def extraction_config(model_config: Config, base: ExtractConfig | None = None) -> ExtractConfig:
@@ -88,10 +88,6 @@ def check_feature_cache(volumes: Sequence[Path], feature_dir: Path, swin_weights
     `feature_dir` (nothing is extracted). Otherwise no CT may have features made with other
     weights (they would be overwritten); the message names the weights the manifest records.
     """
-    from feature_extraction import manifest as mf
-    from feature_extraction.preprocess import volume_name
-    from feature_extraction.weights import file_sha256
-
     manifest = mf.read_manifest(feature_dir) if feature_dir.is_dir() else {}
     channels = 16 * ext_cfg.feature_size
     if swin_weights is None:
@@ -118,8 +114,6 @@ def check_feature_cache(volumes: Sequence[Path], feature_dir: Path, swin_weights
                     and w.get("merging_order") == ext_cfg.merging_order)
     else:
         if not Path(swin_weights).is_file():
-            from ctsearcher_jax.errors import WeightsError
-
             raise WeightsError(f"--swin-weights {swin_weights}: no such weights file; convert one "
                                "with `ctsearcher convert-monai`")
         digest = file_sha256(swin_weights)
@@ -140,14 +134,46 @@ def check_feature_cache(volumes: Sequence[Path], feature_dir: Path, swin_weights
                 f"another --features folder")
 
 
+@dataclasses.dataclass
+class PredictRun:
+    """A prediction ready to run: the model, the settings, and the CTs (what `setup_predict`
+    checked before any extraction or sampling)."""
+
+    model: Any
+    config: Config
+    ext_cfg: ExtractConfig
+    volumes: Sequence[Path]
+    out_dir: Path
+    feature_dir: Path
+    swin_weights: str | None
+    samples: int
+    seed: int
+    readers: Mapping[str, Sequence[Scanpath]] | None
+    reader_filter: Sequence[str] | None
+    progress: bool
+    echo: Callable[[str], None]
+    max_voxels: int = DEFAULT_MAX_VOXELS
+
+
+@dataclasses.dataclass
+class _Share:
+    """This process's CTs with features ready: names, their indices in the whole list, their
+    files, and the sampled records (dataset format)."""
+
+    names: list[str] = dataclasses.field(default_factory=list)
+    indices: list[int] = dataclasses.field(default_factory=list)
+    sources: dict[str, Path] = dataclasses.field(default_factory=dict)
+    records: list[dict] = dataclasses.field(default_factory=list)
+
+
 def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
                     out_dir: str | os.PathLike[str], *, swin_weights: str | None = None,
                     samples: int = 1, seed: int = 0, feature_dir: str | os.PathLike[str] | None = None,
                     readers: Mapping[str, Sequence[Scanpath]] | None = None,
                     figures: bool = True, figure_limit: int = 4, overrides: Sequence[str] = (),
                     reader_filter: Sequence[str] | None = None,
-                    progress: bool = True, echo: Callable[[str], None] | None = None
-                    ) -> PredictSummary:
+                    progress: bool = True, echo: Callable[[str], None] | None = None,
+                    max_voxels: int = DEFAULT_MAX_VOXELS) -> PredictSummary:
     """Extract (or reuse) features, sample scanpaths, write predictions.json and figures.
 
     volumes: NIfTI files (their names are the CT names). swin_weights: None = reuse cached
@@ -159,110 +185,148 @@ def predict_volumes(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
     made is reported in `failed` and the others still run. progress: a plain line per CT through
     `echo` (default: this module's logger; no cursor codes, so it reads the same in a log file).
     reader_filter: reader ids to predict for (reader-conditioned models; default every reader:
-    the ground-truth readers of each CT, or all the model knows).
+    the ground-truth readers of each CT, or all the model knows). max_voxels: volumes whose
+    header claims more are refused unread (`data.nifti`), like any volume the voxel policy
+    refuses: reported in `failed` before the model loads (DataError when no CT is left).
     """
-    from ctsearcher_jax import config as config_lib
-    from ctsearcher_jax.io import atomic_write_json
-    from ctsearcher_jax.model.generate import records_to_scanpaths, sample_records
-    from ctsearcher_jax.model.serialization import load_model
-    from feature_extraction.extract import extract_volume
-    from feature_extraction.manifest import read_manifest
-    from feature_extraction.preprocess import volume_name
-
     t0 = time.perf_counter()
-    echo = echo or _log.info
+    volumes, refused = usable_volumes(volumes, max_voxels)
+    run = setup_predict(volumes, checkpoint, out_dir, swin_weights=swin_weights, samples=samples,
+                        seed=seed, feature_dir=feature_dir, readers=readers, overrides=overrides,
+                        reader_filter=reader_filter, progress=progress, echo=echo,
+                        max_voxels=max_voxels)
+    summary = PredictSummary(out_dir=run.out_dir, failed=refused)
+    # Many CTs: each process takes every N-th CT (extraction and sampling), samples its CTs in
+    # chunks sharded over its local devices, and process 0 gathers the records in CT order.
+    pidx, pcount = jax.process_index(), jax.process_count()
+    share, error = _Share(), None
+    try:
+        _features_of_share(run, summary, share, pidx, pcount)
+        if share.names:
+            share.records = sample_records(
+                run.model, run.config, share.names, run.feature_dir, samples=run.samples,
+                seed=run.seed, readers=run.readers, indices=share.indices,
+                devices=jax.local_devices(), reader_filter=run.reader_filter)
+        if pcount > 1:  # this process's records, for process 0 to gather
+            atomic_write_json(run.out_dir / f"predictions.part-{pidx}-of-{pcount}.json",
+                              {"indices": share.indices, "names": share.names,
+                               "records": share.records})
+    except BaseException as exc:  # noqa: BLE001 - told to the other processes, then raised
+        error = exc
+    agree_on_error(error)  # with several processes: also the barrier before gathering
+    if pcount > 1:
+        summary.predictions = _gather_parts(run.out_dir, run.feature_dir, pidx, pcount)
+    elif share.names:
+        summary.predictions = atomic_write_json(run.out_dir / PREDICTIONS, share.records)
+    if share.names:
+        summary.cts, summary.scanpaths = share.names, len(share.records)
+        if figures:
+            summary.figures = _render_figures(run, share, figure_limit, summary.failed)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def usable_volumes(volumes: Sequence[Path], max_voxels: int
+                   ) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The volumes whose header passes the voxel policy (`data.nifti.open_nifti`; a few hundred
+    bytes read each) and `(file, message)` for the others, each also logged as an error.
+
+    Raises DataError (the first message) when no volume is left.
+    """
+    good, refused = [], []
+    for path in volumes:
+        try:
+            open_nifti(path, max_voxels=max_voxels)
+        except DataError as exc:
+            refused.append((str(path), str(exc)))
+            _log.error(str(exc))
+            continue
+        good.append(Path(path))
+    if refused and not good:
+        more = f" (and {len(refused) - 1} more CTs)" if len(refused) > 1 else ""
+        raise DataError(f"{refused[0][1]}{more}")
+    return good, refused
+
+
+def setup_predict(volumes: Sequence[Path], checkpoint: str | os.PathLike[str],
+                  out_dir: str | os.PathLike[str], *, swin_weights: str | None, samples: int,
+                  seed: int, feature_dir: str | os.PathLike[str] | None,
+                  readers: Mapping[str, Sequence[Scanpath]] | None, overrides: Sequence[str],
+                  reader_filter: Sequence[str] | None, progress: bool,
+                  echo: Callable[[str], None] | None,
+                  max_voxels: int = DEFAULT_MAX_VOXELS) -> PredictRun:
+    """Load the model, apply the overrides and check the reader filter and the feature cache:
+    everything that can refuse the prediction, before any extraction (`predict_volumes`)."""
     out_dir = Path(out_dir)
     feature_dir = Path(feature_dir) if feature_dir is not None else out_dir / "features"
-    model_dir = resolve_model_dir(checkpoint)
-    model, config = load_model(model_dir)
+    model, config = load_model(resolve_model_dir(checkpoint))
     if overrides:
         if any(o.split("=", 1)[0].strip().startswith("model.") for o in overrides):
             raise CheckpointError("model.* cannot be overridden at prediction time: the weights fix it")
         config = config_lib.from_dict(config_lib.apply_overrides(config_lib.to_dict(config),
                                                                  list(overrides)))
     if reader_filter:
-        from ctsearcher_jax.model.generate import check_reader_filter
-
         check_reader_filter(config, reader_filter)  # before any extraction
-    ext_cfg = extraction_config(config)
+    ext_cfg = dataclasses.replace(extraction_config(config), max_voxels=max_voxels)
     check_feature_cache(volumes, feature_dir, swin_weights, ext_cfg, seed)
-    import jax
+    return PredictRun(model, config, ext_cfg, volumes, out_dir, feature_dir, swin_weights,
+                      samples, seed, readers, reader_filter, progress, echo or _log.info,
+                      max_voxels)
 
-    from ctsearcher_jax.runtime.multihost import agree_on_error
 
-    # Many CTs: each process takes every N-th CT (extraction and sampling), samples its CTs in
-    # chunks sharded over its local devices, and process 0 gathers the records in CT order.
-    pidx, pcount = jax.process_index(), jax.process_count()
-    summary = PredictSummary(out_dir=out_dir)
-    names: list[str] = []
-    indices: list[int] = []
-    sources: dict[str, Path] = {}
-    records: list[dict] = []
-    error: BaseException | None = None
-    try:
-        manifest = read_manifest(feature_dir) if feature_dir.is_dir() else {}
-        for i, path in list(enumerate(volumes))[pidx::pcount]:
-            if swin_weights is None:  # checked above: the cache holds intact features of this CT
-                name = volume_name(path)
-                entry = manifest[name]
-            else:
-                if progress:
-                    echo(f"features [{i + 1}/{len(volumes)}] {path.name}")
-                try:
-                    result = extract_volume(path, feature_dir, swin_weights, ext_cfg, seed=seed,
-                                            keep_others=True, process=(pidx, pcount))
-                except (DataError,) as exc:
-                    summary.failed.append((str(path), str(exc)))
-                    _log.error(f"{path}: {exc}")
-                    continue
-                name, entry = result.name, result.entry or {}
-                if not result.skipped:
-                    summary.extracted.append(name)
-            if (entry.get("weights") or {}).get("kind") == "random":
-                summary.random_features.append(name)
-            names.append(name)
-            indices.append(i)
-            sources[name] = path
-        if names:
-            records = sample_records(model, config, names, feature_dir, samples=samples,
-                                     seed=seed, readers=readers, indices=indices,
-                                     devices=jax.local_devices(), reader_filter=reader_filter)
-        if pcount > 1:  # this process's records, for process 0 to gather
-            atomic_write_json(out_dir / f"predictions.part-{pidx}-of-{pcount}.json",
-                              {"indices": indices, "names": names, "records": records})
-    except BaseException as exc:  # noqa: BLE001 - told to the other processes, then raised
-        error = exc
-    agree_on_error(error)  # with several processes: also the barrier before gathering
-    if pcount > 1:
-        summary.predictions = _gather_parts(out_dir, feature_dir, pidx, pcount)
-    elif names:
-        summary.predictions = atomic_write_json(out_dir / PREDICTIONS, records)
-    if not names:
-        summary.seconds = time.perf_counter() - t0
-        return summary
-    summary.cts, summary.scanpaths = names, len(records)
-    if figures:
-        from ctsearcher_jax.viz import render_ct_figures
-
-        by_ct = records_to_scanpaths(records)
-        for name, index in zip(names, indices):
-            if index >= figure_limit:  # the first figure_limit CTs of the whole list
+def _features_of_share(run: PredictRun, summary: PredictSummary, share: _Share, pidx: int,
+                       pcount: int) -> None:
+    """Every N-th CT (this process's): cached features, or extracted ones (`swin_weights`);
+    a CT whose features cannot be made goes to `summary.failed`."""
+    manifest = read_manifest(run.feature_dir) if run.feature_dir.is_dir() else {}
+    for i, path in list(enumerate(run.volumes))[pidx::pcount]:
+        if run.swin_weights is None:  # checked: the cache holds intact features of this CT
+            name = volume_name(path)
+            entry = manifest[name]
+        else:
+            if run.progress:
+                run.echo(f"features [{i + 1}/{len(run.volumes)}] {path.name}")
+            try:
+                result = extract_volume(path, run.feature_dir, run.swin_weights, run.ext_cfg,
+                                        seed=run.seed, keep_others=True, process=(pidx, pcount))
+            except DataError as exc:
+                summary.failed.append((str(path), str(exc)))
+                _log.error(f"{path}: {exc}")
                 continue
-            gt = list(readers.get(name, ())) if readers else []
-            summary.figures[name] = render_ct_figures(
-                sources[name], gt, by_ct.get(name), out_dir / "figures", name=name,
-                sources={"predictions": str(out_dir / PREDICTIONS)})
-    summary.seconds = time.perf_counter() - t0
-    return summary
+            name, entry = result.name, result.entry or {}
+            if not result.skipped:
+                summary.extracted.append(name)
+        if (entry.get("weights") or {}).get("kind") == "random":
+            summary.random_features.append(name)
+        share.names.append(name)
+        share.indices.append(i)
+        share.sources[name] = path
+
+
+def _render_figures(run: PredictRun, share: _Share, figure_limit: int,
+                    failed: list[tuple[str, str]]) -> dict[str, dict[str, Path]]:
+    """The figures of the first `figure_limit` CTs of the whole list (this process's ones); a CT
+    whose volume cannot be drawn goes to `failed` (its predictions are written)."""
+    by_ct = records_to_scanpaths(share.records)
+    figures = {}
+    for name, index in zip(share.names, share.indices):
+        if index >= figure_limit:
+            continue
+        gt = list(run.readers.get(name, ())) if run.readers else []
+        try:
+            figures[name] = render_ct_figures(
+                share.sources[name], gt, by_ct.get(name), run.out_dir / "figures", name=name,
+                sources={"predictions": str(run.out_dir / PREDICTIONS)},
+                max_voxels=run.max_voxels)
+        except DataError as exc:  # this CT's volume (voxels): its predictions stay, others go on
+            failed.append((str(share.sources[name]), f"{exc}; no figures for CT {name!r}"))
+            _log.error(f"{exc}; no figures for CT {name!r}")
+    return figures
 
 
 def _gather_parts(out_dir: Path, feature_dir: Path, pidx: int, pcount: int) -> Path | None:
     """Process 0: the processes' record parts -> predictions.json in CT order; manifest parts
     merged. Every process: a barrier after it, and the path (None when no CT had records)."""
-    from ctsearcher_jax.io import atomic_write_json, read_json
-    from ctsearcher_jax.runtime.multihost import agree_on_error
-    from feature_extraction import manifest as mf
-
     path = out_dir / PREDICTIONS
     error = None
     if pidx == 0:

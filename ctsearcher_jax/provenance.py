@@ -11,6 +11,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ctsearcher_jax._version import __version__
+from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.io import atomic_write_json, read_json
+
 PROVENANCE = "provenance.json"
 
 
@@ -33,8 +37,6 @@ def git_commit(root: Path | None = None) -> str | None:
 def collect(devices: dict[str, Any] | None = None) -> dict[str, Any]:
     """This process's provenance: version, commit, UTC time, host, Python, and `devices` (e.g.
     `runtime.devices.describe()`) when given."""
-    from ctsearcher_jax import __version__
-
     info: dict[str, Any] = {
         "ctsearcher_jax": __version__,
         "git_commit": git_commit(),
@@ -49,9 +51,6 @@ def collect(devices: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def record_launch(workdir: str | os.PathLike[str], info: dict[str, Any]) -> Path:
     """Append `info` to the `launches` of `<workdir>/provenance.json` (atomically)."""
-    from ctsearcher_jax.errors import DataError
-    from ctsearcher_jax.io import atomic_write_json, read_json
-
     path = Path(workdir) / PROVENANCE
     launches: list = []
     if path.is_file():
@@ -64,9 +63,6 @@ def record_launch(workdir: str | os.PathLike[str], info: dict[str, Any]) -> Path
 
 def read_launches(workdir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The launches recorded in `<workdir>/provenance.json` ([] when none)."""
-    from ctsearcher_jax.errors import DataError
-    from ctsearcher_jax.io import read_json
-
     path = Path(workdir) / PROVENANCE
     if not path.is_file():
         return []

@@ -10,9 +10,19 @@ Reads what the other stages leave in a workdir:
   (`<CT>_viewer.html`).
 
 - `model/export.json`: which step the exported model is and the metric (and value) that chose it;
+- `inputs.json`: the dataset's and the feature manifest's sha256, the encoder weights, the splits
+  (which one chose the checkpoint, their sizes);
 - `provenance.json`: one entry per training launch (version, git commit, time, devices).
 
-Writes `<workdir>/report/report.md`, `report.html` and `curves.png` (atomically). The report
+Its first lines say what a reader must know before the numbers: features from a random encoder,
+a checkpoint chosen on the test split. The table says which split it is on; a std that does not
+exist is left out and a note says why.
+
+Writes `<workdir>/report/report.md`, `report.html` and `curves.png` (atomically): `collect_report`
+gathers a `ReportContent`, which two Jinja2 templates (`templates/report.{md,html}.j2`) render.
+Every value from the run's files (CT names, steps, metric names, paths) is escaped by the
+template environment, once per output kind: HTML by autoescape, Markdown by
+`text.markdown_text`; figures draw text literally (`viz/figure.py`). The report
 folder is self-contained: the figures shown are copied into `report/figures/` and the viewers of
 the CTs shown into `report/viewers/` (each one self-contained page), all linked by relative paths,
 so `report/` can be copied or sent on its own. It ends with its provenance: package version, git
@@ -22,14 +32,25 @@ commit when run from a checkout, date, the training launches' devices, and the r
 from __future__ import annotations
 
 import dataclasses
-import html
 import math
 import os
+import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import jinja2
+import markupsafe
+import yaml
+
+from ctsearcher_jax.data.inputs import encoder_words, random_encoder, read_inputs
+from ctsearcher_jax.data.splits import describe_selection
 from ctsearcher_jax.errors import DataError
-from ctsearcher_jax.io import loads_json, read_json
+from ctsearcher_jax.io import atomic_write, atomic_write_text, loads_json, read_json
+from ctsearcher_jax.metrics.registry import METRICS
+from ctsearcher_jax.provenance import collect, read_launches
+from ctsearcher_jax.text import markdown_text, visible
+from ctsearcher_jax.viz.figure import new_figure, save_png
 
 REPORT_DIR = "report"
 EVAL_DIR = "evaluation"
@@ -80,10 +101,6 @@ def read_evaluations(directory: Path) -> dict[str, dict[str, Any]]:
 def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path | None:
     """Training and eval curves, one panel per quantity (train and eval of the same loss share
     a panel; a few eval metrics follow); None when nothing was logged."""
-    from matplotlib.figure import Figure
-
-    from ctsearcher_jax.io import atomic_write
-
     series: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for r in rows:
         split = r.get("split", "train")
@@ -98,7 +115,7 @@ def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path | None:
         return None
     cols = min(4, len(names))
     nrows = -(-len(names) // cols)
-    fig = Figure(figsize=(3.4 * cols, 2.6 * nrows), dpi=100)
+    fig = new_figure(3.4 * cols, 2.6 * nrows, dpi=100)
     for i, name in enumerate(names):
         ax = fig.add_subplot(nrows, cols, i + 1)
         for split, pts in series[name].items():
@@ -109,14 +126,7 @@ def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path | None:
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return atomic_write(out, lambda f: fig.savefig(f, format="png"))
-
-
-def _html_code(escaped: str) -> str:
-    """`code` spans of an already escaped Markdown sentence as <code> elements."""
-    parts = escaped.split("`")
-    return "".join(f"<code>{p}</code>" if k % 2 else p for k, p in enumerate(parts))
+    return save_png(fig, out)
 
 
 def _fmt(v: Any) -> str:
@@ -131,8 +141,6 @@ def metric_table(evaluations: dict[str, dict[str, Any]]) -> tuple[list[str], lis
     Columns in the metrics registry's order (metrics it does not know are appended, sorted);
     the direction is the report's own, else the registry's.
     """
-    from ctsearcher_jax.metrics.registry import METRICS
-
     found = {m for s in evaluations.values() for m in s}
     metrics = [m for m in METRICS if m in found] + sorted(found - set(METRICS))
     header = ["row"]
@@ -146,16 +154,45 @@ def metric_table(evaluations: dict[str, dict[str, Any]]) -> tuple[list[str], lis
         cells = [name]
         for m in metrics:
             s = summary.get(m)
-            cells.append("" if s is None else f"{_fmt(s.get('mean'))} ± {_fmt(s.get('std'))}")
+            if s is None:
+                cells.append("")
+            elif not _finite(s.get("mean")):
+                cells.append("n/a")
+            else:  # a std that does not exist is left out (`std_notes` says why, once)
+                std = s.get("std")
+                cells.append(_fmt(s["mean"]) + (f" ± {_fmt(std)}" if _finite(std) else ""))
         rows.append(cells)
     return header, rows
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def std_notes(evaluations: dict[str, dict[str, Any]]) -> list[str]:
+    """One sentence per metric of the table shown without a std (or without a value), saying why."""
+    notes = []
+    found = {m for s in evaluations.values() for m in s}
+    for m in [m for m in METRICS if m in found] + sorted(found - set(METRICS)):
+        cells = [(row, s[m]) for row, s in evaluations.items() if isinstance(s.get(m), dict)]
+        no_mean = [row for row, c in cells if not _finite(c.get("mean"))]
+        no_std = [row for row, c in cells if _finite(c.get("mean")) and not _finite(c.get("std"))]
+        if no_std:
+            what = (f"the {METRICS[m].description}: a summary of summaries, with no per-pair "
+                    f"values to spread" if m in METRICS else "its report gives none")
+            notes.append(f"`{m}` has no std ({what}).")
+        if no_mean:
+            unscored = [row for row, c in cells if not c.get("n")]
+            notes.append(f"`{m}` is n/a in {', '.join(no_mean)}: "
+                         + ("no pair was scored" if len(unscored) == len(no_mean) else
+                            "a per-pair score is NaN (e.g. ScanMatch of two empty scanpaths), "
+                            "which makes the mean NaN, as in the original") + ".")
+    return notes
 
 
 def copy_viewers(figure_dir: Path, names: list[str], dest: Path) -> dict[str, Path]:
     """Copy `<name>_viewer.html` of each CT in `names` from `figure_dir` into `dest` (atomically);
     {name: copy}. CTs without a viewer are left out."""
-    from ctsearcher_jax.io import atomic_write
-
     copies: dict[str, Path] = {}
     for name in names:
         src = figure_dir / f"{name}_viewer.html"
@@ -167,8 +204,6 @@ def copy_viewers(figure_dir: Path, names: list[str], dest: Path) -> dict[str, Pa
 
 def copy_figures(paths: list[Path], dest: Path) -> dict[Path, Path]:
     """Copy each figure into `dest` (atomically); {source: copy}."""
-    from ctsearcher_jax.io import atomic_write
-
     copies: dict[Path, Path] = {}
     for src in paths:
         data = src.read_bytes()
@@ -176,8 +211,104 @@ def copy_figures(paths: list[Path], dest: Path) -> dict[Path, Path]:
     return copies
 
 
-def exported_model_lines(workdir: Path) -> list[str]:
-    """Plain sentences on `<workdir>/model`: its step, and the metric and value that chose it."""
+def read_evaluation_splits(directory: Path) -> dict[str, dict[str, Any]]:
+    """Row name -> {"split", "num_cts", "num_pairs", "protocol"} of every evaluate report."""
+    out = {}
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            data = read_json(path)
+        except DataError:
+            continue  # read_evaluations names it
+        if isinstance(data, dict):
+            out[path.stem] = {k: data.get(k) for k in ("split", "num_cts", "num_pairs", "protocol")}
+    return out
+
+
+def run_splits(workdir: Path, inputs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How the run chose its checkpoint (`RunSplits.record()` from `inputs.json`); for a run
+    written before inputs.json existed, its config.yaml's `data.eval_split` (a dataset split)."""
+    if inputs and isinstance(inputs.get("splits"), dict):
+        return inputs["splits"]
+    try:
+        data = yaml.safe_load((workdir / "config.yaml").read_text())
+        split = data["data"]["eval_split"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    if not isinstance(split, str):
+        return None
+    return {"eval_split": split, "eval_source": "unrecorded" if split == "validation" else "dataset"}
+
+
+def _selects_on_test(splits: dict[str, Any] | None) -> bool:
+    return bool(splits) and splits.get("eval_source") == "dataset" and \
+        splits.get("eval_split") == "test"
+
+
+def notice_lines(inputs: dict[str, Any] | None, splits: dict[str, Any] | None,
+                 exported: bool) -> list[str]:
+    """What a reader must see before the numbers: a random encoder, a step chosen on test."""
+    out = []
+    encoder = random_encoder(inputs)
+    if encoder is not None:
+        out.append(f"The features come from a random-initialised Swin UNETR (seed "
+                   f"{encoder.get('seed')}, no pretrained weights): these numbers show that the "
+                   f"pipeline runs, not what CT-Searcher achieves.")
+    if _selects_on_test(splits) and exported:
+        out.append("The exported model's step was selected on the test split "
+                   "(`data.eval_split: test`, as the original CT-Searcher does): its test-split "
+                   "row is optimistic next to the baselines, which had no such selection. "
+                   "`data.eval_split: validation` selects on a validation split instead.")
+    return out
+
+
+def table_lines(meta: dict[str, dict[str, Any]], splits: dict[str, Any] | None) -> list[str]:
+    """Which split the table is on, and how that relates to the split that chose the step."""
+    if not meta:
+        return []
+    by_split: dict[Any, list[str]] = {}
+    for row, m in meta.items():
+        by_split.setdefault(m.get("split"), []).append(row)
+    if None in by_split:
+        return [f"The reports of {', '.join(by_split[None])} do not name their split."]
+    if len(by_split) > 1:
+        return ["Rows are scored on different splits (" + "; ".join(
+            f"{split}: {', '.join(rows)}" for split, rows in by_split.items())
+            + "): they do not compare."]
+    split = next(iter(by_split))
+    cts = sorted({m.get("num_cts") for m in meta.values() if m.get("num_cts") is not None})
+    line = (f"Every row is scored on the {split} split"
+            + (f" ({cts[0]} CT{'s' if cts[0] != 1 else ''})" if len(cts) == 1 else "")
+            + " by `ctsearcher evaluate`.")
+    if "model" in meta and splits:
+        if _selects_on_test(splits) and split == "test":
+            line += " The model's step was chosen on these same CTs (see the first lines)."
+        else:
+            line += f" The model's step was chosen on {describe_selection(splits)}."
+    return [line]
+
+
+def data_lines(inputs: dict[str, Any] | None) -> list[str]:
+    """The dataset, features, encoder weights and split sizes the run trained on."""
+    if not inputs:
+        return ["Not recorded (no `inputs.json` in the workdir: a run from before it existed)."]
+    dataset, features = inputs.get("dataset") or {}, inputs.get("features") or {}
+    sizes = (inputs.get("splits") or {}).get("sizes") or {}
+    lines = [f"Dataset `{dataset.get('path')}` (sha256 `{dataset.get('sha256')}`): "
+             f"{dataset.get('cts')} CTs, {dataset.get('scanpaths')} scanpaths."]
+    if sizes:
+        lines.append("Splits (CTs / scanpaths): " + ", ".join(
+            f"{name} {v.get('cts')} / {v.get('scanpaths')}" for name, v in sizes.items())
+            + "; evaluation during training on " + describe_selection(inputs.get("splits")) + ".")
+    lines.append(f"Features `{features.get('dir')}`"
+                 + (f" (manifest sha256 `{features['manifest_sha256']}`)"
+                    if features.get("manifest_sha256") else " (no manifest)") + ".")
+    lines.append(f"Swin UNETR weights: {encoder_words(inputs)}.")
+    return lines
+
+
+def exported_model_lines(workdir: Path, splits: dict[str, Any] | None = None) -> list[str]:
+    """Plain sentences on `<workdir>/model`: its step, and the metric, value and split that chose
+    it."""
     path = workdir / "model" / "export.json"
     if not path.is_file():
         return ["No exported model (`model/export.json`) in the workdir yet."]
@@ -190,16 +321,14 @@ def exported_model_lines(workdir: Path) -> list[str]:
     if info.get("selected_by"):
         direction = info.get("direction") or ""
         return [f"`model/` holds the weights of step {step}{of}: the best checkpoint by "
-                f"`{info['selected_by']}` = {_fmt(info.get('value'))} on the evaluation split"
-                + (f" ({direction})" if direction else "") + "."]
+                f"`{info['selected_by']}` = {_fmt(info.get('value'))} on "
+                f"{describe_selection(splits)}" + (f" ({direction})" if direction else "") + "."]
     return [f"`model/` holds the weights of step {step}{of}: the final step (no evaluation "
             f"metric selected a checkpoint)."]
 
 
 def provenance_lines(workdir: Path) -> list[str]:
     """This report's provenance and that of every training launch recorded in the workdir."""
-    from ctsearcher_jax.provenance import collect, read_launches
-
     now = collect()
     lines = [f"Report written {now['time']} by ctsearcher-jax {now['ctsearcher_jax']}"
              + (f" (git {now['git_commit']})" if now.get("git_commit") else "") + "."]
@@ -218,11 +347,54 @@ def _config_text(workdir: Path) -> str:
     return path.read_text() if path.is_file() else "(no config.yaml in the workdir)"
 
 
+@dataclasses.dataclass
+class FigureSet:
+    """The figures of one CT in the report: its name, its viewer and images (report-relative)."""
+
+    name: str
+    viewer: str | None
+    images: list[dict[str, str]]  # {"name", "path"}
+
+
+@dataclasses.dataclass
+class ReportContent:
+    """Everything the report shows, collected from a workdir (`collect_report`). Sentences
+    (`exported`, `provenance`) are lists of (is_code, text) parts; paths are relative to the
+    report folder."""
+
+    title: str
+    workdir: str
+    notices: list[list[tuple[bool, str]]]  # the first lines: random encoder, selection on test
+    training: dict[str, Any] | None  # {"steps", "last_step", "last_loss"} of the train rows
+    exported: list[list[tuple[bool, str]]]
+    data: list[list[tuple[bool, str]]]  # dataset, features, encoder weights, split sizes
+    table_header: list[str]
+    table_rows: list[list[str]]
+    table_split: list[list[tuple[bool, str]]]  # which split the table is on
+    table_notes: list[list[tuple[bool, str]]]  # why a std (or a value) is missing
+    curves: str | None
+    figures: list[FigureSet]
+    provenance: list[list[tuple[bool, str]]]
+    config_text: str
+
+
 def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
                  max_figures: int = 8) -> ReportFiles:
     """Collect what the run left in `workdir` and write the Markdown and HTML reports."""
-    from ctsearcher_jax.io import atomic_write_text
+    out = Path(workdir) / REPORT_DIR
+    content = collect_report(workdir, title=title, max_figures=max_figures)
+    md_path = atomic_write_text(out / "report.md", _MARKDOWN.get_template("report.md.j2")
+                                .render(c=content))
+    html_path = atomic_write_text(out / "report.html", _HTML.get_template("report.html.j2")
+                                  .render(c=content))
+    curves = out / content.curves if content.curves else None
+    return ReportFiles(markdown=md_path, html=html_path, curves=curves)
 
+
+def collect_report(workdir: str | os.PathLike[str], *, title: str | None = None,
+                   max_figures: int = 8) -> ReportContent:
+    """Read the run's files, draw the curves and copy the figures and viewers shown into
+    `<workdir>/report/`; DataError when there is nothing to report."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise DataError(f"{workdir}: no such workdir; pass the folder given to `ctsearcher train`")
@@ -234,83 +406,86 @@ def write_report(workdir: str | os.PathLike[str], *, title: str | None = None,
                         f"train with `ctsearcher train --workdir {workdir}` and score with "
                         f"`ctsearcher evaluate --out {workdir}/{EVAL_DIR}/model.json`")
     curves = plot_curves(rows, out / "curves.png")
-    figures = sorted(p for p in (workdir / FIGURE_DIR).glob("*") if p.suffix in (".png", ".gif")) \
-        if (workdir / FIGURE_DIR).is_dir() else []
+    train_rows = [r for r in rows if r.get("split", "train") == "train"]
+    training = ({"steps": len(train_rows), "last_step": train_rows[-1]["step"],
+                 "last_loss": _fmt(train_rows[-1].get("loss"))} if train_rows else None)
+    header, table = metric_table(evaluations)
+    inputs = read_inputs(workdir)
+    splits = run_splits(workdir, inputs)
+    exported = (workdir / "model" / "export.json").is_file()
+    split_lines = table_lines(read_evaluation_splits(workdir / EVAL_DIR), splits)
+    return ReportContent(
+        title=title or f"CT-Searcher run: {workdir.name}", workdir=str(workdir),
+        notices=[_spans(line) for line in notice_lines(inputs, splits, exported)],
+        training=training, exported=[_spans(line) for line in exported_model_lines(workdir, splits)],
+        data=[_spans(line) for line in data_lines(inputs)],
+        table_header=header, table_rows=table,
+        table_split=[_spans(line) for line in split_lines],
+        table_notes=[_spans(line) for line in std_notes(evaluations)],
+        curves=os.path.relpath(curves, out) if curves else None,
+        figures=_figure_sets(workdir, out, max_figures),
+        provenance=[_spans(line) for line in provenance_lines(workdir)],
+        config_text=_config_text(workdir))
+
+
+def _figure_sets(workdir: Path, out: Path, max_figures: int) -> list[FigureSet]:
+    """The figures (and viewers) of the first CTs of `predictions/figures`, copied under `out`."""
+    figure_dir = workdir / FIGURE_DIR
+    figures = sorted(p for p in figure_dir.glob("*") if p.suffix in (".png", ".gif")) \
+        if figure_dir.is_dir() else []
     by_ct: dict[str, list[Path]] = {}
     for p in figures:
         by_ct.setdefault(p.stem.rsplit("_", 1)[0], []).append(p)
     ct_names = list(by_ct)[: max(1, max_figures // 4)]
-    viewers = copy_viewers(workdir / FIGURE_DIR, ct_names, out / VIEWER_DIR)
+    viewers = copy_viewers(figure_dir, ct_names, out / VIEWER_DIR)
     copies = copy_figures([p for n in ct_names for p in by_ct[n]], out / REPORT_FIGURES)
-    by_ct = {n: [copies[p] for p in by_ct[n]] for n in ct_names}
-    exported = exported_model_lines(workdir)
-    provenance = provenance_lines(workdir)
-    header, table = metric_table(evaluations)
-    title = title or f"CT-Searcher run: {workdir.name}"
-    train_rows = [r for r in rows if r.get("split", "train") == "train"]
+    return [FigureSet(name, os.path.relpath(viewers[name], out) if name in viewers else None,
+                      [{"name": p.name, "path": os.path.relpath(copies[p], out)} for p in by_ct[name]])
+            for name in ct_names]
 
-    def rel(p: Path) -> str:
-        return os.path.relpath(p, out)
 
-    # Markdown
-    md = [f"# {title}", "", f"Workdir: `{workdir}`", ""]
-    if train_rows:
-        md += [f"Training: {len(train_rows)} logged steps, last step {train_rows[-1]['step']}, "
-               f"last loss {_fmt(train_rows[-1].get('loss'))}.", ""]
-    md += ["## Exported model", "", *exported, "", "## Metrics", ""]
-    if table:
-        md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        md += ["| " + " | ".join(r) + " |" for r in table]
-        md += ["", "Mean ± population std over scored pairs (`ctsearcher evaluate`); "
-                   "↑ higher is better, ↓ lower is better.", ""]
-    else:
-        md += ["No evaluation reports found in `evaluation/`.", ""]
-    if curves:
-        md += ["## Training curves", "", f"![training curves]({rel(curves)})", ""]
-    if ct_names:
-        md += ["## Figures", ""]
-        for name in ct_names:
-            md += [f"### {name}", ""]
-            if name in viewers:
-                md += [f"[Interactive viewer]({rel(viewers[name])}) (replay the scanpaths over "
-                       f"the slices; opens in any browser)", ""]
-            md += [f"![{p.name}]({rel(p)})" for p in by_ct[name]] + [""]
-    md += ["## Provenance", "", *[f"- {line}" for line in provenance], ""]
-    md += ["## Resolved config", "", "```yaml", _config_text(workdir).rstrip(), "```", ""]
-    md_path = atomic_write_text(out / "report.md", "\n".join(md))
+def _spans(line: str) -> list[tuple[bool, str]]:
+    """A sentence with `code` spans as (is_code, text) parts."""
+    return [(k % 2 == 1, part) for k, part in enumerate(line.split("`")) if part]
 
-    # HTML (its images are the copies under report/)
-    e = html.escape
-    h = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
-         "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;"
-         "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%;"
-         "border:1px solid #eee;margin:4px 0}pre{background:#f6f6f6;padding:1em;overflow:auto}"
-         "</style></head><body>", f"<h1>{e(title)}</h1>", f"<p>Workdir: <code>{e(str(workdir))}</code></p>"]
-    if train_rows:
-        h.append(f"<p>Training: {len(train_rows)} logged steps, last step {train_rows[-1]['step']}, "
-                 f"last loss {e(_fmt(train_rows[-1].get('loss')))}.</p>")
-    h += ["<h2>Exported model</h2>", *[f"<p>{_html_code(e(line))}</p>" for line in exported]]
-    h.append("<h2>Metrics</h2>")
-    if table:
-        h.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in header) + "</tr>")
-        h += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in table]
-        h.append("</table><p>Mean ± population std over scored pairs; ↑ higher is better, "
-                 "↓ lower is better.</p>")
-    else:
-        h.append("<p>No evaluation reports found in <code>evaluation/</code>.</p>")
-    if curves:
-        h += ["<h2>Training curves</h2>", f"<img src='{e(rel(curves))}' alt='training curves'>"]
-    if ct_names:
-        h.append("<h2>Figures</h2>")
-        for name in ct_names:
-            h.append(f"<h3>{e(name)}</h3>")
-            if name in viewers:
-                h.append(f"<p><a href='{e(rel(viewers[name]))}'>Interactive viewer</a> (replay "
-                         f"the scanpaths over the slices; opens in any browser)</p>")
-            h += [f"<img src='{e(rel(p))}' alt='{e(p.name)}'>" for p in by_ct[name]]
-    h += ["<h2>Provenance</h2>", "<ul>", *[f"<li>{_html_code(e(line))}</li>" for line in provenance],
-          "</ul>"]
-    h += ["<h2>Resolved config</h2>", f"<pre>{e(_config_text(workdir))}</pre>", "</body></html>"]
-    html_path = atomic_write_text(out / "report.html", "\n".join(h))
-    return ReportFiles(markdown=md_path, html=html_path, curves=curves)
+
+class _Verbatim(str):
+    """Markdown the template built on purpose (code spans, fenced blocks, URLs): not escaped again."""
+
+
+def _markdown_finalize(value: Any) -> str:
+    return value if isinstance(value, _Verbatim) else markdown_text(value)
+
+
+def _markdown_code(value: Any) -> _Verbatim:
+    """Inline code span content: literal in Markdown; a backtick cannot close the span early."""
+    return _Verbatim(visible(value).replace("`", "'"))
+
+
+def _markdown_fenced(value: Any, language: str = "") -> _Verbatim:
+    """A fenced code block longer than any backtick run inside it (its lines stay as they are)."""
+    longest = max((len(run) for run in re.findall(r"`+", str(value))), default=0)
+    fence = "`" * max(3, longest + 1)
+    return _Verbatim(f"{fence}{language}\n{str(value).rstrip()}\n{fence}")
+
+
+def _url(value: Any) -> _Verbatim:
+    """A relative link target, percent-encoded (a CT name cannot end a link or add markup)."""
+    return _Verbatim(urllib.parse.quote(str(value), safe="/"))
+
+
+def _html_finalize(value: Any) -> Any:
+    """Control and bidi characters made visible; autoescape then escapes the markup characters
+    (macro output is already escaped Markup)."""
+    return value if isinstance(value, markupsafe.Markup) else visible(value)
+
+
+_LOADER = jinja2.PackageLoader("ctsearcher_jax", "templates")
+_MARKDOWN = jinja2.Environment(loader=_LOADER, autoescape=False, finalize=_markdown_finalize,
+                               keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+_MARKDOWN.filters.update(code=_markdown_code, fenced=_markdown_fenced, url=_url)
+_HTML = jinja2.Environment(loader=_LOADER, autoescape=True, keep_trailing_newline=True,
+                           undefined=jinja2.StrictUndefined, finalize=_html_finalize)
+_HTML.filters.update(url=lambda value: urllib.parse.quote(str(value), safe="/"),
+                     wbr=lambda value: markupsafe.Markup(
+                         str(markupsafe.escape(visible(value))).replace("_", "_<wbr>")))

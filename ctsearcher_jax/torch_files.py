@@ -8,12 +8,12 @@ the errors of truncated or damaged files) into one `WeightsError` line.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, Sequence
 
 from ctsearcher_jax.errors import WeightsError
-
-TORCH_EXTRA = "install the torch extra: pip install 'ctsearcher-jax[torch]'"
+from ctsearcher_jax.installation import install_hint
 
 
 def load_weights_only(path: str | Path, safe_globals: Sequence[Any] = ()) -> Any:
@@ -22,15 +22,14 @@ def load_weights_only(path: str | Path, safe_globals: Sequence[Any] = ()) -> Any
     safe_globals: extra (class, "module.Name") pairs to accept (e.g. stand-ins for Lightning's
     AttributeDict); nothing else is ever allow-listed.
     """
-    import pickle
-
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
     try:
-        import torch
+        import torch  # noqa: PLC0415 (optional dependency: the [torch] extra)
     except ImportError:
-        raise WeightsError(f"{path}: reading PyTorch checkpoints needs torch; {TORCH_EXTRA}") from None
+        raise WeightsError(f"{path}: reading PyTorch checkpoints needs torch; install it: "
+                           f"{install_hint('torch')}") from None
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -10,15 +10,12 @@ The public API (imported on first use, so `import feature_extraction` stays ligh
     SwinUNETR, SwinUNETRConfig                 the Flax NNX model and its config
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
 
 # public name -> "module:attribute"
 _EXPORTS: dict[str, str] = {
     "extract_volume": "feature_extraction.extract:extract_volume",
-    "extract_directory": "feature_extraction.extract:extract_directory",
+    "extract_directory": "feature_extraction.directory:extract_directory",
     "convert_file": "feature_extraction.convert_monai:convert_file",
     "load_weights": "feature_extraction.weights:load_weights",
     "load_volume": "feature_extraction.preprocess:load_volume",
@@ -29,15 +26,16 @@ _EXPORTS: dict[str, str] = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     target = _EXPORTS.get(name)
     if target is None:
         raise AttributeError(f"module 'feature_extraction' has no attribute {name!r}")
     module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
+    value = getattr(_importlib.import_module(module), attr)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    """The public names only (`__all__`): no imports, helpers or submodules."""
+    return sorted(__all__)

@@ -33,7 +33,11 @@ from typing import Any
 import numpy as np
 
 from ctsearcher_jax.errors import WeightsError
+from ctsearcher_jax.io import file_sha256
 from ctsearcher_jax.tensors import check_weight_tensors
+from ctsearcher_jax.torch_files import load_weights_only
+from feature_extraction.swin_unetr import PARTS, SwinUNETRConfig, relative_position_index
+from feature_extraction.weights import load_weights, model_param_shapes, save_weights
 
 _SHOW = 12  # keys listed in an error message
 
@@ -46,14 +50,12 @@ def _list(keys: Iterable[str]) -> str:
 
 def read_torch_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     """The tensors of a PyTorch checkpoint as float32/int64 NumPy arrays, unwrapped and unprefixed."""
-    from ctsearcher_jax.torch_files import load_weights_only
-
     return flatten_checkpoint(load_weights_only(path), path)
 
 
 def flatten_checkpoint(obj: Any, path: str | Path = "<checkpoint>") -> dict[str, np.ndarray]:
     """Unwrap `state_dict`/`model` nesting and `module.` prefixes; tensors -> NumPy."""
-    import torch
+    import torch  # noqa: PLC0415 (optional dependency: the [torch] extra)
 
     for _ in range(3):
         if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -139,8 +141,6 @@ def detect_parts(keys: Iterable[str]) -> str:
 
 def infer_config(sd: dict[str, np.ndarray], merging_order: str, path: str | Path) -> Any:
     """Read the architecture from tensor shapes."""
-    from feature_extraction.swin_unetr import SwinUNETRConfig
-
     try:
         pe = sd["swinViT.patch_embed.proj.weight"]
     except KeyError:
@@ -182,9 +182,6 @@ def convert_state_dict(sd: dict[str, np.ndarray], merging_order: str = "legacy",
                        parts: str | None = None, ignore: Iterable[str] = (),
                        path: str | Path = "<checkpoint>") -> tuple[Any, str, dict[str, np.ndarray]]:
     """MONAI state dict (unprefixed, NumPy) -> `(config, parts, flat NNX params)`; all checks."""
-    from feature_extraction.swin_unetr import PARTS, relative_position_index
-    from feature_extraction.weights import model_param_shapes
-
     ignore = tuple(ignore)
     sd, _ = normalise_keys(sd)
     # Ignored keys go first: they must not decide the parts (a stray `decoder99.*` would
@@ -238,8 +235,6 @@ def convert_state_dict(sd: dict[str, np.ndarray], merging_order: str = "legacy",
 def convert_file(src: str | Path, out: str | Path, merging_order: str = "legacy",
                  parts: str | None = None, ignore: Iterable[str] = ()) -> dict[str, Any]:
     """Convert `src` (a MONAI .pt/.pth) into the weights file `out`; return a summary."""
-    from feature_extraction.weights import file_sha256, load_weights, save_weights
-
     sd = read_torch_checkpoint(src)
     config, parts, params = convert_state_dict(sd, merging_order, parts, ignore, src)
     digest = save_weights(out, config, parts, params,

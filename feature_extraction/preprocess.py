@@ -3,8 +3,9 @@
 The original (`swin_unet_extract_feature.py` of CTScanGaze) loads a CT with MONAI's `LoadImaged`
 (nibabel reader: no reorientation, no resampling, slope/intercept applied, float32) and scales
 Hounsfield units with `ScaleIntensityRanged(a_min=-175, a_max=250, b_min=0, b_max=1, clip=True)`.
-This module does the same with nibabel and numpy, and turns every way a file can be unusable into a
-`DataError` that names the file and the fix.
+This module does the same with numpy on top of `ctsearcher_jax.data.nifti.load_nifti_hu` (the
+project's one NIfTI reader, which turns every way a file can be unusable into a `DataError` that
+names the file and the fix).
 
 Shapes: a volume is `(I, J, K)` float32 in the NIfTI's stored voxel order (axes i, j, k map to gaze
 Y, X, Z); `spacing` is in millimetres per voxel along (i, j, k).
@@ -14,13 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import numpy as np
 
-from ctsearcher_jax.errors import DataError
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+from ctsearcher_jax.data.nifti import DEFAULT_MAX_VOXELS, NiftiInfo, open_nifti, read_hu
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,81 +38,6 @@ class Volume:
     canonical: bool
 
 
-def is_nifti_name(path: str | os.PathLike[str]) -> bool:
-    """True when the file name ends with `.nii` or `.nii.gz` (case-insensitive)."""
-    name = Path(path).name.lower()
-    return any(name.endswith(s) for s in NIFTI_SUFFIXES)
-
-
-def volume_name(path: str | os.PathLike[str]) -> str:
-    """The output name of a CT: its file name without `.nii` / `.nii.gz` (`a.b.nii.gz` -> `a.b`).
-
-    The original cut at the first dot, so `a.b.nii.gz` and `a.c.nii.gz` both became `a`.
-    """
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    raise DataError(f"{path}: not a NIfTI file name (expected .nii or .nii.gz)")
-
-
-def load_nifti_hu(path: str | os.PathLike[str], canonical: bool = False
-                  ) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
-    """Read a 3D NIfTI as stored: `(I, J, K)` float32 HU (slope/intercept applied), spacing, affine.
-
-    Trailing singleton axes (`(I, J, K, 1)`) are dropped. With `canonical=True` the image is first
-    reoriented to RAS with `nibabel.as_closest_canonical` (voxel flips/permutations, no resampling).
-
-    Raises:
-      DataError: the file is not NIfTI, is truncated or corrupt, is not 3D, or has no finite voxels.
-    """
-    import nibabel as nib
-
-    path = Path(path)
-    try:
-        image = nib.load(str(path))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except Exception as exc:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, ...)
-        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc}); "
-                        "check that it is a .nii/.nii.gz CT volume and re-export it") from None
-    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise DataError(f"{path}: {type(image).__name__} is not NIfTI; convert it to .nii.gz")
-    shape = tuple(int(s) for s in image.shape)
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) != 3:
-        fix = ("split the 4D series into one file per volume" if len(shape) > 3 else
-               "a single slice or a projection is not a CT volume; export the whole series as "
-               "one 3D NIfTI")
-        raise DataError(f"{path}: volume has shape {tuple(image.shape)}, expected a 3D CT (I, J, K); "
-                        f"{fix}")
-    if min(shape) < 1:
-        raise DataError(f"{path}: volume has an empty axis {shape}")
-    if canonical:
-        try:
-            image = nib.as_closest_canonical(image)
-        except Exception as exc:
-            raise DataError(f"{path}: cannot reorient to RAS ({exc}); run without canonical") from None
-    try:
-        # dataobj applies scl_slope / scl_inter; reading it decompresses the whole file, which is
-        # where a truncated or corrupt .nii.gz fails.
-        data = np.asarray(image.dataobj)
-    except Exception as exc:
-        raise DataError(f"{path}: voxel data cannot be read ({type(exc).__name__}: {exc}); "
-                        "the file is truncated or corrupt, re-copy or re-export it") from None
-    data = data.reshape(data.shape[:3]).astype(np.float32, copy=False)
-    finite = np.isfinite(data)
-    if not finite.all():
-        bad = int(data.size - np.count_nonzero(finite))
-        what = "has no finite voxels (all NaN/inf)" if bad == data.size else \
-            f"has {bad} NaN/inf voxels of {data.size}"
-        raise DataError(f"{path}: volume {what}; fix or exclude this CT")
-    zooms = image.header.get_zooms()[:3]
-    spacing = tuple(float(z) for z in zooms)
-    return np.ascontiguousarray(data), spacing, np.asarray(image.affine, dtype=np.float64)
-
-
 def scale_hu(hu: np.ndarray, hu_min: float = -175.0, hu_max: float = 250.0) -> np.ndarray:
     """Map HU linearly from [hu_min, hu_max] to [0, 1] and clip, in float32 (MONAI's ScaleIntensityRange).
 
@@ -129,9 +52,15 @@ def scale_hu(hu: np.ndarray, hu_min: float = -175.0, hu_max: float = 250.0) -> n
     return np.clip(out, np.float32(0.0), np.float32(1.0))
 
 
-def load_volume(path: str | os.PathLike[str], *, hu_min: float = -175.0, hu_max: float = 250.0,
-                canonical: bool = False) -> Volume:
-    """Load a NIfTI CT and scale it for the encoder (see `load_nifti_hu` and `scale_hu`)."""
-    hu, spacing, affine = load_nifti_hu(path, canonical=canonical)
-    return Volume(array=scale_hu(hu, hu_min, hu_max), spacing=spacing, affine=affine,
-                  canonical=canonical)
+def load_volume(path: str | os.PathLike[str] | NiftiInfo, *, hu_min: float = -175.0,
+                hu_max: float = 250.0, canonical: bool = False,
+                max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
+    """Load a NIfTI CT (a path, or a file `open_nifti` already checked) and scale it for the
+    encoder (`read_hu`, then `scale_hu`'s arithmetic in place: memory stays one float32 volume)."""
+    info = path if isinstance(path, NiftiInfo) else open_nifti(path, max_voxels=max_voxels)
+    hu, spacing, affine = read_hu(info, canonical=canonical)
+    # scale_hu's operations, in place on the float32 volume: the same numbers, no second copy
+    np.subtract(hu, np.float32(hu_min), out=hu)
+    np.divide(hu, np.float32(hu_max - hu_min), out=hu)
+    np.clip(hu, np.float32(0.0), np.float32(1.0), out=hu)
+    return Volume(array=hu, spacing=spacing, affine=affine, canonical=canonical)

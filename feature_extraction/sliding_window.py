@@ -19,9 +19,14 @@ never wait for each other.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Sequence, TypeVar
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 T = TypeVar("T")
 
@@ -114,8 +119,6 @@ def process_share(items: Sequence[T], process_index: int | None = None,
                   process_count: int | None = None) -> list[T]:
     """This process's share of `items` (round robin), so hosts split a volume list without talking."""
     if process_index is None or process_count is None:
-        import jax
-
         process_index, process_count = jax.process_index(), jax.process_count()
     return list(items[process_index::process_count])
 
@@ -139,10 +142,6 @@ class WindowEncoder:
 
     def __init__(self, apply: EncodeFn, params: Any, *, roi: int = 96, batch_per_device: int = 4,
                  devices: Sequence[Any] | None = None) -> None:
-        import jax
-        import jax.numpy as jnp
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
         devices = list(devices) if devices is not None else jax.local_devices()
         self.mesh = Mesh(np.array(devices), ("data",))
         self.roi = roi
@@ -173,11 +172,6 @@ class WindowEncoder:
 
         The first `encode_volume` call then reuses the executable (no batch is run to warm up).
         """
-        import time
-
-        import jax
-        import jax.numpy as jnp
-
         windows = jax.ShapeDtypeStruct((self.batch, self.roi, self.roi, self.roi, 1), jnp.float32,
                                        sharding=self._data)
         t0 = time.perf_counter()
@@ -199,8 +193,6 @@ class WindowEncoder:
         Returns:
           `(dec4, hidden4)`, each `(W, g, g, g, C)` float32 numpy, in window order.
         """
-        import jax
-
         volume = jax.device_put(np.asarray(padded, dtype=np.float32), self._replicated)
         starts = np.asarray(starts, dtype=np.int32)
         dec4_parts: list[np.ndarray] = []

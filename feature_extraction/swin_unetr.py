@@ -32,7 +32,7 @@ Numerics and memory. Parameters are float32; `dtype="bfloat16"` computes in bflo
 InstanceNorm and softmax statistics stay float32) and returns bfloat16 outputs: cast them when
 writing features. `precision="highest"` (default) keeps float32 matmuls/convs exact on GPUs whose
 default is TF32. The window attention runs through `jax.nn.dot_product_attention`
-(`ctsearcher_jax/model/attention.py`: cuDNN flash attention on GPUs in bfloat16, XLA otherwise) with
+(`ctsearcher_jax/nn/attention.py`: cuDNN flash attention on GPUs in bfloat16, XLA otherwise) with
 the relative position bias and the shifted-window mask as one additive bias. `attention_batch=1` (default) runs the window attention one sample at a time
 (`lax.map`), bounding the attention-score memory to one sample; 0 attends the whole batch at once.
 
@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ctsearcher_jax.model.attention import attention
+from ctsearcher_jax.nn.attention import attention
 
 Array = jax.Array
 

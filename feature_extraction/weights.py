@@ -16,16 +16,22 @@ Loading gives the saved arrays bit for bit; `load_model` builds the NNX model ar
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load, save
 
 from ctsearcher_jax.errors import WeightsError
 from ctsearcher_jax.io import atomic_write, atomic_write_text
 from ctsearcher_jax.tensors import check_weight_tensors
+from feature_extraction.swin_unetr import PARTS, SwinUNETR, SwinUNETRConfig
 
 FORMAT = "ctsearcher-swin-unetr"
 FORMAT_VERSION = "1"
@@ -41,14 +47,6 @@ def params_sha256(params: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sidecar_path(path: str | Path) -> Path:
     return Path(f"{path}.sha256")
 
@@ -56,8 +54,6 @@ def sidecar_path(path: str | Path) -> Path:
 def save_weights(path: str | Path, config: Any, parts: str, params: dict[str, np.ndarray],
                  extra_metadata: dict[str, str] | None = None) -> str:
     """Write `params` (flat NNX paths -> arrays) with `config` atomically; return the file sha256."""
-    from safetensors.numpy import save
-
     arrays = {k: np.ascontiguousarray(v) for k, v in params.items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json(),
             "parts": parts, "params_sha256": params_sha256(arrays)}
@@ -71,11 +67,6 @@ def save_weights(path: str | Path, config: Any, parts: str, params: dict[str, np
 
 def load_weights(path: str | Path) -> tuple[Any, str, dict[str, np.ndarray], dict[str, str]]:
     """Read a weights file: `(SwinUNETRConfig, parts, params, metadata)`; verifies both hashes."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.numpy import load
-
-    from feature_extraction.swin_unetr import PARTS, SwinUNETRConfig
-
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file; convert one with `ctsearcher convert-monai`")
@@ -122,10 +113,6 @@ def model_param_shapes(config: Any, parts: str) -> dict[str, tuple[tuple[int, ..
 @functools.lru_cache(maxsize=8)
 def _param_shapes(config: Any, parts: str) -> dict[str, tuple[tuple[int, ...], Any]]:
     """Memoised: tracing the model costs seconds and conversion asks for the same shapes twice."""
-    from flax import nnx
-
-    from feature_extraction.swin_unetr import SwinUNETR
-
     abstract = nnx.eval_shape(lambda: SwinUNETR(config, rngs=nnx.Rngs(0), parts=parts))
     flat = nnx.to_flat_state(nnx.state(abstract, nnx.Param))
     return {".".join(map(str, p)): (tuple(v.shape), v.dtype) for p, v in flat}
@@ -133,9 +120,6 @@ def _param_shapes(config: Any, parts: str) -> dict[str, tuple[tuple[int, ...], A
 
 def set_params(model: Any, params: dict[str, np.ndarray]) -> None:
     """Replace every parameter of `model` by `params` (same dotted paths, same shapes)."""
-    import jax.numpy as jnp
-    from flax import nnx
-
     state = nnx.state(model, nnx.Param)
     flat = nnx.to_flat_state(state)
     names = {".".join(map(str, p)) for p, _ in flat}
@@ -159,12 +143,6 @@ def load_model(path: str | Path, parts: str | None = None, dtype: str | None = N
     `precision` and `attention_batch` override the stored compute options (parameters stay
     float32).
     """
-    import dataclasses
-
-    from flax import nnx
-
-    from feature_extraction.swin_unetr import PARTS, SwinUNETR
-
     config, file_parts, params, _ = load_weights(path)
     parts = parts or file_parts
     if PARTS.index(parts) < PARTS.index(file_parts):

@@ -20,7 +20,7 @@ Sections (each row of the table names its section):
 4. end-to-end `ctsearcher extract` of 8 such volumes (NIfTI .nii.gz on local disk) with the
    default loader workers, bfloat16, run twice with a fresh persistent compilation cache: volumes/h,
    the share of the encoder loop spent waiting on input, first vs second run compile seconds;
-5. the fine-tuning reward (`metrics/scanmatch_reward.hmean_reward`, float32, in one jit call as the
+5. the fine-tuning reward (`metrics/scanmatch/reward.hmean_reward`, float32, in one jit call as the
    fine-tuning step runs it on this backend): ms per call for the learning bench's step (16
    (CT, reader) x K=5 samples of up to 64 fixations, ~0.4 s each) and the paper config's batch 2
    (2 CTs x 2 readers x 5), to set against a training step of section 2 (issue 15: the reward must
@@ -225,7 +225,7 @@ def worker_ours(dtype: str, p: dict, save: str | None) -> dict:
         times.append(time.perf_counter() - t)
     if save:
         np.save(save, dec4)
-    from ctsearcher_jax.model.attention import last_used
+    from ctsearcher_jax.nn.attention import last_used
 
     mem, kind = jax_peak_mib()
     return {"windows": plan.num_windows, "seconds": min(times), "compile_s": compile_s,
@@ -335,7 +335,7 @@ def section_end_to_end(p: dict, rows: list, tmp: Path, isolate: bool) -> None:
     nib.save(nib.Nifti1Image(hu, np.diag([0.8, 0.8, 2.5, 1.0])), str(first))
     for i in range(1, p["volumes"]):
         shutil.copyfile(first, cts / f"ct_{i:03d}.nii.gz")
-    args = ["extract", "--cts", str(cts), "--weights", "random", "--feature-size", str(p["fs"]),
+    args = ["extract", "--ct-dir", str(cts), "--swin-weights", "random", "--feature-size", str(p["fs"]),
             "--dtype", "bfloat16", "--batch", str(p["swin_batch"]), "--no-progress",
             "--set", f"extract.roi={p['roi']}"]
     runs = []
@@ -380,13 +380,12 @@ def section_reward(p: dict, rows: list) -> None:
     import jax
     import jax.numpy as jnp
 
-    from ctsearcher_jax.metrics import scanmatch_native
-    from ctsearcher_jax.metrics import scanmatch_reward as rw
+    from ctsearcher_jax.metrics import scanmatch as sm
 
-    group = rw.default_group_size()  # as the fine-tuning step chooses (the kernel too: "auto")
-    kernel = ("native C++ kernel" if scanmatch_native.use_native()
+    group = sm.default_group_size()  # as the fine-tuning step chooses (the kernel too: "auto")
+    kernel = ("native C++ kernel" if sm.choose_kernel(step=True).name == "native"
               else f"stripe kernel, group size {group or 'all'}")
-    fn = jax.jit(lambda *a: rw.hmean_reward(*a, group_size=group))
+    fn = jax.jit(lambda *a: sm.hmean_reward(*a, group_size=group))
     for b, k, length in p["reward_shapes"]:
         rng = np.random.default_rng(0)
 
@@ -412,12 +411,12 @@ def section_metrics(p: dict, rows: list) -> None:
 
     from ctsearcher_jax.metrics import protocol
     from ctsearcher_jax.metrics import scanmatch as sm
-    from ctsearcher_jax.metrics import scanmatch_native
 
     n, lo, hi = p["metrics_ct"]
     gt, pred = bench_metrics.make_ct(0, n_gt=n, n_pred=n, lo=lo, hi=hi)
 
-    where = "host CPU, native kernel" if scanmatch_native.host_cpu() else "stripe kernel"
+    native = sm.choose_kernel().name == "native"  # the evaluation's choice: the host's CPU
+    where = "host CPU, native kernel" if native else "stripe kernel"
     for align in ("dp", "exact"):
         times = call_seconds(lambda: protocol.all_pairs_protocol(  # cold (compiles), warm
             [gt], [pred], multimatch_alignment=align), 2)
@@ -428,7 +427,7 @@ def section_metrics(p: dict, rows: list) -> None:
     # kernel on this backend (64-pair chunks, whole-height stripes on accelerators).
     gts = [g for g in gt for _ in pred]
     preds = [q for _ in gt for q in pred]
-    for kernel in ("native", "stripe") if scanmatch_native.host_cpu() else ("stripe",):
+    for kernel in ("native", "stripe") if native else ("stripe",):
         times = call_seconds(
             lambda: sm.scanmatch_batch(gts, preds, sm.WITH_DURATION, kernel=kernel), 2)
         rows.append(("6 metrics", f"ScanMatch with duration, the same {n * n} pairs, "

@@ -45,7 +45,7 @@ def child(case: str, folder: Path) -> None:
     from ctsearcher_jax import cli
     from ctsearcher_jax.metrics import protocol
 
-    argv = ["evaluate", "--gt", str(folder / "gt.json"), "--pred", str(folder / "pred.json")]
+    argv = ["evaluate", "--data", str(folder / "gt.json"), "--pred", str(folder / "pred.json")]
     if case == "many-unchunked":  # one chunk (progress reports would chunk too)
         protocol.PAIR_CHUNK_PAIRS = protocol.PAIR_CHUNK_CELLS = 1 << 62
         argv.append("--no-progress")

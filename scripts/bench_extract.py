@@ -54,7 +54,7 @@ def run_ours(path: Path, args: argparse.Namespace) -> dict:
     import jax
 
     from ctsearcher_jax.config import ExtractConfig
-    from feature_extraction.extract import get_extractor, extract_volume
+    from feature_extraction.extract import extract_volume, get_extractor
 
     config = ExtractConfig(feature_size=args.feature_size, batch=args.batch, dtype=args.dtype)
     t0 = time.perf_counter()

@@ -1,12 +1,13 @@
 """Learning bench on synthetic data: CT-Searcher and CT-Searcher AR against the baselines.
 
     python scripts/bench_learning.py [--out runs/bench_learning] [--data-seeds 0 1]
-                                     [--seeds 0 1 2] [--cts 64] [--readers 4] [--epochs 30]
+                                     [--seeds 0 1 2] [--num-cts 64] [--num-readers 4] [--epochs 30]
                                      [--ft-epochs 5] [--ft-samples 5] [--val-cts 8] [--jobs 2]
 
 One command. Per synthetic draw (`--data-seeds`: `ctsearcher synth --seed S`, reader styles
 differ in thoroughness, see data/synthetic): synthesise CTs x readers, carve `--val-cts`
-validation CTs out of the training split (seeded by the data seed, written as split "val"),
+validation CTs out of the training split (seeded by the data seed, written as split "val",
+which the runs' `data.eval_split: validation` takes as the dataset's own, `data/splits.py`),
 extract features with a random-initialised Swin UNETR, score the baselines (uniform,
 centre-bias, drilling, human consistency) on the test split; then per training seed
 (`--seeds`) train the small model (d_model 64, 2+2 layers, grid 4x4x4; the checkpoint and the
@@ -61,7 +62,7 @@ SMALL = {
     "model": {"d_model": 64, "num_heads": 4, "num_encoder_layers": 2, "num_decoder_layers": 2,
               "dim_feedforward": 128, "dropout": 0.1, "feature_dim": 192, "grid": [4, 4, 4],
               "max_length": 64},
-    "data": {"z_extent": "volume", "eval_split": "val"},
+    "data": {"z_extent": "volume", "eval_split": "validation"},
     "train": {"lr": 1.0e-3, "warmup_epochs": 1, "batch_size": 4, "log_every": 1,
               "eval_scanpath_metrics": False, "eval_every_epochs": 1000, "keep_last": 1},
     "eval": {"min_length": 20, "multimatch_alignment": "dp", "best_metric": "eval_loss"},
@@ -97,7 +98,7 @@ def score(data: Path, out: Path, pred: Path | None = None) -> dict[str, float]:
     """Summary means of `evaluate` on the test split (reread when `out` exists)."""
     if not out.is_file():
         args = ["--pred", str(pred)] if pred is not None else ["--protocol", "human"]
-        ctsearcher("evaluate", *args, "--gt", str(data), "--split", "test", "--metrics",
+        ctsearcher("evaluate", *args, "--data", str(data), "--split", "test", "--metrics",
                    *FAMILIES, "--multimatch-alignment", "dp", "--out", str(out), "--no-progress")
     summary = json.loads(out.read_text())["summary"]
     return {k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v}
@@ -130,13 +131,13 @@ def prepare_data(out: Path, args, data_seed: int) -> None:
     config["train"]["epochs"] = args.epochs
     cfg.write_text(yaml.safe_dump(config))
     if not (data / "data_simplified_split_matched_pt.json").is_file():
-        ctsearcher("synth", "--out", str(data), "--cts", str(args.cts), "--readers",
-                   str(args.readers), "--seed", str(data_seed), "--shape", "64", "64", "48",
+        ctsearcher("synth", "--out", str(data), "--num-cts", str(args.num_cts), "--num-readers",
+                   str(args.num_readers), "--seed", str(data_seed), "--shape", "64", "64", "48",
                    "--min-fixations", "20", "--max-fixations", "60")
     val = carve_validation(data, args.val_cts, data_seed)
     print(f"validation CTs (data seed {data_seed}): {val}", flush=True)
     if not (features / "manifest.json").is_file():
-        ctsearcher("extract", "--cts", str(data / "cts"), "--weights", "random", "--out",
+        ctsearcher("extract", "--ct-dir", str(data / "cts"), "--swin-weights", "random", "--out",
                    str(features), "--config", str(cfg), "--seed", "0", "--no-progress")
 
 
@@ -165,13 +166,13 @@ def run_arm(out: Path, cfg: Path, data: Path, features: Path, arm: str, seed: in
             ctsearcher("train", "--config", str(cfg), "--workdir", str(work), "--set",
                        f"train.seed={seed}", *sets, "--no-progress")
         else:
-            ctsearcher("finetune", "--from", str(source), "--workdir", str(work), "--set",
+            ctsearcher("finetune", "--model", str(source), "--workdir", str(work), "--set",
                        f"finetune.epochs={ft[0]}", "--set", f"finetune.samples={ft[1]}")
     pred = work / "pred" / "predictions.json"
     if not pred.is_file():
-        ctsearcher("predict", "--data", str(data), "--split", "test", "--checkpoint", str(work),
+        ctsearcher("predict", "--data", str(data), "--split", "test", "--model", str(work),
                    "--features", str(features), "--out", str(work / "pred"), "--seed", str(seed),
-                   "--figure-cts", "0", "--no-progress")
+                   "--max-figure-cts", "0", "--no-progress")
     return score(data, work / "eval.json", pred)
 
 
@@ -221,8 +222,8 @@ def main() -> int:
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--data-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--cts", type=int, default=64)
-    p.add_argument("--readers", type=int, default=4)
+    p.add_argument("--num-cts", type=int, default=64)
+    p.add_argument("--num-readers", type=int, default=4)
     p.add_argument("--val-cts", type=int, default=8)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--ft-epochs", type=int, default=5)
@@ -250,7 +251,7 @@ def main() -> int:
         per_seed = {s: done[(d, s)][0] for s in args.seeds}
         losses = {s: done[(d, s)][1] for s in args.seeds}
         sections.append(report(d, args, baselines[d], per_seed, losses, cost))
-    text = "\n\n".join([f"bench_learning: {args.cts} CTs x {args.readers} readers per draw "
+    text = "\n\n".join([f"bench_learning: {args.num_cts} CTs x {args.num_readers} readers per draw "
                          f"({args.val_cts} of the training CTs held out for validation), data "
                          f"seeds {args.data_seeds}, training seeds {args.seeds}, {args.epochs} "
                          f"epochs, fine-tuning {args.ft_epochs} epochs (K={args.ft_samples}), "

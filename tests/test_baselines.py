@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from ctsearcher_jax import baselines
-from ctsearcher_jax.data.schema import (CTItem, Scanpath, load_dataset, load_records,
-                                        scanpaths_to_records)
+from ctsearcher_jax.data.schema import CTItem, Scanpath, load_dataset, load_records, scanpaths_to_records
 from ctsearcher_jax.data.synthetic import synthesize
 from ctsearcher_jax.io import atomic_write_json
 
@@ -164,6 +163,7 @@ def dataset(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.cli
 def test_baselines_cli_writes_valid_prediction_files(dataset, tmp_path):
     out = ctsearcher("baselines", "--data", dataset, "--out", tmp_path / "bl", "--samples", "2",
                      "--seed", "3")
@@ -183,6 +183,7 @@ def test_baselines_cli_writes_valid_prediction_files(dataset, tmp_path):
             == json.loads((tmp_path / "bl" / "drilling.json").read_text()))
 
 
+@pytest.mark.cli
 def test_baselines_cli_errors(dataset, tmp_path):
     out = ctsearcher("baselines", "--data", dataset, "--out", tmp_path / "x.json")
     assert out.returncode == 2 and "exactly one --baseline" in out.stderr

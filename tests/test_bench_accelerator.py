@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.cli
 def test_smoke_mode_runs_every_section(tmp_path):
     out = tmp_path / "bench.md"
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from ctsearcher_jax.cli import COMMANDS
 
@@ -21,6 +22,7 @@ def ctsearcher(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
+@pytest.mark.cli
 def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "ctsearcher"
     assert exe.exists()
@@ -30,6 +32,7 @@ def test_console_script_is_installed():
         assert name in out.stdout
 
 
+@pytest.mark.cli
 def test_every_command_has_help():
     for name in COMMANDS:
         out = ctsearcher(name, "--help")
@@ -37,11 +40,13 @@ def test_every_command_has_help():
         assert "usage: ctsearcher " + name in out.stdout
 
 
+@pytest.mark.cli
 def test_unknown_command_is_a_usage_error():
     out = ctsearcher("no-such-command")
     assert out.returncode == 2 and "invalid choice" in out.stderr
 
 
+@pytest.mark.cli
 def test_validate_data_clean(tmp_path):
     (tmp_path / "data_simplified_split_matched_pt.json").write_text(
         json.dumps([GOOD, dict(GOOD, subject=2, split="train")]))
@@ -51,6 +56,7 @@ def test_validate_data_clean(tmp_path):
     assert "readers per CT: min 2" in out.stdout and "OK" in out.stdout
 
 
+@pytest.mark.cli
 def test_validate_data_broken_prints_every_problem_and_exits_2(tmp_path):
     bad = [GOOD, dict(GOOD, subject=2, T=[0.2, -0.1]), dict(GOOD, subject=3, X=[1.0, 900.0]),
            dict(GOOD, name="ct_b", subject=1, split="nope")]
@@ -64,6 +70,7 @@ def test_validate_data_broken_prints_every_problem_and_exits_2(tmp_path):
     assert "record 3, CT 'ct_b': field 'split'" in out.stderr
 
 
+@pytest.mark.cli
 def test_user_errors_are_one_line_and_debug_shows_traceback(tmp_path):
     out = ctsearcher("validate-data", tmp_path / "missing")
     assert out.returncode == 2
@@ -73,6 +80,7 @@ def test_user_errors_are_one_line_and_debug_shows_traceback(tmp_path):
     assert out.returncode == 2 and "Traceback" in out.stderr
 
 
+@pytest.mark.cli
 def test_validate_data_checks_volumes(tmp_path):
     (tmp_path / "cts").mkdir()
     (tmp_path / "data_simplified_split_matched_pt.json").write_text(json.dumps([GOOD]))
@@ -83,6 +91,7 @@ def test_validate_data_checks_volumes(tmp_path):
     assert "CT 'ct_a'" in out.stderr and "has no volume" in out.stderr
 
 
+@pytest.mark.cli
 def test_weight_converters_refuse_missing_and_bad_files(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"PK\x03\x04 truncated zip")
@@ -123,6 +132,7 @@ def test_verbosity_flags_set_the_log_level_before_or_after_the_command(capsys):
     logs.setup(0)
 
 
+@pytest.mark.cli
 def test_validate_data_warns_about_zero_based_coordinates(tmp_path):
     zero = [GOOD, dict(GOOD, subject=2, X=[0.0, 5.0], Z=[0.0, 1.0])]
     (tmp_path / "data_simplified_split_matched_pt.json").write_text(json.dumps(zero))

@@ -7,15 +7,21 @@ import os
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.cli
 def test_demo_pipeline_small(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.run(
-        [sys.executable, "-m", "ctsearcher_jax.cli", "demo", "--out", str(out), "--cts", "4",
-         "--readers", "2", "--shape", "40", "40", "24", "--epochs", "2"],
+        [sys.executable, "-m", "ctsearcher_jax.cli", "-q", "demo", "--out", str(out), "--num-cts",
+         "5", "--num-readers", "2", "--shape", "40", "40", "24", "--epochs", "2"],
         capture_output=True, text=True, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # -q holds in every stage: stderr has warnings only (no info lines, no bars)
+    noise = [line for line in proc.stderr.splitlines() if line.strip() and "warning" not in line.lower()]
+    assert not noise, proc.stderr[-3000:]
     for stage in ("synth", "validate-data", "extract", "train", "predict", "baselines", "evaluate",
                   "report"):
         assert f"$ ctsearcher {stage}" in proc.stdout
@@ -31,6 +37,22 @@ def test_demo_pipeline_small(tmp_path):
     manifest = json.loads((out / "features" / "manifest.json").read_text())
     assert all(v["weights"]["kind"] == "random" for v in manifest["volumes"].values())
     assert str(run / "report" / "report.html") in proc.stdout
+    # trained with a validation split carved from the training CTs; the table is on test; the
+    # report and the model card say so, and that the encoder was random
+    inputs = json.loads((run / "inputs.json").read_text())
+    assert inputs["splits"]["eval_source"] == "carved"
+    assert inputs["splits"]["sizes"]["evaluation"]["cts"] == 1
+    head = report.split("Workdir:")[0]
+    assert "random-initialised Swin UNETR" in head and "selected on the test split" not in head
+    assert "Every row is scored on the test split" in report
+    assert "chosen on the validation split (1 CT carved from the training split" in report
+    assert "± n/a" not in report and " nan" not in report
+    card = (run / "model" / "README.md").read_text()
+    card_head = card.split("## How to load")[0]
+    assert "random-initialised Swin UNETR" in card_head
+    assert "on the validation split (1 CT carved from the training split" in card_head
+    html = (run / "report" / "report.html").read_text()
+    assert "random-initialised Swin UNETR" in html.split("Workdir:")[0]
     # A second run into the same folder is refused: nothing is lost.
     again = subprocess.run([sys.executable, "-m", "ctsearcher_jax.cli", "demo", "--out", str(out)],
                            capture_output=True, text=True, timeout=300, env=env)

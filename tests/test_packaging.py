@@ -23,7 +23,6 @@ import ctsearcher_jax
 from ctsearcher_jax.config import dumps, load
 
 
-
 def _copy_source(repo: Path, dst: Path) -> Path:
     """The files a build reads, copied (a stale build/ of the checkout must not leak in)."""
     dst.mkdir(parents=True)
@@ -70,7 +69,7 @@ def test_wheel_ships_configs_and_py_typed(wheel_venv, repo_root):
         names = set(z.namelist())
         assert "ctsearcher_jax/py.typed" in names
         for page in ("viz/viewer_template.html", "viz/viewer.js",  # `ctsearcher view` inlines them
-                     "metrics/scanmatch_gap0.cc"):  # the native kernel, compiled on first use
+                     "metrics/scanmatch/scanmatch_gap0.cc"):  # the native kernel, compiled on first use
             assert z.read(f"ctsearcher_jax/{page}") == \
                 (repo_root / "ctsearcher_jax" / page).read_bytes()
         for src in sorted((repo_root / "configs").glob("*.yaml")):
@@ -78,6 +77,7 @@ def test_wheel_ships_configs_and_py_typed(wheel_venv, repo_root):
             assert z.read(f"ctsearcher_jax/configs/{src.name}") == src.read_bytes()
 
 
+@pytest.mark.cli
 def test_installed_wheel_runs_outside_the_checkout(wheel_venv, repo_root):
     w = wheel_venv
     where = _run(w, w["python"], "-c", "import ctsearcher_jax as c; print(c.__file__); "
@@ -86,9 +86,13 @@ def test_installed_wheel_runs_outside_the_checkout(wheel_venv, repo_root):
     assert not Path(where[0]).resolve().is_relative_to(repo_root.resolve())
     assert where[1] == ctsearcher_jax.__version__ != "0+unknown"
     assert _run(w, w["cli"], "--version").stdout.strip() == f"ctsearcher {where[1]}"
-    native = _run(w, w["python"], "-c", "from ctsearcher_jax.metrics import scanmatch_native as n; "
+    native = _run(w, w["python"], "-c", "from ctsearcher_jax.metrics.scanmatch import native as n; "
                   "print(n.available())")  # its shipped C++ source builds outside the checkout
     assert native.stdout.strip() == "True", native.stderr
+    # install hints fit a wheel: the extra's own requirement, no `pip install -e`
+    hint = _run(w, w["python"], "-c", "from ctsearcher_jax.installation import install_hint; "
+                "print(install_hint('torch'))").stdout.strip()
+    assert hint == "pip install 'torch>=2.2'", hint
     paper = _run(w, w["cli"], "train", "--config", "paper", "--print-config").stdout
     assert paper == dumps(load(repo_root / "configs" / "paper.yaml"))
     tiny = _run(w, w["cli"], "train", "--config", "tiny", "--print-config",

@@ -47,9 +47,9 @@ def test_plain_names_pass():
 
 def test_every_name_to_path_site_refuses_traversal(tmp_path):
     """Feature reads, extraction outputs, figures, manifests: each refuses a crafted name."""
+    from ctsearcher_jax.data import manifest as mf
     from ctsearcher_jax.data.features import load_tokens
     from ctsearcher_jax.viz import render_ct_figures
-    from feature_extraction import manifest as mf
     from feature_extraction.extract import output_paths
 
     secret = tmp_path / "secret.npy"
@@ -108,8 +108,8 @@ def test_hostile_json_is_a_one_line_data_error(tmp_path, kind):
 
 def test_every_json_reader_uses_the_hostile_input_reader(tmp_path):
     """Predictions, manifests, evaluate reports, metrics logs: one line, file named."""
+    from ctsearcher_jax.data import manifest as mf
     from ctsearcher_jax.report import read_evaluations, read_metrics_log
-    from feature_extraction import manifest as mf
 
     deep = "[" * 100_000 + "]" * 100_000
     (tmp_path / "feat").mkdir()
@@ -207,9 +207,9 @@ def test_every_command_checks_its_outputs_before_working(tmp_path, capsys, monke
     link = tmp_path / "link.json"
     link.symlink_to(pred)
     for out in (pred, link):
-        _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+        _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--data", str(gt.parent),
                                  "--out", str(out)], "is the input")
-    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--data", str(gt.parent),
                              "--out", str(gt)], "is the input")
     _one_line_error(capsys, ["baselines", "--data", str(gt.parent), "--out", str(gt),
                              "--baseline", "uniform"], "is the input")
@@ -217,13 +217,13 @@ def test_every_command_checks_its_outputs_before_working(tmp_path, capsys, monke
     assert {p: p.read_bytes() for p in (gt, pred)} == before
 
     # a folder where a file belongs, a file where a folder belongs
-    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--data", str(gt.parent),
                              "--out", str(tmp_path)], "is a folder")
-    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--gt", str(gt.parent),
+    _one_line_error(capsys, ["evaluate", "--pred", str(pred), "--data", str(gt.parent),
                              "--out", str(a_file / "r.json")], "is a file, not a folder")
-    for argv in (["extract", "--cts", str(tmp_path), "--weights", "random", "--out", str(a_file)],
+    for argv in (["extract", "--ct-dir", str(tmp_path), "--swin-weights", "random", "--out", str(a_file)],
                  ["visualize", "--data", str(gt.parent), "--name", "ct_a", "--out", str(a_file)],
-                 ["predict", str(ct), "--checkpoint", str(tmp_path), "--out", str(a_file)],
+                 ["predict", str(ct), "--model", str(tmp_path), "--out", str(a_file)],
                  ["baselines", "--data", str(gt.parent), "--out", str(a_file)],
                  ["import-upstream", str(ct), "--out", str(a_file)],
                  ["synth", "--out", str(a_file)],
@@ -243,7 +243,7 @@ def test_every_command_checks_its_outputs_before_working(tmp_path, capsys, monke
         return real(*a, dir=dir, **k)
 
     monkeypatch.setattr(paths.tempfile, "mkstemp", refuse)
-    _one_line_error(capsys, ["extract", "--cts", str(tmp_path), "--weights", "random",
+    _one_line_error(capsys, ["extract", "--ct-dir", str(tmp_path), "--swin-weights", "random",
                              "--out", str(locked / "features")], "cannot write in", "Permission")
 
 

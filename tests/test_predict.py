@@ -11,6 +11,7 @@ import pytest
 from ctsearcher_jax import config as config_lib
 from ctsearcher_jax.data import schema
 from ctsearcher_jax.errors import CheckpointError
+from ctsearcher_jax.io import file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,7 @@ def setup(tmp_path_factory, repo_root):
     return root, cfg
 
 
+@pytest.mark.slow
 def test_predict_dataset_split_pairs_samples_with_readers(setup):
     from ctsearcher_jax.predict import predict_volumes
 
@@ -61,17 +63,16 @@ def test_predict_dataset_split_pairs_samples_with_readers(setup):
 def test_predict_never_replaces_cached_features_of_other_weights(setup):
     """Issue 16.1: a cache made with other weights is refused, not overwritten; a random encoder
     runs only when asked for."""
+    import numpy as np
+
+    from ctsearcher_jax.data import manifest as mf
+    from ctsearcher_jax.data.nifti import volume_name
     from ctsearcher_jax.errors import DataError
     from ctsearcher_jax.predict import predict_volumes
 
-    import numpy as np
-
-    from feature_extraction import manifest as mf
-    from feature_extraction.preprocess import volume_name
-
     root, cfg = setup
     cts = sorted((root / "data" / "cts").glob("*.nii.gz"))
-    # A cache as `extract --weights random --seed 1` writes it (the refusals come before any
+    # A cache as `extract --swin-weights random --seed 1` writes it (the refusals come before any
     # extraction, so the arrays only need to be intact).
     cache = root / "cache_seed1"
     cache.mkdir()
@@ -80,7 +81,7 @@ def test_predict_never_replaces_cached_features_of_other_weights(setup):
         name = volume_name(ct)
         np.save(cache / f"{name}.npy", np.zeros((cfg.model.feature_dim, 2, 2, 1), np.float32))
         entries[name] = {"channels": cfg.model.feature_dim, "grid_shape": [2, 2, 1],
-                         "source_sha256": mf.file_sha256(ct), "outputs": {"dec4": f"{name}.npy"},
+                         "source_sha256": file_sha256(ct), "outputs": {"dec4": f"{name}.npy"},
                          "weights": {"kind": "random", "seed": 1, "sha256": "0" * 64,
                                      "feature_size": cfg.model.feature_dim // 16,
                                      "merging_order": "legacy"}}
@@ -106,7 +107,7 @@ def test_predict_never_replaces_cached_features_of_other_weights(setup):
 
 
 def test_model_resolution_errors(setup, tmp_path):
-    from ctsearcher_jax.predict import resolve_model_dir
+    from ctsearcher_jax.model.serialization import resolve_model_dir
 
     root, _ = setup
     assert resolve_model_dir(root / "run") == root / "run" / "model"
@@ -115,6 +116,7 @@ def test_model_resolution_errors(setup, tmp_path):
         resolve_model_dir(tmp_path)
 
 
+@pytest.mark.cli
 def test_predict_cli_errors(setup, tmp_path):
     root, _ = setup
 
@@ -122,11 +124,11 @@ def test_predict_cli_errors(setup, tmp_path):
         return subprocess.run([sys.executable, "-m", "ctsearcher_jax.cli", "predict", *map(str, args)],
                               capture_output=True, text=True, timeout=600)
 
-    out = run(root / "data" / "cts", "--checkpoint", tmp_path, "--out", tmp_path / "o")
+    out = run(root / "data" / "cts", "--model", tmp_path, "--out", tmp_path / "o")
     assert out.returncode == 2 and "no model.safetensors" in out.stderr
-    out = run(tmp_path / "none.nii.gz", "--checkpoint", root / "run", "--out", tmp_path / "o")
+    out = run(tmp_path / "none.nii.gz", "--model", root / "run", "--out", tmp_path / "o")
     assert out.returncode == 2 and "none.nii.gz: no such CT" in out.stderr
-    out = run("--data", root / "data", "--split", "nosplit", "--checkpoint", root / "run",
+    out = run("--data", root / "data", "--split", "nosplit", "--model", root / "run",
               "--out", tmp_path / "o")
     assert out.returncode == 2 and "no CT in split 'nosplit'" in out.stderr
     assert not (tmp_path / "o").exists()

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+import pytest
+
 from ctsearcher_jax import __all__ as public_names
+from ctsearcher_jax.evaluation import EvalReport
 
 
 def _python_blocks(readme: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", readme, flags=re.S)
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(repo_root, tmp_path, monkeypatch, capsys):
     blocks = _python_blocks((repo_root / "README.md").read_text())
     assert blocks, "README.md has no ```python block"
@@ -18,8 +23,14 @@ def test_readme_python_blocks_run(repo_root, tmp_path, monkeypatch, capsys):
     for k, code in enumerate(blocks):
         exec(compile(code, f"README.md python block {k + 1}", "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 and all(len(line.split()) == 5 for line in out), out  # one line per reader
+    assert len(out) == 3 and all(len(line.split()) == 5 for line in out[:2]), out  # per reader
+    # cs.evaluate scores the same two pairs; its mean equals the single-pair calls' mean
+    pairs, mean = out[2].split()
+    printed = np.mean([float(line.split()[2]) for line in out[:2]])  # 3 decimals each
+    assert pairs == "2" and abs(float(mean) - printed) <= 1.5e-3
     assert (tmp_path / "example" / "model" / "README.md").is_file()
+    report = EvalReport.load(tmp_path / "example" / "evaluation.json")
+    assert report.protocol == "original" and report.num_pairs == 2
 
 
 def test_public_names_resolve_and_have_docstrings():
@@ -33,3 +44,9 @@ def test_public_names_resolve_and_have_docstrings():
             value = getattr(module, name)
             assert (value.__doc__ or "").strip(), f"{module.__name__}.{name} has no docstring"
     assert "load_model" in public_names and "scanmatch" in public_names
+    # the namespace holds the public names only: no imports, helpers or submodules
+    import ctsearcher_jax.config  # noqa: F401 - a submodule is an attribute, not a public name
+
+    for module in (ctsearcher_jax, feature_extraction):
+        assert dir(module) == sorted(module.__all__), module.__name__
+    assert "Any" not in dir(ctsearcher_jax) and "importlib" not in dir(ctsearcher_jax)

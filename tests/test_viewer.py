@@ -24,8 +24,15 @@ from ctsearcher_jax.data.schema import Scanpath, load_dataset
 from ctsearcher_jax.data.synthetic import synthesize
 from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.viz.scanpaths import fixation_onsets
-from ctsearcher_jax.viz.viewer import (ViewerPath, build_viewer_html, decode_slice, display_shape,
-                                       encode_slices, quantisation, viewer_payload)
+from ctsearcher_jax.viz.viewer import (
+    ViewerPath,
+    build_viewer_html,
+    decode_slice,
+    display_shape,
+    encode_slices,
+    quantisation,
+    viewer_payload,
+)
 from ctsearcher_jax.viz.volume import CTVolume, gaze_to_voxel, load_volume
 
 SHAPE = (40, 40, 24)
@@ -106,6 +113,19 @@ def test_page_positions_are_those_of_gaze_to_voxel(viewer_file, dataset):
         assert p["onset"] == fixation_onsets(s.t).tolist()
     assert [p["kind"] for p in data["paths"]] == ["gt", "gt", "pred"]
     assert data["sources"]["predictions"].endswith("pred.json")
+
+
+def test_hu_step_outside_what_16_bits_hold_is_refused(dataset, tmp_path, capsys):
+    """Issue 24 row 11: `--hu-step 0.001` (1819001 levels) was a traceback."""
+    item = load_dataset(dataset)[0]
+    for step in ("0.001", "0", "-1", "nan", "inf", "5000"):
+        assert main(["view", "--data", str(dataset), "--name", item.name, "--hu-step", step,
+                     "--out", str(tmp_path / "v.html")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "--hu-step" in err and "[0.0625, 4095] HU" in err, err
+    assert not (tmp_path / "v.html").exists()
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--hu-step", "0.0625",
+                 "--out", str(tmp_path / "v.html")]) == 0
 
 
 def test_bad_input_is_one_line_and_writes_nothing(dataset, tmp_path, capsys):
@@ -349,12 +369,51 @@ def test_screenshots_are_not_blank_and_differ_between_slices(page):
     assert np.abs(a - b).mean() > 1.0
 
 
+def test_the_page_fits_1280_pixels_without_cutting(browser, dataset, tmp_path):
+    """At 1280 px the metrics table fits its panel (no scroll, nothing past the window) and the
+    drilling plot's last time label ends inside its canvas."""
+    item = load_dataset(dataset)[0]
+    pred = [dict(r.to_record(), split=None) for r in item.readers]
+    for rec in pred:
+        for key in ("split", "task", "report"):
+            rec.pop(key, None)
+    (tmp_path / "p.json").write_text(json.dumps(pred))
+    out = tmp_path / "wide.html"
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--pred",
+                 str(tmp_path / "p.json"), "--score", "--out", str(out)]) == 0
+    size = browser.get_window_size()
+    try:
+        browser.set_window_size(1280, 1000)
+        browser.get(out.as_uri())
+        assert wait_for(browser, "return window.viewerState && window.viewerState.projectionsReady")
+        overflow = browser.execute_script(
+            "const W = document.documentElement.clientWidth; const out = [];"
+            "for (const e of document.querySelectorAll('body *')) {"
+            "  const r = e.getBoundingClientRect(); if (r.width > 0 && r.right > W + 0.5) "
+            "out.push(e.tagName + '#' + e.id); }"
+            "for (const e of document.querySelectorAll('.scroll')) {"
+            "  if (e.scrollWidth > e.clientWidth + 1) out.push('scrolls: ' + e.firstChild.id); }"
+            "return [W, out];")
+        assert overflow[0] <= 1280 and overflow[1] == [], overflow
+        assert browser.execute_script("return document.querySelectorAll('#legend th').length") == 9
+        # the label band under the drilling plot: text near the right edge, none on the edge
+        band = browser.execute_script(
+            "const c = document.getElementById('drilling'); const g = c.getContext('2d');"
+            "const y0 = c.height - 20, d = g.getImageData(0, y0, c.width, 14).data;"
+            "const cols = new Array(c.width).fill(0);"
+            "for (let n = 0; n < d.length; n += 4) if (d[n] > 90) cols[(n / 4) % c.width] += 1;"
+            "return cols;")
+        assert sum(band[-45:-2]) > 0 and sum(band[-2:]) == 0
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+
+
 def test_metrics_against_a_chosen_reader(dataset, tmp_path):
     from ctsearcher_jax.metrics.protocol import score_pairs
 
     item = load_dataset(dataset)[0]
     out = tmp_path / "m.html"
-    assert main(["view", "--data", str(dataset), "--name", item.name, "--metrics",
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--score",
                  "--reference", str(item.readers[1].subject), "--out", str(out)]) == 0
     data = embedded(out)
     assert data["reference"] == 1 and data["paths"][1].get("metrics") is None
@@ -363,7 +422,7 @@ def test_metrics_against_a_chosen_reader(dataset, tmp_path):
     for name, values in expected.items():
         assert got[name] == pytest.approx(float(values[0]), rel=1e-12, abs=1e-12)
     assert "multimatch_mean" in got and "sed" in got
-    assert main(["view", "--data", str(dataset), "--name", item.name, "--metrics",
+    assert main(["view", "--data", str(dataset), "--name", item.name, "--score",
                  "--reference", "99", "--out", str(tmp_path / "x.html")]) == 2
     assert not (tmp_path / "x.html").exists()
 
@@ -411,3 +470,37 @@ def test_names_cannot_break_out_of_the_page():
     start = page.index('id="viewer-data">') + len('id="viewer-data">')
     data = json.loads(page[start:page.index("</script>", start)])
     assert data["name"] == data["paths"][0]["label"] == hostile
+
+
+def test_hostile_names_and_subjects_are_text_in_the_browser(browser, tmp_path):
+    """Issue 24.3: a CT name and subjects carrying markup, `$`, quotes, a newline and a
+    right-to-left override are shown as written (control characters made visible) in the title,
+    the header and the legend; nothing they carry becomes an element or runs."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from hostile_inputs import HOSTILE_NAMES, HOSTILE_SUBJECTS
+
+    from ctsearcher_jax.text import visible
+    from ctsearcher_jax.viz.viewer import write_viewer
+
+    name = HOSTILE_NAMES[1]
+    volume = CTVolume(np.linspace(-1000, 1000, np.prod(SHAPE), dtype=np.float32).reshape(SHAPE),
+                      (1.0, 1.0, 1.0), tmp_path / f"{name}.nii.gz")
+    paths = [ViewerPath(f"reader {s}", "gt", sp([100, 200], [100, 300], [2, 5], [0.3, 0.4],
+                                                  subject=s, name=name), source="<b>src</b>")
+             for s in HOSTILE_SUBJECTS]
+    out, _ = write_viewer(tmp_path / "hostile.html", volume, paths, name=name,
+                          sources={"dataset": "<img src=x onerror=alert(3)>"})
+    browser.get(out.as_uri())
+    assert wait_for(browser, "return window.viewerState && window.viewerState.projectionsReady")
+    assert browser.title == f"{visible(name)}: scanpath viewer"
+    assert browser.find_element("id", "title").text == f"CT {visible(name)}: scanpath viewer"
+    legend = browser.find_element("id", "legend").text
+    for s in HOSTILE_SUBJECTS:
+        assert f"reader {visible(s)}" in legend
+    assert "<img src=x onerror=alert(3)>" in browser.find_element("id", "meta").text
+    injected = browser.execute_script(
+        "return document.querySelectorAll('img, b, #meta script, #legend script').length")
+    assert injected == 0
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

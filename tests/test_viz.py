@@ -18,13 +18,16 @@ from ctsearcher_jax.data.schema import Scanpath, load_dataset
 from ctsearcher_jax.data.synthetic import synthesize, voxel_to_gaze
 from ctsearcher_jax.viz import render_ct_figures
 from ctsearcher_jax.viz.animation import frame_slices
-from ctsearcher_jax.viz.density import (density_slices, density_z_profile, display_grid,
-                                        fixation_density, representative_slices)
+from ctsearcher_jax.viz.density import (
+    density_slices,
+    density_z_profile,
+    display_grid,
+    fixation_density,
+    representative_slices,
+)
 from ctsearcher_jax.viz.figure import pixel_size
-from ctsearcher_jax.viz.scanpaths import (PANEL_INCHES, TITLE_INCHES, drilling_steps,
-                                          label_step)
-from ctsearcher_jax.viz.volume import (WINDOWS, gaze_to_voxel, parse_window, project,
-                                       resolve_window)
+from ctsearcher_jax.viz.scanpaths import PANEL_INCHES, TITLE_INCHES, drilling_steps, label_step
+from ctsearcher_jax.viz.volume import WINDOWS, gaze_to_voxel, parse_window, project, resolve_window
 
 SHAPE = (48, 48, 32)
 DPI = 40
@@ -244,6 +247,7 @@ def ctsearcher(*args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.cli
 def test_visualize_cli(dataset, tmp_path):
     items = load_dataset(dataset)
     name = items[0].name
@@ -255,7 +259,7 @@ def test_visualize_cli(dataset, tmp_path):
     pred_path.write_text(json.dumps(pred))
     out = ctsearcher("visualize", "--data", dataset, "--pred", pred_path, "--name", name,
                      "--out", tmp_path / "figs", "--dpi", DPI, "--reader", "1",
-                     "--figures", "projections,drilling,density,slices")
+                     "--figures", "projections", "drilling", "density", "slices")
     assert out.returncode == 0, out.stderr
     for kind, suffix in [("projections", "png"), ("drilling", "png"), ("density", "png"),
                          ("slices", "gif")]:
@@ -266,6 +270,7 @@ def test_visualize_cli(dataset, tmp_path):
         assert im.size == pixel_size(2 * PANEL_INCHES, 3 * PANEL_INCHES + TITLE_INCHES, DPI)
 
 
+@pytest.mark.cli
 def test_visualize_cli_errors(dataset, tmp_path):
     json_path = dataset / "data_simplified_split_matched_pt.json"
     out = ctsearcher("visualize", "--data", dataset, "--name", "no_such_ct", "--out", tmp_path)

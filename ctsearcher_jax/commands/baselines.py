@@ -11,18 +11,20 @@ HELP = ("write baseline scanpaths (uniform, centre, drilling, human) for a split
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True,
+    from ctsearcher_jax.flags import ListAction
+
+    parser.add_argument("--data", required=True, metavar="DIR",
                         help="dataset folder (data_simplified_split_matched_pt.json [+ cts/])")
-    parser.add_argument("--out", required=True,
+    parser.add_argument("--out", required=True, metavar="PATH",
                         help="output folder (writes <baseline>.json for each), or a .json file "
                              "when exactly one --baseline is given")
-    parser.add_argument("--split", default="test", help="split to generate for (default test)")
-    parser.add_argument("--baseline", nargs="+", default=None, metavar="NAME",
+    parser.add_argument("--split", default="test", metavar="SPLIT", help="split to generate for")
+    parser.add_argument("--baseline", action=ListAction, metavar="NAME",
                         help="any of uniform centre drilling human (default: all)")
-    parser.add_argument("--samples", type=int, default=1,
-                        help="scanpaths per reader for the random baselines (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--z-extent", default="volume",
+    parser.add_argument("--samples", type=int, default=1, metavar="N",
+                        help="scanpaths per reader for the random baselines")
+    parser.add_argument("--seed", type=int, default=0, metavar="SEED", help="random seed")
+    parser.add_argument("--z-extent", default="volume", metavar="K",
                         help="slice count K for Z: 'volume' (each CT's, from cts/; default) or an "
                              "integer used for every CT (the legacy frame is 512)")
 

@@ -8,10 +8,14 @@ import json
 HELP = "show what JAX sees: backend, device kind and count, process index/count, JAX versions"
 
 
+COMPILES = True  # it shows where the compilation cache is (or that it is off)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--require", choices=("cpu", "gpu", "tpu"),
                         help="exit 2 with the install command unless JAX's backend is this one "
-                             "(what scripts/train_slurm.sh and train_tpu_pod.sh check)")
+                             "(what scripts/train_slurm.sh and train_tpu_pod.sh check; default: "
+                             "any backend)")
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
 
 

@@ -1,5 +1,7 @@
 """`ctsearcher extract`: Swin UNETR features for a directory of NIfTI CTs.
 
+`ctsearcher extract --ct-dir DIR --swin-weights W --out FEATURES`.
+
 Writes `<name>.npy` (dec4) and `<name>_hidden_states_out_4.npy`, `(16*feature_size, gi, gj, gk)`
 float32, plus `manifest.json`, into `--out`. Exit code 0 when every file was extracted or already up
 to date, 1 when some files failed (each is reported with its name), 2 on a usage error (missing
@@ -9,46 +11,83 @@ directory, no CTs, unreadable weights).
 from __future__ import annotations
 
 import argparse
-import logging
 import dataclasses
+import logging
 
 HELP = "extract Swin UNETR features from a folder of NIfTI CT volumes"
 
 
+COMPILES = True
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cts", required=True, help="folder of .nii/.nii.gz CT volumes")
-    parser.add_argument("--weights", required=True,
-                        help="converted weights (`ctsearcher convert-monai`), or 'random' for a "
-                             "seeded random-initialised encoder (testing only)")
-    parser.add_argument("--out", required=True, help="feature folder to write (created if needed)")
-    parser.add_argument("--config", help="YAML config (file or bundled name: paper, tiny) whose "
-                                          "`extract` section gives the defaults")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set extract.hu_min=-200 (repeatable)")
-    parser.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0, as the original)")
-    parser.add_argument("--batch", type=int, help="windows per device per step (default 4)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="encoder compute dtype")
-    parser.add_argument("--feature-size", type=int,
-                        help="Swin UNETR width for --weights random (48 = BTCV); must match a file")
+    from ctsearcher_jax.flags import ListAction, alias, config_default
+
+    cts = parser.add_argument("--ct-dir", required=True, metavar="DIR",
+                              help="folder of .nii/.nii.gz CT volumes")
+    alias(parser, "--cts", cts)
+    weights = parser.add_argument("--swin-weights", required=True, metavar="FILE",
+                                  help="converted weights (`ctsearcher convert-monai`), or 'random' "
+                                       "for a seeded random-initialised encoder (testing only)")
+    alias(parser, "--weights", weights)
+    parser.add_argument("--out", required=True, metavar="PATH",
+                        help="feature folder to write (created if needed)")
+    parser.add_argument("--config", metavar="CONFIG",
+                        help="YAML config (file or bundled name: paper, tiny) whose `extract` "
+                             "section gives the defaults below (default: none: the paper values)")
+    parser.add_argument("--set", dest="overrides", action=ListAction, default=[],
+                        metavar="KEY=VALUE",
+                        help="override config keys, e.g. --set extract.hu_min=-200")
+    parser.add_argument("--overlap", type=float, metavar="F",
+                        help=f"window overlap in [0, 1) ({config_default('extract.overlap')})")
+    parser.add_argument("--batch", type=int, metavar="N",
+                        help=f"windows per device per step ({config_default('extract.batch')})")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"),
+                        help=f"encoder compute dtype ({config_default('extract.dtype')})")
+    parser.add_argument("--feature-size", type=int, metavar="N",
+                        help="Swin UNETR width for --swin-weights random (48 = BTCV); must match a "
+                             f"file ({config_default('extract.feature_size')})")
     parser.add_argument("--merge", choices=("original", "gaussian", "constant"),
-                        help="how window features are combined (default original)")
+                        help=f"how window features are combined "
+                             f"({config_default('extract.merge')})")
     parser.add_argument("--canonical", action="store_true", default=None,
-                        help="reorient volumes to RAS first (default: stored voxel order, as the original)")
-    parser.add_argument("--limit", type=int, help="only the first N volumes (sorted by file name)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --weights random")
-    parser.add_argument("--force", action="store_true", help="re-extract volumes already up to date")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars: a plain line per CT (what a "
-                        "non-terminal stderr gets anyway)")
-    parser.add_argument("--workers", type=int,
+                        help="reorient volumes to RAS first (default: extract.canonical of "
+                             "--config; off = stored voxel order, as the original)")
+    limit = parser.add_argument("--max-cts", type=int, metavar="N",
+                                help="only the first N volumes, sorted by file name (default: all)")
+    alias(parser, "--limit", limit)
+    parser.add_argument("--seed", type=int, default=0, metavar="SEED",
+                        help="seed of --swin-weights random")
+    recompute = parser.add_argument("--recompute", action="store_true",
+                                    help="re-extract volumes whose features are up to date")
+    alias(parser, "--force", recompute)
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars: a plain line per CT (what a non-terminal stderr "
+                             "gets anyway)")
+    parser.add_argument("--workers", type=int, metavar="N",
                         help="loader threads that read and decode NIfTI volumes ahead of the device "
                              "(default: half the CPU cores, 1 to 8)")
-    parser.add_argument("--summary-json", metavar="PATH",
+    parser.add_argument("--max-voxels", type=int, metavar="N",
+                        help="refuse volumes whose header claims more voxels, unread (default "
+                             "2^30; extract.max_voxels)")
+    parser.add_argument("--memory-budget", type=float, metavar="GB",
+                        help="decoded volumes the loader threads may hold at once, in GB (default: "
+                             "half the machine's memory; extract.memory_budget_gb); the peak is "
+                             "in the summary")
+    parser.add_argument("--summary-json", metavar="FILE",
                         help="also write the run summary (per-CT encode time and device wait on "
-                             "input, failures) as JSON here")
-    parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host without SLURM/TPU "
-                                              "auto-detection); each process takes its share of CTs")
-    parser.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
-    parser.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
+                             "input, failures) as JSON here (default: not written)")
+    _multiprocess_flags(parser)
+
+
+def _multiprocess_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--coordinator", metavar="HOST:PORT",
+                        help="process 0 of a multi-host run without SLURM/TPU auto-detection; "
+                             "each process takes its share of CTs (default: auto-detected)")
+    parser.add_argument("--num-processes", type=int, metavar="N",
+                        help="number of processes, with --coordinator (default: auto-detected)")
+    parser.add_argument("--process-id", type=int, metavar="I",
+                        help="this process's index, with --coordinator (default: auto-detected)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,18 +99,19 @@ def run(args: argparse.Namespace) -> int:
 
     config = load(args.config, args.overrides).extract
     flags = {"overlap": args.overlap, "batch": args.batch, "dtype": args.dtype,
-             "feature_size": args.feature_size, "merge": args.merge, "canonical": args.canonical}
+             "feature_size": args.feature_size, "merge": args.merge, "canonical": args.canonical,
+             "max_voxels": args.max_voxels, "memory_budget_gb": args.memory_budget}
     changes = {k: v for k, v in flags.items() if v is not None}
     try:
         config = dataclasses.replace(config, **changes)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (from the command-line flags)") from None
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError("--limit must be >= 1")
+    if args.max_cts is not None and args.max_cts < 1:
+        raise ConfigError("--max-cts must be >= 1")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    if args.feature_size is not None and args.weights != "random":
-        _check_file_feature_size(args.weights, args.feature_size)
+    if args.feature_size is not None and args.swin_weights != "random":
+        _check_file_feature_size(args.swin_weights, args.feature_size)
 
     from ctsearcher_jax.train.distributed import maybe_initialize
 
@@ -82,12 +122,16 @@ def run(args: argparse.Namespace) -> int:
     # every process: a host that sees no accelerator stands out
     logging.getLogger(__name__).info(startup_line())
 
-    from feature_extraction.extract import extract_directory
-
-    summary = extract_directory(args.cts, args.out, args.weights, config, limit=args.limit,
-                                seed=args.seed, force=args.force, progress=not args.no_progress,
-                                workers=args.workers)
     import jax
+
+    from ctsearcher_jax.runtime.folder_lock import locked
+    from feature_extraction.directory import extract_directory
+
+    # one run per feature folder (its processes share it: only process 0 locks)
+    with locked(args.out, command="extract", writer=jax.process_index() == 0):
+        summary = extract_directory(args.ct_dir, args.out, args.swin_weights, config,
+                                    limit=args.max_cts, seed=args.seed, force=args.recompute,
+                                    progress=not args.no_progress, workers=args.workers)
 
     if jax.process_index() == 0 or summary.failed:
         for line in summary.lines():

@@ -9,22 +9,28 @@ HELP = ("convert an original (PyTorch) CT-Searcher checkpoint - a Lightning .ckp
         "state dict - into our model folder (model.safetensors, config.json/yaml, README.md model card)")
 
 
+COMPILES = True  # builds the model with JAX
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="original checkpoint: Lightning .ckpt (keys 'model.*' under "
-                                           "'state_dict') or a torch.save'd state dict")
-    parser.add_argument("--out", required=True, help="output directory (must not hold a model yet)")
-    parser.add_argument("--num-heads", type=int, default=8,
-                        help="attention heads the checkpoint was trained with (--nhead; default 8, "
-                             "the original's default; not recoverable from the weights)")
-    parser.add_argument("--force", action="store_true", help="replace an existing model in --out")
-    parser.add_argument("--overwrite", dest="force", action="store_true",
-                        help=argparse.SUPPRESS)  # the former name of --force
+    from ctsearcher_jax.flags import alias
+
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="original checkpoint: Lightning .ckpt (keys 'model.*' under "
+                             "'state_dict') or a torch.save'd state dict")
+    parser.add_argument("--out", required=True, metavar="PATH",
+                        help="output folder (must not hold a model yet, unless --force)")
+    parser.add_argument("--num-heads", type=int, default=8, metavar="N",
+                        help="attention heads the checkpoint was trained with (--nhead; the "
+                             "original's default is 8; not recoverable from the weights)")
+    force = parser.add_argument("--force", action="store_true",
+                                help="replace an existing model in --out")
+    alias(parser, "--overwrite", force)
 
 
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.errors import WeightsError
     from ctsearcher_jax.model import serialization
-
     from ctsearcher_jax.paths import check_output_dir, check_output_file
 
     out = check_output_dir(args.out)

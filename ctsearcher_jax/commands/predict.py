@@ -9,52 +9,67 @@ from pathlib import Path
 HELP = "predict scanpaths for CT volumes (a file, a folder, or a dataset split): JSON + figures"
 
 
+COMPILES = True
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cts", nargs="?", help="a CT (.nii/.nii.gz) or a folder of CTs "
-                                               "(or use --data)")
-    parser.add_argument("--data", help="a dataset folder: predict its CTs (cts/<name>.nii.gz) with "
-                                       "one sample per reader per --samples, and show ground truth")
-    parser.add_argument("--split", default=None, help="with --data: only this split (e.g. test)")
-    parser.add_argument("--checkpoint", required=True,
-                        help="training workdir (uses <workdir>/model) or an exported model folder")
-    parser.add_argument("--swin-weights", default=None,
+    from ctsearcher_jax.commands.extract import _multiprocess_flags
+    from ctsearcher_jax.flags import ListAction, alias
+
+    parser.add_argument("cts", nargs="?", metavar="CT_OR_DIR",
+                        help="a CT (.nii/.nii.gz) or a folder of CTs (or use --data)")
+    parser.add_argument("--data", metavar="DIR",
+                        help="a dataset folder: predict its CTs (cts/<name>.nii.gz) with one "
+                             "sample per reader per --samples, and show ground truth "
+                             "(default: none: predict the CT or folder given)")
+    parser.add_argument("--split", metavar="SPLIT",
+                        help="with --data: only this split, e.g. test (default: every split)")
+    model = parser.add_argument("--model", required=True, metavar="PATH",
+                                help="the model to use: a training run folder (its model/) or a "
+                                     "model folder")
+    alias(parser, "--checkpoint", model)
+    parser.add_argument("--swin-weights", metavar="FILE",
                         help="converted Swin UNETR weights (`ctsearcher convert-monai`) to extract "
                              "features the cache lacks, or 'random' (random-initialised encoder, "
                              "for testing: features carry no pretrained meaning). Default: reuse "
                              "the cached features only (--features). Features made with other "
                              "weights are never replaced")
-    parser.add_argument("--samples", type=int, default=1,
-                        help="scanpaths per CT (per reader with --data); default 1")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--out", required=True, help="output folder: predictions.json, figures/")
-    parser.add_argument("--features", default=None,
-                        help="feature cache folder (default OUT/features); reused when up to date")
-    parser.add_argument("--figure-cts", type=int, default=4, metavar="N",
-                        help="draw figures for the first N CTs (0 = none; default 4)")
+    parser.add_argument("--samples", type=int, default=1, metavar="N",
+                        help="scanpaths per CT (per reader with --data)")
+    parser.add_argument("--seed", type=int, default=0, metavar="SEED", help="sampling seed")
+    parser.add_argument("--out", required=True, metavar="PATH",
+                        help="output folder: predictions.json, figures/")
+    parser.add_argument("--features", metavar="DIR",
+                        help="feature cache folder (default: OUT/features); reused when up to date")
+    figures = parser.add_argument("--max-figure-cts", type=int, default=4, metavar="N",
+                                  help="draw figures for the first N CTs (0 = none)")
+    alias(parser, "--figure-cts", figures)
     parser.add_argument("--no-progress", action="store_true",
                         help="no per-CT progress lines")
-    parser.add_argument("--reader", dest="readers", action="append", default=None, metavar="ID",
-                        help="reader-conditioned models: predict as this reader (its subject id; "
-                             "repeatable). Default: every reader (the ground-truth readers with "
-                             "--data, else all the model was trained on)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--reader", dest="readers", action=ListAction, metavar="ID",
+                        help="reader-conditioned models: predict as these readers (subject ids). "
+                             "Default: every reader (the ground-truth readers with --data, else "
+                             "all the model was trained on)")
+    parser.add_argument("--set", dest="overrides", action=ListAction, default=[],
+                        metavar="KEY=VALUE",
                         help="override eval/data settings, e.g. --set eval.min_length=50")
-    parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host without SLURM/TPU "
-                                              "auto-detection); each process takes its share of CTs")
-    parser.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
-    parser.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
+    parser.add_argument("--max-voxels", type=int, default=None, metavar="N",
+                        help="refuse volumes whose header claims more voxels, unread (default 2^30)")
+    _multiprocess_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.data.inspect import find_volumes
+    from ctsearcher_jax.data.nifti import max_voxels_flag
     from ctsearcher_jax.data.schema import find_dataset_json, load_dataset
     from ctsearcher_jax.errors import DataError
     from ctsearcher_jax.paths import check_output_dir, check_output_file
     from ctsearcher_jax.predict import PREDICTIONS, predict_volumes
-    from feature_extraction.extract import list_volumes
+    from feature_extraction.directory import list_volumes
 
     if args.samples < 1:
         raise DataError(f"--samples must be >= 1, got {args.samples}")
+    max_voxels = max_voxels_flag(args.max_voxels)
     readers = None
     if args.data:
         if args.cts:
@@ -93,12 +108,24 @@ def run(args: argparse.Namespace) -> int:
     maybe_initialize(coordinator=args.coordinator, num_processes=args.num_processes,
                      process_id=args.process_id)
     logging.getLogger(__name__).info(startup_line())
-    summary = predict_volumes(volumes, args.checkpoint, args.out, swin_weights=args.swin_weights,
-                              samples=args.samples, seed=args.seed, feature_dir=args.features,
-                              readers=readers, figures=args.figure_cts > 0,
-                              figure_limit=args.figure_cts, overrides=args.overrides,
-                              progress=not args.no_progress,
-                              reader_filter=args.readers)
+    import contextlib
+
+    import jax
+
+    from ctsearcher_jax.runtime.folder_lock import locked
+
+    writer = jax.process_index() == 0  # the processes of one run share the folders
+    with contextlib.ExitStack() as stack:  # one run per output folder and feature folder it writes
+        stack.enter_context(locked(out, command="predict", writer=writer))
+        if args.swin_weights is not None:
+            stack.enter_context(locked(args.features or out / "features", command="predict",
+                                       flag="--features", writer=writer))
+        summary = predict_volumes(volumes, args.model, args.out, swin_weights=args.swin_weights,
+                                  samples=args.samples, seed=args.seed, feature_dir=args.features,
+                                  readers=readers, figures=args.max_figure_cts > 0,
+                                  figure_limit=args.max_figure_cts, overrides=args.overrides,
+                                  progress=not args.no_progress, reader_filter=args.readers,
+                                  max_voxels=max_voxels)
     if summary.predictions:
         print(f"{summary.scanpaths} scanpaths for {len(summary.cts)} CT(s) -> {summary.predictions}")
     for name, figs in summary.figures.items():

@@ -8,10 +8,12 @@ HELP = "write a Markdown and an HTML report of a run: config, curves, metric tab
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", required=True, help="the run folder (from `ctsearcher train`)")
-    parser.add_argument("--title", default=None, help="report title (default: from the workdir)")
-    parser.add_argument("--max-figures", type=int, default=8,
-                        help="at most this many figures (4 per CT; default 8)")
+    parser.add_argument("--workdir", required=True, metavar="DIR",
+                        help="the run folder (from `ctsearcher train`)")
+    parser.add_argument("--title", metavar="TEXT",
+                        help="report title (default: from the workdir's name)")
+    parser.add_argument("--max-figures", type=int, default=8, metavar="N",
+                        help="at most this many figures (4 per CT)")
 
 
 def run(args: argparse.Namespace) -> int:

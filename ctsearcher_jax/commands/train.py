@@ -11,23 +11,28 @@ HELP = ("train CT-Searcher (resumes from WORKDIR's checkpoints by itself; SIGTER
         "exits 0); multi-host under SLURM / TPU pods or with --coordinator")
 
 
+COMPILES = True
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config file or bundled config name (paper, tiny); "
-                                         "default when resuming: WORKDIR/config.yaml")
-    parser.add_argument("--workdir",
-                        help="run folder: checkpoints/, tb/, metrics.jsonl, config.yaml (required "
-                             "unless --print-config)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    from ctsearcher_jax.commands.extract import _multiprocess_flags
+    from ctsearcher_jax.flags import ListAction
+
+    parser.add_argument("--config", metavar="CONFIG",
+                        help="YAML config file or bundled config name (paper, tiny); default when "
+                             "resuming: WORKDIR/config.yaml")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="run folder: checkpoints/, tb/, metrics.jsonl, config.yaml, "
+                             "inputs.json, model/ (required unless --print-config; default: none)")
+    parser.add_argument("--set", dest="overrides", action=ListAction, default=[],
+                        metavar="KEY=VALUE",
+                        help="override config keys, e.g. --set train.lr=3e-4 data.eval_split=test")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar: a log line every train.log_every steps instead "
                              "(what a non-terminal stderr gets anyway)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (file + --set) as YAML and exit")
-    parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-process without "
-                                              "SLURM/TPU auto-detection)")
-    parser.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
-    parser.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
+    _multiprocess_flags(parser)
     parser.add_argument("--distributed", action="store_true",
                         help="always call jax.distributed.initialize() and let JAX detect the "
                              "cluster (TPU pods, clusters the automatic check does not know)")
@@ -36,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctsearcher_jax.config import dumps, load
     from ctsearcher_jax.errors import ConfigError, OutputError
+    from ctsearcher_jax.model.factory import check_architecture, check_sampling
     from ctsearcher_jax.paths import check_output_dir
     from ctsearcher_jax.train.distributed import maybe_initialize
 
@@ -48,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--config is required: {resolved} does not exist (new run)")
         config_path = resolved
     config = load(config_path, args.overrides)
+    check_architecture(config.model)
+    check_sampling(config.model.arch, config.eval.temperature, config.eval.top_k)
     if args.print_config:
         print(dumps(config), end="")
         return 0
@@ -62,20 +70,24 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
-    if jax.process_index() == 0:
-        from ctsearcher_jax.provenance import collect, record_launch
+    from ctsearcher_jax.runtime.folder_lock import locked
 
-        Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        record_launch(args.workdir, {**collect(devices), "startup": startup_line(devices),
-                                     "argv": sys.argv[1:]})
+    # one writer per workdir: a second `train` there stops here (only process 0 writes its logs)
+    with locked(args.workdir, command="train", flag="--workdir", writer=jax.process_index() == 0):
+        if jax.process_index() == 0:
+            from ctsearcher_jax.provenance import collect, record_launch
 
-    from ctsearcher_jax.train.loop import train_and_evaluate
+            Path(args.workdir).mkdir(parents=True, exist_ok=True)
+            record_launch(args.workdir, {**collect(devices), "startup": startup_line(devices),
+                                         "argv": sys.argv[1:]})
 
-    try:
-        result = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
-    except OutputError as exc:
-        _exit_if_writer_stuck(exc)
-        raise
+        from ctsearcher_jax.train.loop import train_and_evaluate
+
+        try:
+            result = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
+        except OutputError as exc:
+            _exit_if_writer_stuck(exc)
+            raise
     if jax.process_index() == 0:
         print(f"{result.status}: step {result.step}/{result.total_steps}; "
               f"checkpoints in {Path(args.workdir) / 'checkpoints'}"

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.paths import child_path
 
 
 def load_feature_grid(path: str | os.PathLike[str]) -> np.ndarray:
@@ -46,7 +47,7 @@ def load_feature_grid(path: str | os.PathLike[str]) -> np.ndarray:
     array = array.astype(np.float32, copy=False)
     if not np.all(np.isfinite(array)):
         raise DataError(f"feature file {path} contains NaN or inf values; re-extract it "
-                        "(`ctsearcher extract --force`)")
+                        "(`ctsearcher extract --recompute`)")
     return array
 
 
@@ -86,7 +87,5 @@ def grid_to_tokens(grid: np.ndarray) -> np.ndarray:
 
 def load_tokens(feature_dir: str | os.PathLike[str], name: str, model_grid: Sequence[int]) -> np.ndarray:
     """Read `<feature_dir>/<name>.npy` and return its (N, C) float32 tokens on `model_grid`."""
-    from ctsearcher_jax.paths import child_path
-
     grid = load_feature_grid(child_path(feature_dir, name, ".npy"))
     return grid_to_tokens(resize_nearest_legacy(grid, tuple(model_grid)))

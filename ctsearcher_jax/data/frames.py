@@ -11,13 +11,12 @@ import os
 from typing import Iterable
 
 from ctsearcher_jax.config import DataConfig
+from ctsearcher_jax.data.manifest import read_manifest
 from ctsearcher_jax.errors import DataError
 
 
 def slice_counts(feature_dir: str | os.PathLike[str]) -> dict[str, int]:
     """CT name -> number of slices (K of the stored (I, J, K) volume), from the feature manifest."""
-    from feature_extraction.manifest import read_manifest
-
     return {name: int(entry["volume_shape"][2]) for name, entry in read_manifest(feature_dir).items()
             if isinstance(entry, dict) and len(entry.get("volume_shape", ())) == 3}
 

@@ -1,7 +1,9 @@
 """Dataset-wide checks and a summary for `ctsearcher validate-data`.
 
 Record-level rules live in `schema.py`; this module adds what needs the whole folder: volumes
-present under `cts/` (and their slice counts as the Z bound), readers per CT, and a summary.
+present under `cts/` (and their slice counts as the Z bound), every volume's header and voxels
+against the voxel policy of `data.nifti` (read streamed: memory stays one piece of a volume),
+readers per CT, and a summary.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import numpy as np
 
 from ctsearcher_jax.config import GAZE_FRAME
 from ctsearcher_jax.data import schema
+from ctsearcher_jax.data.nifti import DEFAULT_MAX_VOXELS, is_nifti_name, open_nifti, scan_voxels, volume_name
 from ctsearcher_jax.errors import DataError
+
 
 def volume_stem(path: str | os.PathLike[str]) -> str | None:
     """CT name of a NIfTI file: the file name without `.nii` / `.nii.gz` (None if not NIfTI).
@@ -22,8 +26,6 @@ def volume_stem(path: str | os.PathLike[str]) -> str | None:
     The same rule as feature extraction's output names, so dataset names, volumes and feature
     files line up.
     """
-    from feature_extraction.preprocess import is_nifti_name, volume_name
-
     return volume_name(path) if is_nifti_name(path) and volume_name(path) else None
 
 
@@ -37,21 +39,26 @@ def find_volumes(cts_dir: str | os.PathLike[str]) -> dict[str, Path]:
     return out
 
 
-def slice_counts(volumes: dict[str, Path]) -> tuple[dict[str, int], list[str]]:
-    """Number of slices (third voxel axis) per CT, read from the NIfTI headers only."""
-    import nibabel as nib
+def slice_counts(volumes: dict[str, Path], *, max_voxels: int = DEFAULT_MAX_VOXELS,
+                 read_voxels: bool = False) -> tuple[dict[str, int], list[str]]:
+    """Number of slices (third voxel axis) per CT from its header (`data.nifti.open_nifti`), and
+    one problem line per volume the voxel policy refuses (those get no count).
 
+    read_voxels: also read every voxel (streamed, one piece in memory at a time) and report the
+    volumes that are truncated, larger than their header says, or not finite.
+    """
     counts, problems = {}, []
     for name, path in volumes.items():
         try:
-            shape = nib.load(str(path)).header.get_data_shape()
-        except Exception as exc:  # nibabel raises many types for a bad header
-            problems.append(f"{path}: not a readable NIfTI volume ({exc}); re-export or remove it")
+            info = open_nifti(path, max_voxels=max_voxels)
+            problem = scan_voxels(info).problem if read_voxels else None
+        except DataError as exc:
+            problems.append(str(exc))
             continue
-        if len(shape) != 3:
-            problems.append(f"{path}: volume has shape {tuple(shape)}; expected 3 axes (i, j, k)")
+        if problem is not None:
+            problems.append(problem)
             continue
-        counts[name] = int(shape[2])
+        counts[name] = info.shape[2]
     return counts, problems
 
 
@@ -99,12 +106,14 @@ class DatasetReport:
 
 
 def validate_dataset(path: str | os.PathLike[str], *, frame: int = GAZE_FRAME,
-                     check_volumes: bool = True) -> DatasetReport:
+                     check_volumes: bool = True, max_voxels: int = DEFAULT_MAX_VOXELS,
+                     read_voxels: bool = True) -> DatasetReport:
     """Validate a dataset folder (or JSON), collecting every problem instead of stopping.
 
-    When the folder has `cts/`, every CT must have a volume there and Z is bounded by the volume's
-    slice count; otherwise Z is bounded by the 512 frame. Raises `DataError` only when the file
-    itself cannot be read as a JSON list.
+    When the folder has `cts/`, every CT must have a volume there, every volume must pass the
+    voxel policy of `data.nifti` (header, size <= `max_voxels`, and with `read_voxels` every
+    voxel, streamed), and Z is bounded by the volume's slice count; otherwise Z is bounded by the
+    512 frame. Raises `DataError` only when the file itself cannot be read as a JSON list.
     """
     json_path = schema.find_dataset_json(path)
     records = schema.read_json_records(json_path)
@@ -114,7 +123,8 @@ def validate_dataset(path: str | os.PathLike[str], *, frame: int = GAZE_FRAME,
     volumes: dict[str, Path] = {}
     if check_volumes and cts_dir.is_dir():
         volumes = find_volumes(cts_dir)
-        z_limits, volume_problems = slice_counts(volumes)
+        z_limits, volume_problems = slice_counts(volumes, max_voxels=max_voxels,
+                                                 read_voxels=read_voxels)
         problems.extend(volume_problems)
     # [0, frame] is accepted (0-based exports exist and the metrics score them); below 1 is a
     # warning, since the dataset convention is 1-based

@@ -37,10 +37,12 @@ import dataclasses
 import functools
 from typing import Sequence
 
+import grain
 import numpy as np
 
 from ctsearcher_jax.config import Config
 from ctsearcher_jax.data.features import load_tokens
+from ctsearcher_jax.data.frames import z_extents
 from ctsearcher_jax.data.readers import reader_indices
 from ctsearcher_jax.data.schema import CTItem
 from ctsearcher_jax.data.targets import build_ct_targets, fixation_targets
@@ -74,8 +76,6 @@ class CTExampleSource:
     @functools.cached_property
     def z_extents(self) -> dict[str, int]:
         """CT name -> Z extent in slices (512, or the manifest's slice count for z_extent=volume)."""
-        from ctsearcher_jax.data.frames import z_extents
-
         return z_extents(self.config.data, [item.name for item in self.items])
 
     def __getitem__(self, index: int) -> Example:
@@ -152,8 +152,6 @@ def train_dataset(source: CTExampleSource, *, batch_size: int, seed: int, num_st
 
     Each element is an Example with a leading axis of batch_size / process_count.
     """
-    import grain
-
     n = len(source)
     per_epoch = n // batch_size
     if per_epoch < 1:
@@ -177,8 +175,6 @@ def train_dataset(source: CTExampleSource, *, batch_size: int, seed: int, num_st
 def eval_dataset(source: CTExampleSource, *, batch_size: int, process_index: int = 0,
                  process_count: int = 1):
     """grain MapDataset of every CT of `source` in order, the last batch padded with masked CTs."""
-    import grain
-
     n = len(source)
     local = local_batch_size(batch_size, process_count)
     num_batches = -(-n // batch_size)
@@ -199,7 +195,5 @@ def make_iterator(dataset, *, num_threads: int = 2, prefetch: int = 2):
 
     The iterator's `get_state()` / `set_state()` are what the checkpoint saves and restores.
     """
-    import grain
-
     return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                           prefetch_buffer_size=prefetch)))

@@ -1,13 +1,21 @@
-"""Padding helpers shared by the batched metrics (host side, NumPy).
+"""Padding helpers shared by the batched metrics (host side, NumPy), and where they run.
 
 Every batched metric takes padded arrays plus true lengths. Padded lengths are rounded up to a
 few bucket sizes so that a jit-compiled kernel is reused across calls instead of recompiled for
 every new maximum length.
+
+Placement: the evaluation's float64 kernels (MultiMatch `dp`, DTW, ScanMatch with a gap) run in
+`float64_on_host()`, on this process's CPU device, also on GPU and TPU machines: a TPU has no
+float64 (XLA emulates it, slowly) and these DPs are sequential over one pair's diagonals, which
+the host's cores run well. ScanMatch's gap-0 kernel makes the same choice in
+`scanmatch.kernel.choose_kernel` (natively on the host CPU); SED (integers) and saliency
+(float32) stay on the default device.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import jax
 import numpy as np
@@ -48,6 +56,28 @@ def pad_sequences(seqs: Sequence[np.ndarray], length: int | None = None, fill: f
 def pad_batch(n: int) -> int:
     """Batch sizes are bucketed too (powers of two), so a varying pair count reuses kernels."""
     return 1 << max(int(n) - 1, 0).bit_length()
+
+
+def host_cpu():
+    """This process's own CPU device (jax.devices() also lists other processes' ones), or None
+    when the process has no CPU backend (e.g. JAX_PLATFORMS=cuda)."""
+    try:
+        return jax.local_devices(backend="cpu")[0]
+    except RuntimeError:
+        return None
+
+
+@contextlib.contextmanager
+def float64_on_host() -> Iterator[None]:
+    """float64 (`x64()`) with this process's CPU device as the default device (module docstring);
+    on the default device only when the process has no CPU backend."""
+    cpu = host_cpu()
+    with x64():
+        if cpu is None:
+            yield
+        else:
+            with jax.default_device(cpu):
+                yield
 
 
 def x64():

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ctsearcher_jax.metrics._batch import bucket, pad_batch, pad_sequences, x64
+from ctsearcher_jax.metrics._batch import bucket, float64_on_host, pad_batch, pad_sequences
 
 
 def _dtw_one(a: jax.Array, la: jax.Array, b: jax.Array, lb: jax.Array) -> jax.Array:
@@ -72,7 +72,7 @@ def dtw_batch(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray]) -> np.ndarra
     pb = [np.asarray(p, np.float64).reshape(-1, 4)[:, :3] for p in pred] + [empty] * (nb - n)
     a, la = pad_sequences(ga, bucket(max(len(s) for s in ga)))
     b, lb = pad_sequences(pb, bucket(max(len(s) for s in pb)))
-    with x64():
+    with float64_on_host():
         # coordinates first, (B, 3, L): each diagonal gathers three contiguous rows
         out = _dtw_batch(jnp.asarray(a.transpose(0, 2, 1)), jnp.asarray(la),
                          jnp.asarray(b.transpose(0, 2, 1)), jnp.asarray(lb))

@@ -31,8 +31,8 @@ Alignment modes:
   whenever the cheapest path is unique (or all cheapest paths give the same medians); on tied
   pairs the values can differ (see `scripts/bench_metrics.py` for the measured gap).
 
-Everything runs in float64 (scoped `jax.enable_x64`), because exact ties in path costs decide
-the alignment and the parity bar is 1e-6.
+Everything runs in float64 (`_batch.float64_on_host`: scoped x64, on the host CPU device also on
+GPU/TPU machines), because exact ties in path costs decide the alignment and the parity bar is 1e-6.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from ctsearcher_jax.metrics._batch import bucket, pad_batch, pad_sequences, x64
+from ctsearcher_jax.metrics._batch import bucket, float64_on_host, pad_batch, pad_sequences
+from ctsearcher_jax.metrics.stats import summary_stats
 
 Alignment = Literal["exact", "dp"]
 NAMES = ("vector", "direction", "length", "position", "duration")
@@ -299,7 +300,7 @@ def _align_and_measure(gt, pred, part, alignment, ndim):
     fg, lg = pad_sequences([gt[b] for b in sel], bucket(max(len(gt[b]) for b in sel)))
     fp, lp = pad_sequences([pred[b] for b in sel], bucket(max(len(pred[b]) for b in sel)))
     pmax = fg.shape[1] + fp.shape[1] - 3
-    with x64():
+    with float64_on_host():
         if alignment == "dp":
             vg = np.diff(fg[:, :, :ndim], axis=1)
             vp = np.diff(fp[:, :, :ndim], axis=1)
@@ -342,8 +343,6 @@ def score_pairs(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray], *,
 def aggregate_like_original(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Summary of the family as the original evaluation: rows with any NaN among the five are
     dropped (`is_eliminating_nan`); `multimatch_mean` = mean of the five means (std NaN)."""
-    from ctsearcher_jax.metrics.protocol import summary_stats
-
     names = [f"multimatch_{n}" for n in NAMES]
     if not all(n in scores for n in names):
         return {n: summary_stats(v) for n, v in scores.items()}

@@ -35,7 +35,10 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 
 from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.metrics.multimatch import NAMES
 from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES, FAMILY, METRICS, check_families, resolve
+from ctsearcher_jax.metrics.scanmatch import default_threads
+from ctsearcher_jax.metrics.stats import summary_stats
 
 # Fewest pairs per call when scoring reports progress (enough to keep the host threads busy).
 PROGRESS_CHUNK = 16
@@ -151,7 +154,6 @@ def score_pairs(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray],
 
     # The families are independent: on a multi-core host they run side by side (the kernels
     # release the GIL), which fills the cores while one family's last pairs finish.
-    from ctsearcher_jax.metrics.scanmatch import default_threads
 
     if len(jobs) > 1 and default_threads() > 1:
         with ThreadPoolExecutor(len(jobs)) as pool:
@@ -233,13 +235,6 @@ def score_cts(gt_cts: Sequence[Sequence[np.ndarray]], pred_cts: Sequence[Sequenc
     return out
 
 
-def summary_stats(values: np.ndarray) -> dict[str, float]:
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        return {"mean": math.nan, "std": math.nan, "n": 0}
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": int(values.size)}
-
-
 def aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Mean, population std and count per metric, the original's way (see module docstring);
     a family with an `aggregate` in the registry summarises its own metrics."""
@@ -259,8 +254,6 @@ def aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
 
 def to_original_layout(agg: dict[str, dict[str, float]]) -> tuple[dict, dict]:
     """(cur_metrics, cur_metrics_std) nested like the original's return value."""
-    from ctsearcher_jax.metrics.multimatch import NAMES
-
     cur: dict = {}
     std: dict = {}
     if "multimatch_vector" in agg:

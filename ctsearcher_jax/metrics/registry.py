@@ -94,6 +94,9 @@ REGISTRY: tuple[Family, ...] = (
     )),
 )
 
+# Evaluation protocols (`metrics/protocol.py`, `evaluation.evaluate`): which pairs are scored.
+PROTOCOLS: tuple[str, ...] = ("original", "all-pairs", "human")
+
 FAMILY: dict[str, Family] = {f.name: f for f in REGISTRY}
 FAMILIES: tuple[str, ...] = tuple(FAMILY)
 # The original evaluation's "all".

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ctsearcher_jax.config import ModelConfig
-from ctsearcher_jax.model.layers import DecoderLayer, EncoderLayer, linear, xavier_uniform
-from ctsearcher_jax.model.positional import PositionalTable, legacy_random_table, sine_table
+from ctsearcher_jax.model.positional import PositionalTable, legacy_random_table, sine_table_array
+from ctsearcher_jax.nn.layers import DecoderLayer, EncoderLayer, linear, xavier_uniform
 
 
 class ScanpathOutputs(NamedTuple):
@@ -80,7 +80,7 @@ class CTSearcher(nnx.Module):
         if config.pe == "legacy_random":
             table = legacy_random_table(rngs.params(), config.num_tokens, d)
         else:
-            table = jnp.asarray(sine_table(config.grid, d))
+            table = sine_table_array(config.grid, d)
         self.pos_table = PositionalTable(table)
         layer_args = (d, config.num_heads, config.dim_feedforward, config.dropout)
         self.encoder = nnx.List([EncoderLayer(*layer_args, dtype=dtype, rngs=rngs)

@@ -57,8 +57,8 @@ from flax import nnx
 
 from ctsearcher_jax.config import ModelConfig
 from ctsearcher_jax.model.ct_searcher import CTSearcher
-from ctsearcher_jax.model.layers import linear
 from ctsearcher_jax.model.losses import duration_log_pdf, spatial_log_probs
+from ctsearcher_jax.nn.layers import linear
 
 OFFSET_EPS = 1e-4                 # offsets are clipped into [eps, 1 - eps] before the logit
 MIN_LOG_SCALE = math.log(0.05)    # floor of each logit-normal scale (logit units)

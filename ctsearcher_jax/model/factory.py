@@ -3,7 +3,9 @@
 Every place that needs a model (training, evaluation, export, loading, import) calls `build`, so
 a new architecture (e.g. a variant conditioned on the reader) is one module plus one entry in
 `ARCHITECTURES`; nothing else changes. Entries are "module:Class" strings imported on first use,
-so `ModelConfig` can check a name against this table without importing Flax. The class is called
+so looking a name up imports nothing heavy. The name is checked here, not in `config.py` (the
+config is a leaf of the import graph): `check_architecture` raises ConfigError naming
+`model.arch`; `build` calls it, and the commands call it right after loading a config. The class is called
 as `Class(model_config, rngs=rngs)` and must return an `nnx.Module` whose `__call__(tokens,
 deterministic=...)` gives `ScanpathOutputs` (see `model/ct_searcher.py`); an autoregressive one
 (listed in `AUTOREGRESSIVE`) takes the previous fixations too (`model/ct_searcher_ar.py`).
@@ -14,10 +16,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ctsearcher_jax.config import ModelConfig
+from ctsearcher_jax.errors import ConfigError
+
 if TYPE_CHECKING:
     from flax import nnx
-
-    from ctsearcher_jax.config import ModelConfig
 
 # Architecture name (`model.arch`) -> "module:Class".
 ARCHITECTURES: dict[str, str] = {
@@ -44,10 +47,33 @@ def register(name: str, target: str) -> None:
     ARCHITECTURES[name] = target
 
 
+def check_architecture(config: ModelConfig) -> None:
+    """ConfigError naming the key: `model.arch` not registered (with the known names), or a field
+    of one kind of architecture set on another (`model.reader_dropout` on a non-autoregressive
+    one, `model.legacy_stop_last` on an autoregressive one)."""
+    if config.arch not in ARCHITECTURES:
+        raise ConfigError(f"config key 'model.arch': unknown {config.arch!r}; choose from "
+                          f"{sorted(ARCHITECTURES)}")
+    if not is_autoregressive(config.arch) and config.reader_dropout != 0.0:
+        raise ConfigError(f"config key 'model.reader_dropout': only for the autoregressive "
+                          f"architectures {sorted(AUTOREGRESSIVE)} (model.arch is {config.arch!r})")
+    if is_autoregressive(config.arch) and config.legacy_stop_last:
+        raise ConfigError("config key 'model.legacy_stop_last': only for importing original "
+                          "CT-Searcher checkpoints (model.arch ct_searcher)")
+
+
+def check_sampling(arch: str, temperature: float, top_k: int) -> None:
+    """ConfigError naming `eval.temperature` / `eval.top_k` when set for a non-autoregressive
+    architecture (CT-Searcher draws at temperature 1 over every class)."""
+    if not is_autoregressive(arch) and (temperature != 1.0 or top_k != 0):
+        raise ConfigError(f"config keys 'eval.temperature'/'eval.top_k': only for the "
+                          f"autoregressive architectures {sorted(AUTOREGRESSIVE)} "
+                          f"(model.arch is {arch!r})")
+
+
 def architecture(name: str) -> Any:
-    """The model class registered as `name` (KeyError listing the known names)."""
-    if name not in ARCHITECTURES:
-        raise KeyError(f"unknown model architecture {name!r}; known: {sorted(ARCHITECTURES)}")
+    """The model class registered as `name` (ConfigError listing the known names)."""
+    check_architecture(ModelConfig(arch=name))
     module, _, cls = ARCHITECTURES[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -57,4 +83,5 @@ def build(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
 
     Wrap in `nnx.eval_shape(lambda: build(config, nnx.Rngs(0)))` for an abstract model.
     """
+    check_architecture(config)
     return architecture(config.arch)(config, rngs=rngs)

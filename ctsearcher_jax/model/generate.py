@@ -23,13 +23,21 @@ import functools
 import os
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
+import jax
 import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ctsearcher_jax.config import Config
-from ctsearcher_jax.model import sampling, sampling_ar
-from ctsearcher_jax.model.factory import is_autoregressive
+from ctsearcher_jax.data.features import load_tokens
+from ctsearcher_jax.data.frames import z_extents
+from ctsearcher_jax.data.readers import reader_id, reader_indices, subject_of
 from ctsearcher_jax.data.schema import Scanpath
-from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.errors import ConfigError, DataError
+from ctsearcher_jax.model import sampling, sampling_ar
+from ctsearcher_jax.model.factory import check_sampling, is_autoregressive
+from ctsearcher_jax.model.sampling import sampled_to_records
 
 CHUNK = 8  # CTs per sampling call: bounds memory, and one compiled shape serves every chunk
 
@@ -42,7 +50,9 @@ class Samplers(NamedTuple):
 
 
 def samplers(config: Config) -> Samplers:
-    """The samplers of `config.model.arch`: autoregressive ones get eval.temperature / top_k."""
+    """The samplers of `config.model.arch`: autoregressive ones get eval.temperature / top_k
+    (ConfigError when those are set for another architecture)."""
+    check_sampling(config.model.arch, config.eval.temperature, config.eval.top_k)
     if is_autoregressive(config.model.arch):
         options = {"temperature": config.eval.temperature, "top_k": config.eval.top_k}
         return Samplers(functools.partial(sampling_ar.sample_scanpaths_per_ct, **options),
@@ -84,11 +94,7 @@ def sample_records(model: Any, config: Config, names: Sequence[str], feature_dir
     if config.model.reader_conditioned:
         return _conditioned_records(model, config, names, feature_dir, samples=samples, seed=seed,
                                     readers=readers, reader_filter=reader_filter)
-    import jax
 
-    from ctsearcher_jax.data.features import load_tokens
-    from ctsearcher_jax.data.frames import z_extents
-    from ctsearcher_jax.model.sampling import sampled_to_records
 
     indices = list(range(len(names))) if indices is None else [int(i) for i in indices]
     if len(indices) != len(names):
@@ -139,13 +145,11 @@ def sample_records(model: Any, config: Config, names: Sequence[str], feature_dir
 
 def check_reader_filter(config: Config, reader_filter: Sequence[str]) -> None:
     """ConfigError for reader ids given to an unconditioned model; DataError for unknown ids."""
-    from ctsearcher_jax.data.readers import reader_indices
-    from ctsearcher_jax.errors import ConfigError
-
     if not config.model.reader_conditioned:
-        raise ConfigError("--reader needs a reader-conditioned model (trained with "
+        raise ConfigError("predicting as given readers (--reader, reader_filter) needs a "
+                          "reader-conditioned model (trained with "
                           "model.reader_conditioning=embedding); this one has no reader input")
-    reader_indices(config.model, list(reader_filter), where="--reader")
+    reader_indices(config.model, list(reader_filter), where="readers asked for")
 
 
 def _check_nonempty(records: Sequence[Mapping[str, Any]]) -> None:
@@ -161,13 +165,6 @@ def _conditioned_records(model: Any, config: Config, names: Sequence[str],
                          reader_filter: Sequence[str] | None) -> list[dict[str, Any]]:
     """`sample_records` for a reader-conditioned model: one job per (CT, reader), CHUNK jobs per
     jitted call (chunk c uses `fold_in(key(seed), c)`), `samples` draws per job."""
-    import jax
-
-    from ctsearcher_jax.data.features import load_tokens
-    from ctsearcher_jax.data.frames import z_extents
-    from ctsearcher_jax.data.readers import reader_id, reader_indices, subject_of
-    from ctsearcher_jax.model.sampling import sampled_to_records
-
     wanted = {reader_id(r) for r in reader_filter} if reader_filter else None
     subjects: dict[str, list] = {}
     for name in names:
@@ -217,10 +214,6 @@ def _conditioned_records(model: Any, config: Config, names: Sequence[str],
 def _replicate(model: Any, devices: list) -> tuple[Any, Any, int]:
     """(model with its state replicated on `devices`, a function sharding arrays along their
     first axis over them, the chunk size: CHUNK rounded up to a multiple of the device count)."""
-    import jax
-    from flax import nnx
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
     mesh = Mesh(np.array(devices), ("data",))
     graphdef, state = nnx.split(model)
     model = nnx.merge(graphdef, jax.device_put(state, NamedSharding(mesh, P())))

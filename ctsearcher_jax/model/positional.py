@@ -9,12 +9,18 @@ hard-codes 8x8x8 and needs 3 | d and an even F; for those shapes this is the sam
 
 `legacy_random_table` reproduces what the original model actually uses: its `_reset_parameters`
 overwrites the sine table with a xavier-uniform draw (a fixed random table, never trained).
+
+`sine_table` is host (NumPy) work; inside `shapes_only()` (what `model.serialization` wraps
+around `nnx.eval_shape` of a build) `sine_table_array` gives an abstract table instead, so the
+shapes of a config (even an absurd one: d_model 65536, grid 64^3) are known without allocating.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +30,29 @@ from flax import nnx
 
 class PositionalTable(nnx.Variable):
     """A fixed table (N, d): saved with the model, never optimised, no weight decay."""
+
+
+_SHAPES_ONLY = contextvars.ContextVar("ctsearcher_shapes_only", default=False)
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Builds in this block want shapes only (use it inside `jax.eval_shape` / `nnx.eval_shape`
+    alone: `sine_table_array` then skips the host computation)."""
+    token = _SHAPES_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _SHAPES_ONLY.reset(token)
+
+
+def sine_table_array(grid: Sequence[int], d_model: int) -> jax.Array:
+    """`sine_table` as a jax array; under `shapes_only()` zeros of its shape (abstract inside
+    `eval_shape`: nothing is computed or allocated)."""
+    if _SHAPES_ONLY.get():
+        gy, gx, gz = (int(g) for g in grid)
+        return jnp.zeros((gy * gx * gz, d_model), jnp.float32)
+    return jnp.asarray(sine_table(grid, d_model))
 
 
 def _axis_table(size: int, num_feats: int) -> np.ndarray:

@@ -8,6 +8,12 @@
 content; `load_model` reads `config.json`, or `config.yaml` in folders written before
 `config.json` existed). `README.md` is generated (`model/card.py`). Every file is written to a
 temporary name and renamed, so a failed save leaves any earlier files intact. No pickle anywhere.
+
+`load_model` checks a folder before it builds anything: the shapes its config implies
+(`expected_shapes`: `nnx.eval_shape` of the factory's build, nothing allocated) against the
+tensors `model.safetensors` declares (its header alone), so a `config.json` that does not describe
+the tensors (a d_model of 65536, a 64^3 grid) is refused in one line naming the file, the key and
+both shapes, before a parameter is allocated or a tensor read.
 """
 
 from __future__ import annotations
@@ -19,10 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from flax import nnx
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save
 
 from ctsearcher_jax import config as config_lib
+from ctsearcher_jax._version import __version__
 from ctsearcher_jax.config import Config, ModelConfig
 from ctsearcher_jax.errors import CheckpointError
+from ctsearcher_jax.io import atomic_write, atomic_write_json, atomic_write_text, loads_json
+from ctsearcher_jax.model.card import write_model_card
+from ctsearcher_jax.model.factory import build
+from ctsearcher_jax.model.positional import PositionalTable, shapes_only
 from ctsearcher_jax.tensors import check_weight_tensors
 
 WEIGHTS = "model.safetensors"
@@ -34,10 +48,6 @@ FORMAT = "ctsearcher-jax/ct-searcher/1"
 
 def _saved_variables(model: Any) -> dict[str, Any]:
     """{dotted path: nnx.Variable} of the parameters and the PE table (not RNG state)."""
-    from flax import nnx
-
-    from ctsearcher_jax.model.positional import PositionalTable
-
     state = nnx.state(model, nnx.Any(nnx.Param, PositionalTable))
     out = {}
     for path, variable in nnx.to_flat_state(state):
@@ -67,12 +77,6 @@ def save_model(out_dir: str | os.PathLike[str], model: Any, config: Config | Mod
     card: what the model card should say beyond the config (see `model.card.card_text`: the
     training step and its metrics, or the imported checkpoint).
     """
-    from safetensors.numpy import save
-
-    from ctsearcher_jax import __version__
-    from ctsearcher_jax.io import atomic_write, atomic_write_json, atomic_write_text
-    from ctsearcher_jax.model.card import write_model_card
-
     if isinstance(config, ModelConfig):
         config = Config(model=config)
     if config.model != model.config:
@@ -93,8 +97,6 @@ def save_model(out_dir: str | os.PathLike[str], model: Any, config: Config | Mod
 def read_model_config(model_dir: str | os.PathLike[str]) -> tuple[Config, Path]:
     """The Config of a model folder and the file it came from: `config.json`, else (a folder
     written before config.json existed) `config.yaml`."""
-    from ctsearcher_jax.io import loads_json
-
     model_dir = Path(model_dir)
     json_path, yaml_path = model_dir / CONFIG_JSON, model_dir / CONFIG
     if json_path.is_file():
@@ -111,47 +113,97 @@ def read_model_config(model_dir: str | os.PathLike[str]) -> tuple[Config, Path]:
                           "by `ctsearcher import-upstream` or by training's model export")
 
 
-def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple[Any, Config]:
-    """Read a model folder (`save_model`, a training run's `<workdir>/model`, `import-upstream`):
-    (Flax NNX model of `config.model.arch`, Config). Folders written before `config.json`
-    existed (only `config.yaml`) load too.
+def resolve_model_dir(checkpoint: str | os.PathLike[str]) -> Path:
+    """The model folder `checkpoint` names: a model folder itself, or a training run folder
+    (workdir) holding its exported model in `model/` (CheckpointError naming both otherwise)."""
+    path = Path(checkpoint)
+    for candidate in (path, path / "model"):
+        if (candidate / "model.safetensors").is_file():
+            return candidate
+    raise CheckpointError(
+        f"{path}: no model.safetensors here or in {path / 'model'}; pass a training workdir "
+        f"(after `ctsearcher train`) or a directory written by `ctsearcher import-upstream`")
 
-        model, config = load_model("runs/paper/model")
 
-    Raises CheckpointError naming the file for a missing file, a hash mismatch, or tensors that do
-    not fit the config. `rng_seed` seeds the dropout stream of the rebuilt model.
-    """
-    from flax import nnx
-    from safetensors import SafetensorError, safe_open
+def expected_shapes(config: Config | ModelConfig) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of every tensor `save_model` writes for this config, from `nnx.eval_shape`
+    of the factory's build (abstract: no parameter is allocated, whatever the sizes)."""
+    model_config = config.model if isinstance(config, Config) else config
+    with shapes_only():
+        abstract = nnx.eval_shape(lambda: build(model_config, nnx.Rngs(params=0, dropout=0)))
+    return {k: tuple(int(n) for n in v.get_value().shape)
+            for k, v in _saved_variables(abstract).items()}
 
-    from ctsearcher_jax.model.factory import build
 
-    model_dir = Path(model_dir)
-    weights = model_dir / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{weights} does not exist; expected a directory written by "
-                              "`ctsearcher import-upstream` or by training's model export")
-    config, config_path = read_model_config(model_dir)
+def _declared_shapes(weights: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """(metadata, {key: shape}) of a safetensors file from its header alone."""
     try:
         with safe_open(str(weights), framework="numpy") as f:
-            metadata = f.metadata() or {}
+            return f.metadata() or {}, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from None
+
+
+def check_shapes(config: Config, config_path: Path, weights: Path,
+                 declared: dict[str, tuple[int, ...]]) -> None:
+    """CheckpointError naming `config_path`, the first differing key and both shapes (and what is
+    unknown or missing) unless the config implies exactly the tensors `weights` declares
+    (`declared`: {key: shape} from its header)."""
+    try:
+        implied = expected_shapes(config)
+    except (ValueError, TypeError) as exc:  # a config the architecture cannot be built from
+        raise CheckpointError(f"{config_path}: describes no buildable model ({exc})") from None
+    unknown = sorted(set(declared) - set(implied))
+    missing = sorted(set(implied) - set(declared))
+    wrong = [k for k in sorted(implied) if k in declared and implied[k] != declared[k]]
+    if not (unknown or missing or wrong):
+        return
+    parts = []
+    if wrong:
+        k = wrong[0]
+        more = f" (and {len(wrong) - 1} more keys)" if len(wrong) > 1 else ""
+        parts.append(f"{k}: the config implies {implied[k]}, {weights.name} holds "
+                     f"{declared[k]}{more}")
+    if missing:
+        parts.append(f"missing from {weights.name}: {missing[:5]}"
+                     + (f" (+{len(missing) - 5})" if len(missing) > 5 else ""))
+    if unknown:
+        parts.append(f"not in the config's model: {unknown[:5]}"
+                     + (f" (+{len(unknown) - 5})" if len(unknown) > 5 else ""))
+    raise CheckpointError(f"{config_path} does not describe {weights}: {'; '.join(parts)}; "
+                          "restore the folder's config or export the model again")
+
+
+def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple[Any, Config]:
+    """Read a model folder (`save_model`, a training run's `<workdir>/model`, `import-upstream`):
+    (Flax NNX model of `config.model.arch`, Config). A training run folder loads its exported
+    model (`<workdir>/model`), as `predict --checkpoint` does. Folders written before
+    `config.json` existed (only `config.yaml`) load too.
+
+        model, config = load_model("runs/paper")        # or "runs/paper/model"
+
+    Raises CheckpointError naming the file for a missing file, a config that does not describe
+    the tensors (checked from the safetensors header before anything is built or read: `check_shapes`),
+    or a hash mismatch. `rng_seed` seeds the dropout stream of the rebuilt model.
+    """
+    model_dir = resolve_model_dir(model_dir)
+    weights = model_dir / WEIGHTS
+    config, config_path = read_model_config(model_dir)
+    metadata, declared = _declared_shapes(weights)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{weights}: format {metadata.get('format')!r} is not {FORMAT!r}")
+    check_shapes(config, config_path, weights, declared)
+    try:
+        with safe_open(str(weights), framework="numpy") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, ValueError, OSError) as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from None
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{weights}: format {metadata.get('format')!r} is not {FORMAT!r}")
     if metadata.get("sha256") != _digest(tensors):
         raise CheckpointError(f"{weights}: sha256 of the tensors does not match its metadata; "
                               "the file is corrupt, export it again")
     check_weight_tensors(tensors, str(weights), CheckpointError)
     model = build(config.model, nnx.Rngs(params=rng_seed, dropout=rng_seed))
     variables = _saved_variables(model)
-    unknown, missing = sorted(set(tensors) - set(variables)), sorted(set(variables) - set(tensors))
-    wrong = [f"{k}: {tensors[k].shape} != {variables[k].shape}" for k in variables
-             if k in tensors and tuple(tensors[k].shape) != tuple(variables[k].shape)]
-    if unknown or missing or wrong:
-        raise CheckpointError(f"{weights} does not fit {config_path}: unknown {unknown}, missing "
-                              f"{missing}, wrong shapes {wrong}")
     for key, variable in variables.items():
         variable[...] = tensors[key]
     return model, config

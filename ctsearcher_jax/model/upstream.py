@@ -18,6 +18,8 @@ from flax import nnx
 
 from ctsearcher_jax.config import ModelConfig
 from ctsearcher_jax.errors import WeightsError
+from ctsearcher_jax.model.factory import build
+from ctsearcher_jax.model.positional import shapes_only
 
 Path = tuple[Any, ...]
 
@@ -162,9 +164,8 @@ def _torch_flat_shape(key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 def check_state(state: Mapping[str, np.ndarray], config: ModelConfig,
                 source: str = "<state dict>") -> None:
     """Raise WeightsError listing unknown keys, missing keys and shape mismatches."""
-    from ctsearcher_jax.model.factory import build
-
-    abstract = nnx.eval_shape(lambda: build(config, nnx.Rngs(0)))
+    with shapes_only():  # abstract: no PE table is computed, whatever the config's sizes
+        abstract = nnx.eval_shape(lambda: build(config, nnx.Rngs(0)))
     expected = {}
     for key, path, transform in key_map(config):
         shape = tuple(get_path(abstract, path).shape)

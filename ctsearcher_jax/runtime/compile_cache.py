@@ -17,7 +17,10 @@ recompiled by JAX (a warning), never trusted. The cache only grows: delete the d
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+
+import jax
 
 ENV = "CTSEARCHER_COMPILE_CACHE"
 _OFF = {"0", "off", "false", "no", "none", ""}
@@ -45,8 +48,6 @@ def configure(enabled: bool = True, env: dict[str, str] | None = None) -> Path |
     directory (JAX's own settings stay as they are). When JAX is not imported yet, this only sets JAX's
     environment variables, so commands that never use JAX do not pay for importing it.
     """
-    import sys
-
     settings: dict[str, object]
     user_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if "jax" in sys.modules:
@@ -79,8 +80,6 @@ def configure(enabled: bool = True, env: dict[str, str] | None = None) -> Path |
 
 def active_dir() -> Path | None:
     """The directory JAX's persistent cache uses in this process (None when off)."""
-    import jax
-
     if not jax.config.jax_enable_compilation_cache or not jax.config.jax_compilation_cache_dir:
         return None
     return Path(jax.config.jax_compilation_cache_dir)

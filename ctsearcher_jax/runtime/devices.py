@@ -13,17 +13,24 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
+import jaxlib
+
+from ctsearcher_jax import installation
 from ctsearcher_jax.errors import ConfigError
 
 # What `require()` accepts: JAX's platform names.
 BACKENDS = ("cpu", "gpu", "tpu")
 
-# How to get each accelerator build (README "Running on GPUs and TPUs").
-INSTALL_HINT = {
-    "gpu": "install the CUDA build: pip install -e '.[cuda]' (CUDA 12 wheels; '.[cuda13]' for CUDA 13)",
-    "tpu": "install the TPU build: pip install -e '.[tpu]'",
-    "cpu": "set JAX_PLATFORMS=cpu",
-}
+def install_hint(backend: str) -> str:
+    """How to get `backend`'s build of jaxlib, as a command for the way this package was
+    installed (`installation.install_hint`; README "Running on GPUs and TPUs")."""
+    if backend == "gpu":
+        return (f"install the CUDA build: {installation.install_hint('cuda')} (CUDA 12 wheels; "
+                f"the extra cuda13 for CUDA 13)")
+    if backend == "tpu":
+        return f"install the TPU build: {installation.install_hint('tpu')}"
+    return "set JAX_PLATFORMS=cpu"
 
 
 def usable_cores() -> int:
@@ -36,9 +43,6 @@ def usable_cores() -> int:
 
 def describe() -> dict[str, Any]:
     """Backend, devices and versions of this process (starts the backend)."""
-    import jax
-    import jaxlib
-
     devices = jax.devices()
     local = jax.local_devices()
     kinds = sorted({d.device_kind for d in devices})
@@ -78,17 +82,17 @@ def require(backend: str) -> dict[str, Any]:
         info = describe()
     except RuntimeError as exc:  # e.g. JAX_PLATFORMS=cuda without a CUDA plugin or driver
         raise ConfigError(f"JAX could not start a backend ({str(exc).splitlines()[0]}); "
-                          f"{INSTALL_HINT[backend]}") from None
+                          f"{install_hint(backend)}") from None
     if info["backend"] != backend:
         raise ConfigError(f"JAX's backend is {info['backend']} ({startup_line(info)}), not "
-                          f"{backend}; {INSTALL_HINT[backend]}")
+                          f"{backend}; {install_hint(backend)}")
     return info
 
 
 def _cuda_versions() -> str | None:
     """'CUDA runtime X, cuDNN Y' as the CUDA plugin reports them (None when it does not say)."""
     try:
-        from jax._src.lib import cuda_versions  # the plugin's own version query
+        from jax._src.lib import cuda_versions  # noqa: PLC0415 (private; absent in some jaxlib builds)
     except ImportError:
         return None
     if cuda_versions is None:

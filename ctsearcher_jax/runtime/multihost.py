@@ -9,7 +9,9 @@ process it came from.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from ctsearcher_jax import errors
 
@@ -38,13 +40,10 @@ def agree_on_error(exc: BaseException | None) -> None:
     of the first failed process p, as the same class (project errors; anything else a
     `CTSearcherError`) with "process p: " in front, so all logs say the same thing.
     """
-    import jax
-
     if jax.process_count() == 1:
         if exc is not None:
             raise exc
         return
-    from jax.experimental import multihost_utils
 
     slots = np.asarray(multihost_utils.process_allgather(_encode(exc)))
     failed = [p for p in range(slots.shape[0]) if slots[p, 0]]

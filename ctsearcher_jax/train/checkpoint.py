@@ -23,8 +23,15 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import grain
+import jax
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
 from ctsearcher_jax.config import Config, to_dict
-from ctsearcher_jax.errors import CheckpointError, ConfigError
+from ctsearcher_jax.errors import CheckpointError, ConfigError, OutputError
+from ctsearcher_jax.metrics.registry import METRICS
 
 # Config keys that must not change when a run is resumed: they define the model, the data
 # order, the optimisation trajectory or the meaning of the step counter. Everything else
@@ -32,7 +39,8 @@ from ctsearcher_jax.errors import CheckpointError, ConfigError
 RESUME_INVARIANT = {
     "model": None,  # the whole section
     "finetune": None,
-    "data": ("frame", "z_extent", "blur_sigma", "train_split"),
+    "data": ("frame", "z_extent", "blur_sigma", "train_split", "eval_split",
+             "validation_fraction", "validation_seed"),  # the last three decide the carve
     "train": ("seed", "lr", "beta1", "beta2", "eps", "weight_decay", "warmup_epochs", "epochs",
               "batch_size", "duration_loss_weight", "clip_grad_norm", "grad_accum_steps",
               "share_forward_across_readers", "legacy_first_step_lr_zero",
@@ -55,11 +63,20 @@ def incompatible_keys(saved: dict[str, Any], config: Config) -> list[str]:
 
 
 def check_compatible(meta: dict[str, Any], config: Config, *, num_train_cts: int,
-                     checkpoint_dir: Path) -> None:
-    """ConfigError when resuming `meta`'s run with `config` would not continue the same run."""
+                     checkpoint_dir: Path, evaluation_cts: list[str] | None = None) -> None:
+    """ConfigError when resuming `meta`'s run with `config` would not continue the same run.
+
+    evaluation_cts: the CTs evaluated now; checked against the checkpoint's (a carved
+    validation split that changed would change the training CTs too).
+    """
     problems = incompatible_keys(meta["config"], config)
     if meta.get("num_train_cts") != num_train_cts:
         problems.append(f"training CTs: checkpoint {meta.get('num_train_cts')}, now {num_train_cts}")
+    saved = (meta.get("splits") or {}).get("evaluation_cts")
+    if saved is not None and evaluation_cts is not None and list(saved) != list(evaluation_cts):
+        changed = sorted(set(saved) ^ set(evaluation_cts))
+        problems.append(f"evaluation CTs: {len(saved)} in the checkpoint, {len(evaluation_cts)} "
+                        f"now ({len(changed)} differ, e.g. {changed[:3]})")
     if problems:
         raise ConfigError(
             f"cannot resume from {checkpoint_dir} (step {meta['step']}): the config or data "
@@ -74,8 +91,6 @@ TRAINING_METRICS_HIGHER_IS_BETTER = {"eval_loss": False, "eval_spatial": False,
 
 def metric_higher_is_better(name: str) -> bool:
     """Direction of a selection metric: the metrics registry, or the training losses (lower)."""
-    from ctsearcher_jax.metrics.registry import METRICS
-
     if name in METRICS:
         return METRICS[name].higher_is_better
     if name in TRAINING_METRICS_HIGHER_IS_BETTER:
@@ -176,20 +191,12 @@ class RunCheckpoints:
 
     def __init__(self, workdir: str | Path, config: Config, *, best_metric: str | None,
                  enable_async: bool = True):
-        import grain
-        import orbax.checkpoint as ocp
-        from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
-
-        import jax
-
         self.directory = Path(workdir).absolute() / "checkpoints"
         self.best_metric = best_metric
         self.set_aside: list[Path] = []
         if jax.process_index() == 0:
             self.set_aside = set_aside_incomplete(self.directory)
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             multihost_utils.sync_global_devices("ctsearcher checkpoints checked")
         train = config.train
         policies = [pp.LatestN(n=train.keep_last)]
@@ -253,8 +260,6 @@ class RunCheckpoints:
         is exact too: the pipeline's order is a function of the global step alone, so each
         process's iterator is set to `step` consumed local batches.
         """
-        import jax
-
         ocp = self._ocp
         own = (self.directory / str(step) / "data" /
                f"process_{jax.process_index()}-of-{jax.process_count()}.json")
@@ -286,8 +291,6 @@ class RunCheckpoints:
 
     def _write_failed(self, exc: BaseException, step: int) -> None:
         """Re-raise a failed write as one-line OutputError (other errors unchanged)."""
-        from ctsearcher_jax.errors import OutputError
-
         cause = write_error_in(exc)
         if cause is None:
             raise exc

@@ -18,6 +18,9 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+import jax
+
+from ctsearcher_jax import logs
 from ctsearcher_jax.errors import ConfigError
 
 
@@ -47,7 +50,6 @@ def maybe_initialize(*, coordinator: str | None = None, num_processes: int | Non
         launcher = "auto"
     if launcher is None:
         return None
-    import jax
 
     if launcher == "flags" and not (0 <= process_id < num_processes):
         raise ConfigError(f"--process-id {process_id} must be in [0, --num-processes {num_processes})")
@@ -58,7 +60,6 @@ def maybe_initialize(*, coordinator: str | None = None, num_processes: int | Non
                                    process_id=process_id)
     else:
         jax.distributed.initialize()
-    from ctsearcher_jax import logs
 
     logs.set_process(jax.process_index(), jax.process_count())
     return launcher

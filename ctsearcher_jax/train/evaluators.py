@@ -6,8 +6,8 @@ and gets the same values; only process 0 logs them.
 
 * `LossEvaluator`: the training loss on the eval split (dropout off), exact over the split.
 * `ScanpathMetricsEvaluator`: samples `eval.repeats` scanpaths per reader of every eval CT with the
-  model's sampler and scores them with the original protocol (each sample against its reader) on
-  the `eval.metrics` families; logs a drilling figure (sampled vs ground truth) of the first CT.
+  model's sampler and scores them with `evaluation.evaluate` (what `ctsearcher evaluate` runs),
+  original protocol (each sample against its reader), on the `eval.metrics` families; logs a drilling figure (sampled vs ground truth) of the first CT.
 """
 
 from __future__ import annotations
@@ -16,8 +16,16 @@ from typing import Any, Iterable, Protocol
 
 import jax
 import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
 
+from ctsearcher_jax.evaluation import evaluate
+from ctsearcher_jax.metrics.registry import metrics_of
+from ctsearcher_jax.model.factory import build
+from ctsearcher_jax.model.generate import records_to_scanpaths, sample_records
 from ctsearcher_jax.paths import child_path
+from ctsearcher_jax.train.sharding import global_batch
+from ctsearcher_jax.viz.scanpaths import plot_drilling
 
 
 class Evaluator(Protocol):
@@ -52,8 +60,6 @@ class LossEvaluator:
         self.duration_weight = duration_weight
 
     def run(self, state: Any, step: int) -> Iterable[tuple[str, float]]:
-        from ctsearcher_jax.train.sharding import global_batch
-
         totals = {"spatial_sum": 0.0, "action_total": 0.0, "duration_sum": 0.0,
                   "duration_total": 0.0}
         for i in range(len(self.dataset)):
@@ -69,8 +75,6 @@ class LossEvaluator:
 
 def model_state_on_host(state: Any) -> Any:
     """The model part of a train state as numpy, on every process (a collective when multi-host)."""
-    from jax.experimental import multihost_utils
-
     model_state = state.model
     if jax.process_count() > 1:
         model_state = multihost_utils.process_allgather(model_state, tiled=True)
@@ -85,8 +89,6 @@ class ScanpathMetricsEvaluator:
     """
 
     def __init__(self, config, eval_items, *, tracker=None, figure_dir=None):
-        from ctsearcher_jax.metrics.registry import metrics_of
-
         self.config = config
         self.items = list(eval_items)
         self.tracker = tracker
@@ -96,19 +98,10 @@ class ScanpathMetricsEvaluator:
 
     def _local_model(self):
         if self._model is None:
-            from flax import nnx
-
-            from ctsearcher_jax.model.factory import build
-
             self._model = build(self.config.model, nnx.Rngs(0))
         return self._model
 
     def _score(self, model_state, step: int) -> dict[str, float]:
-        from flax import nnx
-
-        from ctsearcher_jax.metrics.protocol import original_protocol
-        from ctsearcher_jax.model.generate import records_to_scanpaths, sample_records
-
         config = self.config
         model = self._local_model()
         nnx.update(model, model_state)
@@ -120,24 +113,18 @@ class ScanpathMetricsEvaluator:
         predicted = records_to_scanpaths(records)
         # sample_records gives every sample its reader's subject: the original protocol pairs
         # each with that reader (as `ctsearcher evaluate` does with a predictions file).
-        gt_cts = [[r.as_array() for r in it.readers] for it in self.items]
-        pred_cts = [[p.as_array() for p in predicted[n]] for n in names]
-        result = original_protocol(gt_cts, pred_cts, families=list(config.eval.metrics),
-                                   gt_subjects=[[r.subject for r in it.readers] for it in self.items],
-                                   pred_subjects=[[p.subject for p in predicted[n]] for n in names],
-                                   multimatch_alignment=config.eval.multimatch_alignment,
-                                   sed_code=config.eval.sed_code)
+        report = evaluate([p for n in names for p in predicted[n]], self.items, split=None,
+                          metrics=config.eval.metrics, protocol="original",
+                          multimatch_alignment=config.eval.multimatch_alignment,
+                          sed_code=config.eval.sed_code)
         if self.tracker is not None and self.figure_dir is not None:
-            from ctsearcher_jax.viz.scanpaths import plot_drilling
-
             first = names[0]
             path = plot_drilling(readers[first], predicted[first],
                                  child_path(self.figure_dir, f"eval_step{step:07d}_{first}",
                                             ".png", where=f"CT {first!r}"),
                                  title=f"{first}, step {step}")
             self.tracker.log_image(step, "eval/scanpaths", path)
-        return {n: float(result.summary[n]["mean"]) for n in self.metric_names
-                if n in result.summary}
+        return {n: report.mean(n) for n in self.metric_names if n in report.summary}
 
     def run(self, state: Any, step: int) -> Iterable[tuple[str, float]]:
         model_state = model_state_on_host(state)
@@ -146,7 +133,5 @@ class ScanpathMetricsEvaluator:
             scored = self._score(model_state, step)
             values = np.array([scored.get(n, np.nan) for n in self.metric_names])
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             values = np.asarray(multihost_utils.broadcast_one_to_all(values))
         yield from zip(self.metric_names, (float(v) for v in values))

@@ -1,7 +1,8 @@
 """The model a finished run leaves for `predict`: the best checkpoint by `eval.best_metric`,
 else the final state, written to `<workdir>/model/` in the `save_model` format (weights,
-config.json/yaml, a README.md model card with the run's metrics at that step) with
-`export.json` (step, total steps, the selecting metric, its value and direction).
+config.json/yaml, a README.md model card with the run's metrics at that step and what it was
+trained on, from `inputs.json`) with `export.json` (step, total steps, the selecting metric, its
+value and direction, and the split it was computed on: `selected_on`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jax
+from flax import nnx
+
 from ctsearcher_jax.config import Config
-from ctsearcher_jax.io import atomic_write_json
+from ctsearcher_jax.data.inputs import read_inputs
+from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.io import atomic_write_json, loads_json
+from ctsearcher_jax.model.factory import build
+from ctsearcher_jax.model.serialization import save_model
+from ctsearcher_jax.train.checkpoint import metric_higher_is_better
+from ctsearcher_jax.train.evaluators import model_state_on_host
 
 
 def eval_metrics_at(workdir: Path, step: int) -> dict[str, float | None]:
@@ -18,8 +28,6 @@ def eval_metrics_at(workdir: Path, step: int) -> dict[str, float | None]:
     path = workdir / "metrics.jsonl"
     if not path.is_file():
         return {}
-    from ctsearcher_jax.errors import DataError
-    from ctsearcher_jax.io import loads_json
 
     found: dict[str, float | None] = {}
     for line in path.read_text(errors="replace").splitlines():
@@ -47,13 +55,6 @@ def export_model(config: Config, state, out_dir: Path, info: dict[str, Any],
 
     Every process takes part (gathering the parameters is a collective); process 0 writes.
     """
-    import jax
-    from flax import nnx
-
-    from ctsearcher_jax.model.factory import build
-    from ctsearcher_jax.model.serialization import save_model
-    from ctsearcher_jax.train.evaluators import model_state_on_host
-
     host = model_state_on_host(state)
     if jax.process_index() == 0:
         model = build(config.model, nnx.Rngs(0))
@@ -75,14 +76,19 @@ def export_selected(config: Config, workdir: Path, checkpoints, state, *, step: 
         tree = checkpoints.restore_state(exported, restore_target.checkpoint_tree())
         state = type(restore_target).from_checkpoint_tree(tree)
     selected = best_metric if exported == best else None
-    from ctsearcher_jax.train.checkpoint import metric_higher_is_better
 
     metrics = eval_metrics_at(workdir, exported)
     direction = None if selected is None else (
         "higher is better" if metric_higher_is_better(selected) else "lower is better")
+    inputs = read_inputs(workdir)
+    splits = (inputs or {}).get("splits") or {}
     info = {"step": exported, "total_steps": total_steps, "selected_by": selected,
-            "value": metrics.get(selected) if selected else None, "direction": direction}
-    card = {**info, "metrics": metrics, "directions": _directions(metrics)}
+            "value": metrics.get(selected) if selected else None, "direction": direction,
+            # the split the metrics (and so the selection) were computed on
+            "selected_on": {k: splits.get(k) for k in ("eval_split", "eval_source",
+                                                       "validation_fraction", "validation_seed")}
+            | {"cts": (splits.get("sizes") or {}).get("evaluation", {}).get("cts")}}
+    card = {**info, "metrics": metrics, "directions": _directions(metrics), "inputs": inputs}
     try:
         card["num_train_cts"] = checkpoints.read_meta(exported).get("num_train_cts")
     except Exception:  # noqa: BLE001 - the card's CT count is informative only
@@ -92,8 +98,6 @@ def export_selected(config: Config, workdir: Path, checkpoints, state, *, step: 
 
 
 def _directions(metrics: dict[str, Any]) -> dict[str, str]:
-    from ctsearcher_jax.train.checkpoint import metric_higher_is_better
-
     out = {}
     for name in metrics:
         try:

@@ -1,6 +1,6 @@
 """ScanMatch-reward fine-tuning: the paper-era self-critical policy-gradient stage, as a train step.
 
-`ctsearcher finetune --from MODEL --workdir W` derives a run config from the model's own
+`ctsearcher finetune --model PATH --workdir W` derives a run config from the model's own
 (`finetune_config`: `finetune.source` set, lr x `finetune.lr_scale`, no warm-up, linear decay over
 `finetune.epochs`) and runs the ordinary training loop (`train/loop.py`): same data pipeline,
 mesh and sharding, checkpoints, exact resume, evaluators, trackers and export. Only two things
@@ -11,7 +11,7 @@ differ, both chosen by `finetune.source`: the state starts from the source model
     samples      S = finetune.samples scanpaths per (CT, reader) from those outputs (the jit
                  sampler's `draw_from_outputs`, eval.min_length and the duration law as evaluation)
     reward       hmean(ScanMatch with, without duration) of each sample against that reader's
-                 recorded scanpath, computed in the step (`metrics/scanmatch_reward.py`, float32)
+                 recorded scanpath, computed in the step (`metrics/scanmatch/reward.py`, float32)
     baseline     the mean reward of the S samples of the same (CT, reader) (self-critical)
     log p        sum over steps of log softmax(logits)[sampled class] (STOP masked before
                  min_length, the stop step included) + log-normal log-density of each duration
@@ -37,10 +37,25 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ctsearcher_jax import config as config_lib
 from ctsearcher_jax.config import Config
 from ctsearcher_jax.errors import CheckpointError, ConfigError
+from ctsearcher_jax.metrics.scanmatch import default_group_size, devices_of, hmean_reward
 from ctsearcher_jax.model.factory import is_autoregressive
+from ctsearcher_jax.model.losses import duration_log_pdf, scanpath_loss
+from ctsearcher_jax.model.positional import PositionalTable
+from ctsearcher_jax.model.sampling import draw_from_outputs
+from ctsearcher_jax.model.serialization import load_model, resolve_model_dir
 from ctsearcher_jax.train import finetune_ar
+from ctsearcher_jax.train import step as step_lib
+from ctsearcher_jax.train.step import (
+    apply_update,
+    batch_targets,
+    jit_train_step,
+    pack,
+    reader_outputs,
+    unpack,
+)
 
 SAMPLE_STREAM = 1  # fold_in constant separating the sampling key from the dropout key
 
@@ -52,9 +67,6 @@ def finetune_config(source: str | Path, overrides: list[str] | None = None) -> C
     then sets finetune.source, train.lr = lr * finetune.lr_scale, warm-up 0 and
     train.epochs = finetune.epochs.
     """
-    from ctsearcher_jax import config as config_lib
-    from ctsearcher_jax.predict import resolve_model_dir
-
     model_dir = resolve_model_dir(source)
     base = config_lib.load(model_dir / "config.yaml", overrides or [])
     if any(o.split("=", 1)[0].strip().startswith("model.") for o in overrides or []):
@@ -67,9 +79,6 @@ def finetune_config(source: str | Path, overrides: list[str] | None = None) -> C
 
 def start_from_source(config: Config, state, shardings):
     """`state` with the model weights of `config.finetune.source` (optimizer state untouched)."""
-    from ctsearcher_jax.model.positional import PositionalTable
-    from ctsearcher_jax.model.serialization import load_model
-
     model, source_config = load_model(config.finetune.source)
     if source_config.model != config.model:
         raise CheckpointError(f"{config.finetune.source}: its model config differs from the run's "
@@ -90,20 +99,17 @@ def start_from_source(config: Config, state, shardings):
 def make_step(graphdef, config: Config, schedule: Callable, state_shardings=None,
               metric_sharding=None):
     """The run's train step: supervised (`step.make_train_step`) or fine-tuning (below)."""
-    from ctsearcher_jax.train import step as step_lib
-
     if not config.finetune.source:
         return step_lib.make_train_step(graphdef, config.train, schedule, state_shardings,
                                         metric_sharding)
     return make_finetune_step(graphdef, config, schedule, state_shardings, metric_sharding)
 
 
-def policy_gradient(outputs, shared: bool, batch, key, config: Config):
+def policy_gradient(outputs, shared: bool, batch, key, config: Config, devices=None):
     """(pg loss, stats) of one batch; see the module docstring. outputs: (B, ...) when `shared`
-    else (B*R, ...). stats: reward_mean, reward_std over real (CT, reader) pairs and samples."""
-    from ctsearcher_jax.model.losses import duration_log_pdf
-    from ctsearcher_jax.model.sampling import draw_from_outputs
-
+    else (B*R, ...). stats: reward_mean, reward_std over real (CT, reader) pairs and samples.
+    devices: where the step runs (None: the default backend's devices); the reward's ScanMatch
+    kernel follows them (`metrics.scanmatch.choose_kernel`)."""
     ft, ev = config.finetune, config.eval
     logits, mu, log_sigma2 = outputs
     b, r = batch["reader_mask"].shape
@@ -130,21 +136,20 @@ def policy_gradient(outputs, shared: bool, batch, key, config: Config):
     log_p_dur = duration_log_pdf(t, mu[:, None], scale_log_var[:, None])
     log_p = jnp.sum(jnp.where(class_mask, log_p_class, 0.0) + jnp.where(duration_mask, log_p_dur, 0.0),
                     axis=-1)  # (BR, S)
-    return self_critical_loss(log_p, drawn, batch, config)
+    return self_critical_loss(log_p, drawn, batch, config, devices)
 
 
-def self_critical_loss(log_p, drawn, batch, config: Config):
+def self_critical_loss(log_p, drawn, batch, config: Config, devices=None):
     """(pg loss, stats) from the log-probabilities (B*R, S) of S drawn scanpaths per (CT, reader)
-    (`drawn`: SampledScanpaths (B*R, S, L)): ScanMatch reward, mean-of-samples baseline."""
-    from ctsearcher_jax.metrics.scanmatch_reward import default_group_size, hmean_reward
-
+    (`drawn`: SampledScanpaths (B*R, S, L)): ScanMatch reward on `devices` (as
+    `policy_gradient`), mean-of-samples baseline."""
     ft = config.finetune
     b, r = batch["reader_mask"].shape
     gaze = batch["gaze"].reshape(b * r, *batch["gaze"].shape[2:])
     gaze_length = batch["gaze_length"].reshape(-1)
     reward = hmean_reward(gaze[..., :3], gaze[..., 3], gaze_length, drawn.coords, drawn.durations,
                           drawn.lengths, duration_cap_s=ft.duration_cap_s,
-                          group_size=default_group_size())  # (BR, S)
+                          group_size=default_group_size(devices), devices=devices)  # (BR, S)
     reward = jax.lax.stop_gradient(reward)
     valid = ((batch["reader_mask"].reshape(-1) > 0) & (gaze_length > 0)).astype(jnp.float32)
     advantage = reward - jnp.mean(reward, axis=1, keepdims=True)
@@ -158,15 +163,14 @@ def self_critical_loss(log_p, drawn, batch, config: Config):
 def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shardings=None,
                        metric_sharding=None):
     """jit-compiled `step(state, rng_state, batch) -> (state, metrics)`; `state` is donated."""
-    from ctsearcher_jax.model.losses import scanpath_loss
-    from ctsearcher_jax.train.step import (apply_update, batch_targets, jit_train_step, pack,
-                                           reader_outputs, unpack)
-
     train, ft = config.train, config.finetune
     autoregressive = is_autoregressive(config.model.arch)
     if train.grad_accum_steps != 1:
         raise ConfigError("fine-tuning does not accumulate gradients: set train.grad_accum_steps=1 "
                           "(lower train.batch_size instead)")
+    # The step runs on its shardings' devices (a mesh on accelerators or several CPU devices);
+    # the reward picks its kernel from them, not from the default backend.
+    devices = devices_of((state_shardings, metric_sharding)) or None
 
     def step(state, rng_state, batch):
         model, optimizer = unpack(graphdef, rng_state, state)
@@ -184,7 +188,7 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
             m = nnx.merge(model_def, params, others)
             if drawn is not None:
                 supervised, log_p = finetune_ar.teacher_forced_terms(m, drawn, batch, config)
-                pg, stats = self_critical_loss(log_p, drawn.sampled, batch, config)
+                pg, stats = self_critical_loss(log_p, drawn.sampled, batch, config, devices)
                 loss = pg + ft.supervised_weight * supervised
                 return loss, (pg, supervised, stats, nnx.state(m, nnx.Not(nnx.Param)))
             outputs, shared = reader_outputs(m, batch, train=train, deterministic=False)
@@ -192,7 +196,7 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
                                           duration_weight=train.duration_loss_weight,
                                           share_forward=shared,
                                           legacy_epsilon=train.legacy_loss_epsilon)
-            pg, stats = policy_gradient(outputs, shared, batch, sample_key, config)
+            pg, stats = policy_gradient(outputs, shared, batch, sample_key, config, devices)
             loss = pg + ft.supervised_weight * supervised
             return loss, (pg, supervised, stats, nnx.state(m, nnx.Not(nnx.Param)))
 

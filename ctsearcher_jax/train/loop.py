@@ -23,15 +23,40 @@ import dataclasses
 import logging
 import math
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
 from ctsearcher_jax.config import Config, to_dict, write_resolved
+from ctsearcher_jax.data.inputs import describe_inputs, write_inputs
+from ctsearcher_jax.data.pipeline import (
+    CTExampleSource,
+    eval_dataset,
+    make_iterator,
+    max_readers,
+    train_dataset,
+)
 from ctsearcher_jax.data.readers import with_readers
-from ctsearcher_jax.errors import ConfigError, DataError
+from ctsearcher_jax.data.schema import load_dataset
+from ctsearcher_jax.data.splits import RunSplits, describe_selection, split_items
+from ctsearcher_jax.errors import ConfigError
 from ctsearcher_jax.io import atomic_write_json
 from ctsearcher_jax.logs import progress_bars
+from ctsearcher_jax.model.factory import check_architecture, check_sampling
+from ctsearcher_jax.train import checkpoint as ckpt_lib
+from ctsearcher_jax.train import finetune as finetune_lib
+from ctsearcher_jax.train import sharding as sh
+from ctsearcher_jax.train import step as step_lib
+from ctsearcher_jax.train.evaluators import LossEvaluator, ScanpathMetricsEvaluator, scalar
+from ctsearcher_jax.train.export import export_selected
+from ctsearcher_jax.train.optimizer import lr_schedule, make_optimizer
+from ctsearcher_jax.train.tracker import make_tracker
 
 _log = logging.getLogger(__name__)
 
@@ -114,8 +139,6 @@ class _StopFlag:
         self._previous = None
 
     def install(self) -> None:
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
 
@@ -132,34 +155,73 @@ class _StopFlag:
         sync: with several processes, agree now (every process must pass the same value at the
         same step); False = not at this step (returns False).
         """
-        import jax
-        import numpy as np
-
         if jax.process_count() == 1:
             return self.requested
         if not sync:
             return False
-        from jax.experimental import multihost_utils
 
         flags = multihost_utils.process_allgather(np.array([int(self.requested)], np.int32))
         return bool(np.asarray(flags).any())
 
 
-def _split_items(config: Config):
-    from ctsearcher_jax.data.schema import load_dataset
-
+def _split_items(config: Config) -> tuple[list, RunSplits]:
+    """Every CT of the dataset and the run's splits (data/splits.py: the validation carve)."""
     items = load_dataset(config.data.data_dir, frame=config.data.frame)
-    train = tuple(it for it in items if it.split == config.data.train_split)
-    if not train:
-        raise DataError(f"{config.data.data_dir}: no CT in the training split "
-                        f"'{config.data.train_split}' (data.train_split)")
-    evaluation = tuple(it for it in items if it.split == config.data.eval_split)
-    return items, train, evaluation
+    return items, split_items(items, config.data)
 
 
 def _flat_hparams(config: Config) -> dict[str, Any]:
     return {f"{section}.{k}": v for section, values in to_dict(config).items()
             for k, v in values.items()}
+
+
+@dataclasses.dataclass
+class TrainRun:
+    """A run ready for its first (or next) step: what `setup_run` builds and `run_steps` drives.
+
+    `state` is the sharded train state (restored when resuming); `iterator` the grain iterator,
+    positioned at `start_step`; `say` reports on process 0 only.
+    """
+
+    config: Config
+    workdir: Path
+    mesh: Any
+    plan: RunPlan
+    num_train_cts: int
+    iterator: Any
+    checkpoints: Any  # ckpt_lib.RunCheckpoints
+    tracker: Any
+    graphdef: Any
+    rng_state: Any
+    state: Any
+    abstract: Any  # the state's ShapeDtypeStructs
+    shardings: Any
+    evaluators: list[Evaluator]
+    train_step: Callable[..., Any]
+    start_step: int
+    best_metric: str | None
+    say: Callable[[str], None]
+    splits: dict[str, Any]  # RunSplits.record(): the eval split, its CTs, the split sizes
+
+    def meta_for(self, step: int) -> dict[str, Any]:
+        """The checkpoint metadata of `step` (checked when the run is resumed)."""
+        return {"step": step, "epoch": self.plan.epoch(step), "num_train_cts": self.num_train_cts,
+                "steps_per_epoch": self.plan.steps_per_epoch, "config": to_dict(self.config),
+                "splits": self.splits}
+
+    def close(self) -> None:
+        self.checkpoints.wait()
+        self.tracker.close()
+
+
+@dataclasses.dataclass
+class StepsDone:
+    """What `run_steps` leaves: how the loop ended and the last logged values."""
+
+    status: str  # "completed" or "preempted"
+    step: int
+    last_train: dict[str, float]
+    last_eval: dict[str, float]
 
 
 def train_and_evaluate(config: Config, workdir: str | Path, *,
@@ -176,48 +238,54 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
     extra_evaluators: optional factory `(config, graphdef, rng_state, mesh, eval_items) ->
     [Evaluator, ...]` of further evaluators (see `train/evaluators.py`).
     """
-    import jax
-    from tqdm import tqdm
+    run = setup_run(config, workdir, extra_evaluators=extra_evaluators, echo=echo)
+    try:
+        done = run_steps(run, progress=progress)
+    finally:
+        run.close()
+    best = run.checkpoints.best_step()
+    if done.status == "completed":
+        exported = export_selected(run.config, run.workdir, run.checkpoints, run.state,
+                                   step=done.step, total_steps=run.plan.total_steps,
+                                   best_metric=run.best_metric,
+                                   restore_target=target_of(run.abstract, run.shardings))
+        run.say(f"exported the model of step {exported} to {run.workdir / 'model'}")
+    run.checkpoints.close()
+    return RunResult(done.status, done.step, run.plan.total_steps, done.last_train,
+                     done.last_eval, best)
 
-    from ctsearcher_jax.data.pipeline import (CTExampleSource, eval_dataset, make_iterator,
-                                              max_readers, train_dataset)
-    from ctsearcher_jax.train import checkpoint as ckpt_lib
-    from ctsearcher_jax.train import sharding as sh
-    from ctsearcher_jax.train import finetune as finetune_lib
-    from ctsearcher_jax.train import step as step_lib
-    from ctsearcher_jax.train.evaluators import (LossEvaluator, ScanpathMetricsEvaluator,
-                                                 scalar)
-    from ctsearcher_jax.train.export import export_selected
-    from ctsearcher_jax.train.optimizer import lr_schedule, make_optimizer
-    from ctsearcher_jax.train.tracker import make_tracker
 
+def setup_run(config: Config, workdir: str | Path, *,
+              extra_evaluators: Callable[..., Sequence[Evaluator]] | None = None,
+              echo: Callable[[str], None] | None = None) -> TrainRun:
+    """Mesh -> input -> checkpoints -> state -> evaluators -> step: a `TrainRun` at its start
+    step (restored from `workdir/checkpoints` when the run exists; ConfigError when its config
+    would change the run)."""
+    check_architecture(config.model)
+    check_sampling(config.model.arch, config.eval.temperature, config.eval.top_k)
     workdir = Path(workdir)
-    train_cfg = config.train
     process_index, process_count = jax.process_index(), jax.process_count()
     say = (lambda _msg: None) if process_index != 0 else (echo or _log.info)
+    mesh = sh.make_mesh(config.train)
+    sh.check_batch_divides(config.train, mesh, process_count)
 
-    # ---- mesh and start-up checks
-    mesh = sh.make_mesh(train_cfg)
-    sh.check_batch_divides(train_cfg, mesh, process_count)
-
-    # ---- input
-    items, train_items, eval_items = _split_items(config)
+    items, splits = _split_items(config)
+    train_items, eval_items = splits.train, splits.evaluation
     config = with_readers(config, items)  # a conditioned model's reader ids, from the data
     train_cfg = config.train
     r_max = max_readers(items)
-    source = CTExampleSource(train_items, config, r_max)
     steps_per_epoch = len(train_items) // train_cfg.batch_size
     if steps_per_epoch < 1:
         raise ConfigError(f"train.batch_size={train_cfg.batch_size} exceeds the "
                           f"{len(train_items)} training CTs; lower it")
     plan = RunPlan.of(train_cfg, steps_per_epoch, has_evaluators=bool(eval_items))
-    total_steps = plan.total_steps
-    dataset = train_dataset(source, batch_size=train_cfg.batch_size, seed=train_cfg.seed,
-                            num_steps=total_steps, process_index=process_index,
+    dataset = train_dataset(CTExampleSource(train_items, config, r_max),
+                            batch_size=train_cfg.batch_size, seed=train_cfg.seed,
+                            num_steps=plan.total_steps, process_index=process_index,
                             process_count=process_count)
     iterator = make_iterator(dataset)
 
-    # ---- checkpoints: an existing run must be continued with a compatible config
+    # an existing run must be continued with a compatible config
     best_metric = config.eval.best_metric if eval_items else None
     checkpoints = ckpt_lib.RunCheckpoints(workdir, config, best_metric=best_metric)
     for path in checkpoints.set_aside:
@@ -226,102 +294,106 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
     if start_step:
         ckpt_lib.check_compatible(checkpoints.read_meta(start_step), config,
                                   num_train_cts=len(train_items),
-                                  checkpoint_dir=checkpoints.directory)
+                                  checkpoint_dir=checkpoints.directory,
+                                  evaluation_cts=[it.name for it in eval_items])
     tracker = make_tracker(workdir, process_index=process_index, start_step=start_step,
                            trackers=train_cfg.tracker, wandb_project=train_cfg.wandb_project)
 
-    # ---- state (shape first, then materialised sharded)
-    schedule = lr_schedule(train_cfg, steps_per_epoch)
+    # state: shape first, then materialised sharded
     tx = make_optimizer(train_cfg, steps_per_epoch)
     graphdef, _, abstract = step_lib.init_train_state(config, tx)
     shardings = sh.state_shardings(mesh, abstract)
     graphdef, rng_state, state = step_lib.init_train_state(config, tx, mesh=mesh,
                                                            shardings=shardings)
-
-    # ---- evaluators
-    evaluators: list[Evaluator] = []
-    if eval_items:
-        eval_source = CTExampleSource(eval_items, config, r_max)
-        evaluators.append(LossEvaluator(
-            eval_step=step_lib.make_eval_step(graphdef, train_cfg),
-            dataset=eval_dataset(eval_source, batch_size=train_cfg.batch_size,
-                                 process_index=process_index, process_count=process_count),
-            mesh=mesh, rng_state=rng_state, duration_weight=train_cfg.duration_loss_weight))
-        if train_cfg.eval_scanpath_metrics:
-            evaluators.append(ScanpathMetricsEvaluator(config, eval_items, tracker=tracker,
-                                                       figure_dir=workdir / "figures"))
-        if extra_evaluators is not None:
-            evaluators.extend(extra_evaluators(config, graphdef, rng_state, mesh, eval_items))
+    evaluators = _make_evaluators(config, eval_items, r_max, graphdef, rng_state, mesh, tracker,
+                                  workdir, extra_evaluators)
     available = [n for e in evaluators for n in e.metric_names]
     if best_metric is not None and best_metric not in available:
         raise ConfigError(f"eval.best_metric={best_metric!r} is not computed during training; "
                           f"choose one of {available}")
 
-    # ---- resume: restore the newest finalised checkpoint of the workdir, if any
-    if start_step:
+    if start_step:  # resume: restore the newest finalised checkpoint of the workdir
         del state  # free the fresh arrays before restoring
         tree = checkpoints.restore(start_step, target_of(abstract, shardings).checkpoint_tree(),
                                    iterator).state
         state = step_lib.TrainState.from_checkpoint_tree(tree)
-        say(f"resumed from {checkpoints.directory / str(start_step)} (step {start_step}/{total_steps})")
+        say(f"resumed from {checkpoints.directory / str(start_step)} "
+            f"(step {start_step}/{plan.total_steps})")
     if process_index == 0:
         write_resolved(config, workdir)
+        write_inputs(workdir, describe_inputs(config.data.data_dir, config.data.feature_dir,
+                                              items, splits))
+    say(f"data: {len(train_items)} training CTs; checkpoints chosen on "
+        f"{describe_selection(splits.record())}" + (
+            "; this is the test split, as the original does: scores on it are optimistic"
+            if splits.selects_on_test else ""))
     say(f"training: {jax.device_count()} devices ({jax.default_backend()}, mesh "
         f"{dict(mesh.shape)}), {process_count} process(es); batch {train_cfg.batch_size} CTs "
-        f"x up to {r_max} readers; {total_steps} steps ({train_cfg.epochs} epochs x "
+        f"x up to {r_max} readers; {plan.total_steps} steps ({train_cfg.epochs} epochs x "
         f"{steps_per_epoch}); " + (f"resuming at step {start_step}" if start_step
                                    else "starting at step 0"))
-
     if config.finetune.source and not start_step:  # fine-tuning starts from the source model
         state = finetune_lib.start_from_source(config, state, shardings)
-    train_step = finetune_lib.make_step(graphdef, config, schedule, shardings, sh.replicated(mesh))
+    train_step = finetune_lib.make_step(graphdef, config, lr_schedule(train_cfg, steps_per_epoch),
+                                        shardings, sh.replicated(mesh))
     if start_step == 0:
         tracker.log_hparams(_flat_hparams(config), metrics=available)
+    return TrainRun(config, workdir, mesh, plan, len(train_items), iterator, checkpoints, tracker,
+                    graphdef, rng_state, state, abstract, shardings, evaluators, train_step,
+                    start_step, best_metric, say, splits.record())
 
-    def meta_for(step: int) -> dict[str, Any]:
-        return {"step": step, "epoch": step // steps_per_epoch, "num_train_cts": len(train_items),
-                "steps_per_epoch": steps_per_epoch, "config": to_dict(config)}
 
+def _make_evaluators(config: Config, eval_items, r_max: int, graphdef, rng_state, mesh, tracker,
+                     workdir: Path, extra_evaluators) -> list[Evaluator]:
+    """The loss on the eval split, the scanpath metrics (`train.eval_scanpath_metrics`) and any
+    extra evaluators; none without eval CTs."""
+    if not eval_items:
+        return []
+    process_index, process_count = jax.process_index(), jax.process_count()
+    evaluators: list[Evaluator] = [LossEvaluator(
+        eval_step=step_lib.make_eval_step(graphdef, config.train),
+        dataset=eval_dataset(CTExampleSource(eval_items, config, r_max),
+                             batch_size=config.train.batch_size, process_index=process_index,
+                             process_count=process_count),
+        mesh=mesh, rng_state=rng_state, duration_weight=config.train.duration_loss_weight)]
+    if config.train.eval_scanpath_metrics:
+        evaluators.append(ScanpathMetricsEvaluator(config, eval_items, tracker=tracker,
+                                                   figure_dir=workdir / "figures"))
+    if extra_evaluators is not None:
+        evaluators.extend(extra_evaluators(config, graphdef, rng_state, mesh, eval_items))
+    return evaluators
+
+
+def run_steps(run: TrainRun, *, progress: bool = True) -> StepsDone:
+    """Step from `run.start_step` to the end of the plan (or a SIGTERM): log, evaluate and
+    checkpoint when the plan says; `run.state` is the state after the last step."""
+    plan, train_cfg = run.plan, run.config.train
     stop = _StopFlag()
     stop.install()
-    last_train: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
-    status = "completed"
-    step = start_step
-    show_bar = progress_bars(progress) and process_index == 0
-    bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+    done = StepsDone("completed", run.start_step, {}, {})
+    show_bar = progress_bars(progress) and jax.process_index() == 0
+    bar = tqdm(total=plan.total_steps, initial=run.start_step, unit="step", dynamic_ncols=True,
                disable=not show_bar)
+    window = _Throughput(run.start_step)
     try:
-        window_start, window_steps = time.perf_counter(), 0
-        run_start, run_start_step = time.perf_counter(), start_step
-        while step < total_steps:
-            local = next(iterator)
-            state, metrics = train_step(state, rng_state, sh.global_batch(mesh, local))
-            step += 1
-            window_steps += 1
+        while done.step < plan.total_steps:
+            local = next(run.iterator)
+            run.state, metrics = run.train_step(run.state, run.rng_state,
+                                                sh.global_batch(run.mesh, local))
+            done.step += 1
+            step = done.step
+            window.steps += 1
             bar.update(1)
             if plan.should_log(step):
-                last_train = {k: scalar(v) for k, v in metrics.items()}  # waits for the step
-                elapsed = time.perf_counter() - window_start
-                last_train["cts_per_s"] = window_steps * train_cfg.batch_size / max(elapsed, 1e-9)
-                last_train["epoch"] = step / steps_per_epoch
-                tracker.log_scalars(step, last_train)
-                bar.set_postfix(loss=f"{last_train['loss']:.4f}")
+                done.last_train = window.metrics(metrics, step, plan, train_cfg.batch_size)
+                run.tracker.log_scalars(step, done.last_train)
+                bar.set_postfix(loss=f"{done.last_train['loss']:.4f}")
                 if not show_bar:
-                    # steps per second over the whole run so far (evaluations included): the ETA
-                    rate = (step - run_start_step) / max(time.perf_counter() - run_start, 1e-9)
-                    say(step_line(step, total_steps, last_train, (total_steps - step) / rate))
-
+                    run.say(step_line(step, plan.total_steps, done.last_train, window.eta(step, plan)))
             evaluate = plan.should_evaluate(step)
-            eval_metrics = None
-            if evaluate:
-                eval_metrics = run_evaluators(evaluators, state, step)
-                last_eval = eval_metrics
-                tracker.log_scalars(step, eval_metrics, prefix="eval")
-                if process_index == 0:
-                    write_eval_metrics(workdir, step, plan.epoch(step), eval_metrics)
-                say(f"step {step} epoch {plan.epoch(step)}: " + " ".join(
-                    f"{k}={v:.4f}" for k, v in eval_metrics.items()))
+            eval_metrics = _evaluate(run, step) if evaluate else None
+            if eval_metrics is not None:
+                done.last_eval = eval_metrics
             # No host-device sync on the other steps: while step s runs (async dispatch), the
             # next loop turn reads batch s+1 and puts it on the devices, so the next step is
             # ready when this one ends. The iterator is never read ahead of the step, so the
@@ -329,30 +401,55 @@ def train_and_evaluate(config: Config, workdir: str | Path, *,
             sync_point = plan.should_log(step) or evaluate or plan.should_checkpoint(step)
             preempted = stop.agreed(sync=sync_point)
             if plan.should_checkpoint(step, preempted=preempted):
-                checkpoints.save(step, state.checkpoint_tree(), iterator, meta_for(step),
-                                 metrics=eval_metrics)
+                run.checkpoints.save(step, run.state.checkpoint_tree(), run.iterator,
+                                     run.meta_for(step), metrics=eval_metrics)
             if sync_point:
-                tracker.flush()
+                run.tracker.flush()
             if evaluate or step % train_cfg.log_every == 0:
-                # throughput counts training only, not evaluation or checkpoint hand-off
-                window_start, window_steps = time.perf_counter(), 0
+                window.restart()  # throughput counts training only, not evaluation or saving
             if preempted:
-                status = "preempted"
-                say(f"SIGTERM: saved step {step}, stopping")
+                done.status = "preempted"
+                run.say(f"SIGTERM: saved step {step}, stopping")
                 break
     finally:
         bar.close()
         stop.restore()
-        checkpoints.wait()
-        tracker.close()
-    best = checkpoints.best_step()
-    if status == "completed":
-        exported = export_selected(config, workdir, checkpoints, state, step=step,
-                                   total_steps=total_steps, best_metric=best_metric,
-                                   restore_target=target_of(abstract, shardings))
-        say(f"exported the model of step {exported} to {workdir / 'model'}")
-    checkpoints.close()
-    return RunResult(status, step, total_steps, last_train, last_eval, best)
+    return done
+
+
+def _evaluate(run: TrainRun, step: int) -> dict[str, float]:
+    """Run every evaluator after `step`; log the values (tracker, eval_metrics.json, a line)."""
+    eval_metrics = run_evaluators(run.evaluators, run.state, step)
+    run.tracker.log_scalars(step, eval_metrics, prefix="eval")
+    if jax.process_index() == 0:
+        write_eval_metrics(run.workdir, step, run.plan.epoch(step), eval_metrics)
+    run.say(f"step {step} epoch {run.plan.epoch(step)}: " + " ".join(
+        f"{k}={v:.4f}" for k, v in eval_metrics.items()))
+    return eval_metrics
+
+
+class _Throughput:
+    """CTs per second over the training steps since the last restart, and the run's ETA (steps
+    per second over the whole run so far, evaluations included)."""
+
+    def __init__(self, start_step: int):
+        self.start, self.steps = time.perf_counter(), 0
+        self.run_start, self.run_start_step = time.perf_counter(), start_step
+
+    def restart(self) -> None:
+        self.start, self.steps = time.perf_counter(), 0
+
+    def metrics(self, metrics: dict[str, Any], step: int, plan: RunPlan,
+                batch_size: int) -> dict[str, float]:
+        """The step's metrics as floats (waits for the step) plus CTs/s and the epoch."""
+        out = {k: scalar(v) for k, v in metrics.items()}
+        out["cts_per_s"] = self.steps * batch_size / max(time.perf_counter() - self.start, 1e-9)
+        out["epoch"] = step / plan.steps_per_epoch
+        return out
+
+    def eta(self, step: int, plan: RunPlan) -> float:
+        rate = (step - self.run_start_step) / max(time.perf_counter() - self.run_start, 1e-9)
+        return (plan.total_steps - step) / rate
 
 
 def run_evaluators(evaluators: Sequence[Evaluator], state, step: int) -> dict[str, float]:
@@ -388,7 +485,5 @@ def step_line(step: int, total: int, metrics: dict[str, float], eta_seconds: flo
 
 def target_of(abstract, shardings):
     """Restore target: ShapeDtypeStructs carrying the shardings to restore into."""
-    import jax
-
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract, shardings)

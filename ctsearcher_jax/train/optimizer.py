@@ -21,6 +21,7 @@ it is neither updated nor decayed.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import optax
 
 from ctsearcher_jax.config import TrainConfig
@@ -43,8 +44,6 @@ def lr_schedule(train: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     shift = 0 if train.legacy_first_step_lr_zero else 1
 
     def schedule(step):
-        import jax.numpy as jnp
-
         s = jnp.asarray(step, jnp.float32) + shift
         if warmup > 0:
             up = s / warmup

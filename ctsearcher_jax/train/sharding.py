@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ctsearcher_jax.config import TrainConfig
 from ctsearcher_jax.errors import ConfigError
@@ -20,8 +23,6 @@ BATCH_AXES = ("data", "fsdp")
 
 def make_mesh(train: TrainConfig, devices: list | None = None):
     """A (data, fsdp) mesh over all devices; ConfigError when fsdp does not divide them."""
-    import jax
-
     devices = list(devices if devices is not None else jax.devices())
     n = len(devices)
     if n % train.fsdp:
@@ -49,21 +50,15 @@ def check_batch_divides(train: TrainConfig, mesh, process_count: int) -> None:
 
 def batch_sharding(mesh):
     """Leading (batch) axis split over every device."""
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
     return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def replicated(mesh):
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
     return NamedSharding(mesh, P())
 
 
 def param_sharding(mesh, shape: tuple[int, ...]):
     """Sharding of one parameter-shaped array: split its largest fsdp-divisible axis, else replicate."""
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
     fsdp = mesh.shape["fsdp"]
     if fsdp == 1 or not shape:
         return NamedSharding(mesh, P())
@@ -78,15 +73,11 @@ def param_sharding(mesh, shape: tuple[int, ...]):
 
 def state_shardings(mesh, abstract_state: Any) -> Any:
     """Shardings for a pytree of arrays / ShapeDtypeStructs (train state)."""
-    import jax
-
     return jax.tree.map(lambda x: param_sharding(mesh, tuple(x.shape)), abstract_state)
 
 
 def global_batch(mesh, local: dict[str, np.ndarray]) -> dict[str, Any]:
     """Assemble this process's rows into global arrays sharded over the batch axis."""
-    import jax
-
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in local.items()}

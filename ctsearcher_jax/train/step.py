@@ -30,9 +30,11 @@ import optax
 from flax import nnx
 
 from ctsearcher_jax.config import Config, TrainConfig
-from ctsearcher_jax.model.factory import build as build_model, is_autoregressive
-from ctsearcher_jax.model.losses import repeat_for_readers, scanpath_loss
 from ctsearcher_jax.data.targets import ScanpathTargets
+from ctsearcher_jax.model.factory import build as build_model
+from ctsearcher_jax.model.factory import is_autoregressive
+from ctsearcher_jax.model.losses import repeat_for_readers, scanpath_loss
+from ctsearcher_jax.train.sharding import replicated
 
 Batch = dict[str, jax.Array]
 
@@ -94,7 +96,6 @@ def init_train_state(config: Config, tx: optax.GradientTransformation, *, mesh=N
     Returns (graphdef, rng_state, state). Without `mesh` the state is abstract
     (ShapeDtypeStructs, rng_state None): used to compute shardings and checkpoint restore targets.
     """
-
     def init():
         model, optimizer = build(config, tx)
         key = jax.random.key_data(jax.random.key(config.train.seed))
@@ -104,7 +105,6 @@ def init_train_state(config: Config, tx: optax.GradientTransformation, *, mesh=N
     abstract, abstract_rng = jax.eval_shape(init)
     if mesh is None:
         return graphdef, None, abstract
-    from ctsearcher_jax.train.sharding import replicated
 
     rep = replicated(mesh)
     # The rng streams are reseeded every step, so only their structure matters; they are built
@@ -243,7 +243,6 @@ def make_eval_step(graphdef, train: TrainConfig):
     Returns masked sums (spatial * Ma, Ma, duration * Md, Md) so batches of any padding combine
     exactly: loss = S/Ma + w * D/Md over the whole split (padding CTs have zero masks).
     """
-
     def eval_step(state: TrainState, rng_state, batch: Batch):
         model, _ = unpack(graphdef, rng_state, state)
         spatial, duration = loss_terms(model, batch, train=train, deterministic=True)

@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
+from PIL import Image
+from tensorboardX import SummaryWriter
+from tensorboardX.summary import hparams as hparams_summary
 
 from ctsearcher_jax.errors import ConfigError, DataError
+from ctsearcher_jax.installation import install_hint
 from ctsearcher_jax.io import atomic_write_text, loads_json
-
 
 TRACKERS = ("tensorboard", "wandb")
 
@@ -111,8 +114,6 @@ class TensorBoardTracker(NullTracker):
     """tensorboardX event files in `<workdir>/tb`; scalars under `tag(prefix, name)`."""
 
     def __init__(self, logdir: Path, start_step: int = 0):
-        from tensorboardX import SummaryWriter
-
         self.writer = SummaryWriter(str(logdir), purge_step=start_step + 1 if start_step else None)
         self._session_end = None
 
@@ -123,8 +124,6 @@ class TensorBoardTracker(NullTracker):
     def log_hparams(self, hparams, metrics=()):
         """The config through TensorBoard's HParams plugin (one session = this run, its metric
         columns the eval tags), and as text."""
-        from tensorboardX.summary import hparams as hparams_summary
-
         values = {k: _hparam_value(v) for k, v in hparams.items()}
         experiment, start, end = hparams_summary(values, {tag("eval", m): 0.0 for m in metrics})
         self.writer.file_writer.add_summary(experiment)
@@ -134,8 +133,6 @@ class TensorBoardTracker(NullTracker):
         self.writer.add_text("config", text, 0)
 
     def log_image(self, step, name, png_path):
-        from PIL import Image
-
         image = np.asarray(Image.open(png_path).convert("RGB"))
         self.writer.add_image(name, image, int(step), dataformats="HWC")
 
@@ -149,7 +146,7 @@ class TensorBoardTracker(NullTracker):
 
 
 class WandbTracker(NullTracker):
-    """Weights & Biases (`pip install 'ctsearcher-jax[wandb]'`): the same scalars under the same
+    """Weights & Biases (the `wandb` extra): the same scalars under the same
     tags, the config, and the scanpath figures, in `<workdir>/wandb`.
 
     The project is `train.wandb_project`; WANDB_MODE=offline (or `wandb offline`) keeps the run on
@@ -158,11 +155,11 @@ class WandbTracker(NullTracker):
 
     def __init__(self, workdir: Path, project: str, start_step: int = 0):
         try:
-            import wandb
+            import wandb  # noqa: PLC0415 (optional dependency: the [wandb] extra)
         except ImportError:
-            raise ConfigError("train.tracker lists wandb but wandb is not installed: "
-                              "pip install 'ctsearcher-jax[wandb]', or drop wandb from "
-                              "train.tracker") from None
+            raise ConfigError(f"train.tracker lists wandb but wandb is not installed: "
+                              f"{install_hint('wandb')}, or drop wandb from "
+                              f"train.tracker") from None
         self._wandb = wandb
         folder = Path(workdir) / "wandb"
         folder.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from ctsearcher_jax.data.schema import Scanpath
 from ctsearcher_jax.io import atomic_write
@@ -32,8 +33,6 @@ def frame_slices(num_slices: int, max_frames: int = 60) -> np.ndarray:
 
 def _panel(volume: CTVolume, window: Window, k: int, scanpaths: Sequence[Scanpath], side: int,
            half_window: float, colour: tuple[int, int, int], label: str):
-    from PIL import Image, ImageDraw
-
     n_i, n_j, _ = volume.shape
     grey = (window.apply(volume.data[:, :, k]) * 255).astype(np.uint8)
     img = Image.fromarray(grey).resize((side, side), Image.Resampling.BILINEAR)
@@ -63,8 +62,6 @@ def write_slice_gif(volume: CTVolume, window: Window, gt: Sequence[Scanpath],
                     side: int = 192, max_frames: int = 60, frame_ms: int = 120) -> Path:
     """Write the GIF: one (side x side) panel per non-empty group (ground truth, prediction) side
     by side; loops forever."""
-    from PIL import Image
-
     slices = frame_slices(volume.shape[2], max_frames)
     step = (volume.shape[2] - 1) / max(len(slices) - 1, 1)
     half_window = max(step / 2.0, 1.0)

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib import colormaps
 
 from ctsearcher_jax.config import GAZE_FRAME
 from ctsearcher_jax.data.schema import Scanpath
+from ctsearcher_jax.text import visible
 from ctsearcher_jax.viz.figure import new_figure, save_png
 from ctsearcher_jax.viz.volume import CTVolume, Window, gaze_to_voxel
 
@@ -140,8 +142,6 @@ def plot_density(volume: CTVolume, window: Window, gt: Sequence[Scanpath],
     (transparent where low); the colour scale is shared by all panels of the figure so rows
     compare. Pixel size: (num_slices * panel_inches * dpi) x ((rows * panel_inches + 0.3) * dpi).
     """
-    from matplotlib import colormaps
-
     rows = [(label, list(sps)) for label, sps in (("ground truth", gt), ("prediction", pred))
             if sps]
     if not rows:
@@ -176,6 +176,6 @@ def plot_density(volume: CTVolume, window: Window, gt: Sequence[Scanpath],
             ax.set_title(f"slice {k + 1}: {share:.1%} of dwell", fontsize=6.5)
             if c == 0:
                 ax.set_ylabel(label, fontsize=7)
-    fig.suptitle(f"{title}  duration-weighted fixation density (σ {SIGMA_FRAME:g} px, "
+    fig.suptitle(f"{visible(title)}  duration-weighted fixation density (σ {SIGMA_FRAME:g} px, "
                  f"{SIGMA_SLICES:g} slices; shared sqrt scale), {window.label}", fontsize=7.5)
     return save_png(fig, out_path)

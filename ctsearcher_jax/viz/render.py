@@ -6,11 +6,14 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ctsearcher_jax.data.inspect import volume_stem
+from ctsearcher_jax.data.nifti import DEFAULT_MAX_VOXELS
 from ctsearcher_jax.data.schema import Scanpath
 from ctsearcher_jax.paths import check_name
 from ctsearcher_jax.viz.animation import write_slice_gif
 from ctsearcher_jax.viz.density import plot_density
 from ctsearcher_jax.viz.scanpaths import plot_drilling, plot_scanpath_projections
+from ctsearcher_jax.viz.viewer import default_paths, write_viewer
 from ctsearcher_jax.viz.volume import load_volume, resolve_window
 
 FIGURES = ("projections", "drilling", "density", "slices", "viewer")
@@ -27,7 +30,8 @@ def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath
                       name: str | None = None, window: str = "soft", projection: str = "mean",
                       max_pred: int = 2, figures: Sequence[str] = FIGURES, dpi: int = 100,
                       gif_side: int = 192, gif_max_frames: int = 60,
-                      sources: Mapping[str, str] | None = None) -> dict[str, Path]:
+                      sources: Mapping[str, str] | None = None,
+                      max_voxels: int = DEFAULT_MAX_VOXELS) -> dict[str, Path]:
     """Render the figures of one CT into `out_dir`; return {figure kind: path written}.
 
     volume_path: the CT (NIfTI). gt: its ground-truth scanpaths (may be empty when only a
@@ -39,6 +43,7 @@ def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath
     `<name>_viewer.html` (the interactive viewer, `ctsearcher_jax.viz.viewer`; fixations beyond
     the volume's slices are drawn on the nearest one and marked, as in the other figures; `sources`
     are the input files it names), each written atomically; `name` defaults to the CT's file stem.
+    max_voxels: the largest volume read (`data.nifti`; a larger header is refused unread).
     """
     unknown = [f for f in figures if f not in FIGURES]
     if unknown:
@@ -49,10 +54,8 @@ def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath
         raise ValueError(f"dpi {dpi}: must be in [{MIN_DPI}, {MAX_DPI}]")
     if name is not None:
         check_name(name, f"CT {name!r}")  # a file name, never a path (no '..', no '/')
-    volume = load_volume(volume_path)
+    volume = load_volume(volume_path, max_voxels=max_voxels)
     if name is None:
-        from ctsearcher_jax.data.inspect import volume_stem
-
         name = volume_stem(volume_path) or Path(volume_path).stem
     win = resolve_window(window, volume.data)
     out_dir = Path(out_dir)
@@ -74,8 +77,6 @@ def render_ct_figures(volume_path: str | os.PathLike[str], gt: Sequence[Scanpath
         written["slices"] = write_slice_gif(volume, win, gt, pred, paths["slices"], side=gif_side,
                                             max_frames=gif_max_frames)
     if "viewer" in paths:
-        from ctsearcher_jax.viz.viewer import default_paths, write_viewer
-
         written["viewer"], _ = write_viewer(
             paths["viewer"], volume, default_paths(gt, pred), name=name, window=window,
             sources=sources, clip_z=True)

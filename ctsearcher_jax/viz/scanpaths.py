@@ -23,9 +23,13 @@ import textwrap
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib.patheffects as pe
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.collections import LineCollection
 
 from ctsearcher_jax.data.schema import Scanpath
+from ctsearcher_jax.text import visible
 from ctsearcher_jax.viz.figure import new_figure, save_png
 from ctsearcher_jax.viz.volume import CTVolume, Window, gaze_to_voxel, project
 
@@ -42,7 +46,8 @@ TITLE_INCHES = 0.45  # room for the (wrapped) figure title
 
 def scanpath_label(sp: Scanpath, kind: str) -> str:
     """Short panel title: 'GT reader 1' / 'pred 2 (reader 1)' plus fixation count and time."""
-    who = f"GT reader {sp.subject}" if kind == "gt" else f"pred (reader {sp.subject})"
+    subject = visible(sp.subject)  # data: no line break or reordering from it
+    who = f"GT reader {subject}" if kind == "gt" else f"pred (reader {subject})"
     return f"{who}: {sp.length} fix, {float(np.sum(sp.t)):.1f} s"
 
 
@@ -69,10 +74,6 @@ def draw_scanpath(ax, h: np.ndarray, v: np.ndarray, durations: np.ndarray, *,
     h, v: (n,) horizontal and vertical positions; durations: (n,) seconds; outside: (n,) bool,
     fixations that were clipped to the volume edge (drawn hollow).
     """
-    import matplotlib.patheffects as pe
-    from matplotlib import colormaps
-    from matplotlib.collections import LineCollection
-
     n = len(h)
     colours = colormaps[cmap](np.linspace(0.05, 0.95, max(n, 2)))[:n]
     if n > 1:
@@ -142,7 +143,7 @@ def plot_scanpath_projections(volume: CTVolume, window: Window, gt: Sequence[Sca
             axes[2, c].text(0.02, 0.02, f"{n_out} fix beyond the {shape[2]} slices (dotted)",
                             transform=axes[2, c].transAxes, fontsize=5.5, color="yellow")
     mode = "windowed mean projection" if projection == "mean" else "maximum-intensity projection"
-    text = (f"{title}  {mode}, {window.label}; circle area ∝ duration, numbers and colour "
+    text = (f"{visible(title)}  {mode}, {window.label}; circle area ∝ duration, numbers and colour "
             f"(dark → light) = order")
     # Wrapped to the figure width (about 17 characters per inch at 7.5 pt), at most 3 lines.
     lines = textwrap.wrap(text, max(20, int(width * 17)))[:3]
@@ -179,8 +180,6 @@ def plot_drilling(gt: Sequence[Scanpath], pred: Sequence[Scanpath] | None,
     at the top, as in the coronal and sagittal views. Pixel size: (panels * panel_inches[0] *
     dpi) x (panel_inches[1] * dpi).
     """
-    from matplotlib import colormaps
-
     groups = [(label, list(sps), cmap) for label, sps, cmap in
               (("ground truth", gt, "tab10"), ("prediction", pred, "Dark2")) if sps]
     if not groups:
@@ -192,7 +191,8 @@ def plot_drilling(gt: Sequence[Scanpath], pred: Sequence[Scanpath] | None,
         colours = colormaps[cmap].colors
         for n, sp in enumerate(sps):
             times, slices = drilling_steps(sp)
-            who = f"reader {sp.subject}" if label == "ground truth" else f"sample (reader {sp.subject})"
+            subject = visible(sp.subject)
+            who = f"reader {subject}" if label == "ground truth" else f"sample (reader {subject})"
             ax.plot(times, slices, color=colours[n % len(colours)], linewidth=1.0,
                     label=who if n < 8 else None)
         if num_slices is not None:
@@ -205,5 +205,5 @@ def plot_drilling(gt: Sequence[Scanpath], pred: Sequence[Scanpath] | None,
             ax.legend(fontsize=5.5, loc="best", frameon=False)
     axes[0].set_ylabel("slice Z" + (f" (of {num_slices})" if num_slices else ""), fontsize=7)
     axes[0].set_ylim(max(z_max, num_slices or 0) + 0.5, 0.5)
-    fig.suptitle(f"{title}  slice against time (drilling)", fontsize=8)
+    fig.suptitle(f"{visible(title)}  slice against time (drilling)", fontsize=8)
     return save_png(fig, out_path)

@@ -288,8 +288,11 @@
     }
     g.textAlign = 'center'; g.textBaseline = 'top';
     for (let q = 0; q <= 4; q++) {
-      const t = tMax * q / 4;
-      g.fillText(t.toFixed(1) + ' s', drillXY(t, 0)[0], h - DP.bottom + 4);
+      const t = tMax * q / 4, label = t.toFixed(1) + ' s';
+      // centred under its tick, but kept inside the canvas (the last label ends at the edge)
+      const half = g.measureText(label).width / 2;
+      const x = Math.min(Math.max(drillXY(t, 0)[0], half + 2), w - half - 2);
+      g.fillText(label, x, h - DP.bottom + 4);
     }
     paths.forEach((p) => {
       if (!p.visible) return;
@@ -485,12 +488,16 @@
   const hasMetrics = paths.some((p) => p.metrics);
   function buildLegend() {
     const t = $('legend');
+    // No source column (the header names the dataset and predictions files; a scanpath's file is
+    // its name's tooltip) and headers wrap, so the table fits its panel at 1280 px with the metric
+    // columns; in a narrower window it scrolls inside the panel.
     let head = '<tr><th>show</th><th>scanpath</th><th>fixations</th><th>total (s)</th><th>slices visited</th>';
     if (hasMetrics) head += METRIC_COLUMNS.map((m) => '<th>' + m[1] + '</th>').join('');
-    head += '<th>source</th></tr>';
+    head += '</tr>';
     const rows = paths.map((p, pi) => {
       let r = '<tr><td><input type="checkbox" id="show-' + pi + '" checked aria-label="show ' + esc(p.label) + '"></td>' +
-        '<td><span class="swatch" style="background:' + p.colour + '"></span> ' + esc(p.label) + '</td>' +
+        '<td class="name" title="from ' + esc(p.source) + '"><span class="swatch" style="background:' +
+        p.colour + '"></span> ' + esc(p.label) + '</td>' +
         '<td>' + p.summary.fixations + '</td><td>' + p.summary.total_s.toFixed(2) + '</td><td>' +
         p.summary.slices_visited + '</td>';
       if (hasMetrics) {
@@ -500,8 +507,7 @@
           return '<td>' + (v === null || v === undefined ? 'n/a' : v.toFixed(m[0] === 'sed' ? 0 : 3)) + '</td>';
         }).join('');
       }
-      const base = String(p.source).split(/[\\/]/).pop();
-      return r + '<td><code title="' + esc(p.source) + '">' + esc(base) + '</code></td></tr>';
+      return r + '</tr>';
     });
     t.innerHTML = head + rows.join('');
     paths.forEach((p, pi) => {

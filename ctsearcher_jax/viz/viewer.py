@@ -33,21 +33,30 @@ import json
 import math
 import os
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ctsearcher_jax.config import GAZE_FRAME
 from ctsearcher_jax.data.schema import Scanpath
 from ctsearcher_jax.errors import DataError
+from ctsearcher_jax.io import atomic_write_text
+from ctsearcher_jax.metrics.protocol import score_pairs
+from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES
+from ctsearcher_jax.text import visible
 from ctsearcher_jax.viz.scanpaths import fixation_onsets
 from ctsearcher_jax.viz.volume import WINDOWS, CTVolume, gaze_to_voxel, resolve_window
 
 MAX_SIDE = 256             # in-plane pixels per axis at most
 HU_RANGE = (-1024.0, 3071.0)  # intensities kept (HU); outside is clipped
 HU_STEP = 1.0              # quantisation step (HU)
+# The steps `view --hu-step` accepts: 1/16 HU (65521 levels over HU_RANGE: 16 bits hold 65536)
+# to the whole range (2 levels).
+HU_STEP_RANGE = (1.0 / 16.0, HU_RANGE[1] - HU_RANGE[0])
 # Budget for the embedded slices (base64 bytes): the page of a 512 x 512 x 300 CT stays under
 # 25 MB. Measured: a synthetic one takes 17.5 MB at 1 HU (README), so this rarely applies.
 MAX_SLICE_BYTES = 24_000_000
@@ -82,8 +91,6 @@ def default_paths(gt: Sequence[Scanpath], pred: Sequence[Scanpath] | None, *,
 # ------------------------------------------------------------------ the CT
 
 def _downsample(slice_2d: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
     if slice_2d.shape == out_hw:
         return slice_2d
     img = Image.fromarray(np.ascontiguousarray(slice_2d, np.float32), mode="F")
@@ -123,8 +130,6 @@ def encode_slices(data: np.ndarray, max_side: int = MAX_SIDE, hu_range: tuple[fl
 
     Returns {"height", "width", "offset", "step", "levels", "slices": [K base64 PNG strings]}.
     """
-    from PIL import Image
-
     offset, step, levels = quantisation(data, hu_range, hu_step)
     h, w = display_shape(data.shape, max_side)
     hi_clip = offset + step * (levels - 1)
@@ -156,8 +161,6 @@ def encode_slices_within(data: np.ndarray, max_side: int = MAX_SIDE, hu_step: fl
 
 def decode_slice(encoded: Mapping[str, Any], k: int) -> np.ndarray:
     """Inverse of `encode_slices` for slice k: (h, w) float64 values (what the page computes)."""
-    from PIL import Image
-
     planes = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded["slices"][k]))), np.uint16)
     h = encoded["height"]
     v = (planes[:h] << 8) | planes[h:]
@@ -223,7 +226,10 @@ def path_payload(vp: ViewerPath, shape: Sequence[int], colour: str) -> dict[str,
     # Fixations of a 0-based export at X or Y = 0 sit half a pixel outside; draw them on the edge.
     outside = (i < -0.5) | (i > shape[0] - 0.5) | (j < -0.5) | (j > shape[1] - 0.5) \
         | (k < -0.5) | (k >= shape[2] - 0.5)
-    return {"label": vp.label, "kind": vp.kind, "subject": str(sp.subject), "source": vp.source,
+    # text from data is shown as written: line breaks and bidirectional controls made visible
+    # (`text.visible`); the page inserts it as text or HTML-escaped (viewer.js `esc`)
+    return {"label": visible(vp.label), "kind": vp.kind, "subject": visible(sp.subject),
+            "source": visible(vp.source),
             "colour": colour, "i": i.tolist(), "j": j.tolist(), "k": k.tolist(),
             "slice": slice_indices(k, shape[2]).tolist(), "x": sp.x.tolist(), "y": sp.y.tolist(),
             "z": sp.z.tolist(), "t": sp.t.tolist(), "onset": onset.tolist(),
@@ -239,9 +245,6 @@ def pair_metrics(reference: Scanpath, others: Sequence[Scanpath],
 
     Returns one {metric name: value} per other scanpath (NaN becomes None for JSON).
     """
-    from ctsearcher_jax.metrics.protocol import score_pairs
-    from ctsearcher_jax.metrics.registry import DEFAULT_FAMILIES
-
     families = DEFAULT_FAMILIES if families is None else tuple(families)
     if not others:
         return []
@@ -276,8 +279,6 @@ def viewer_payload(volume: CTVolume, paths: Sequence[ViewerPath], *, name: str,
                    max_slice_bytes: int | None = MAX_SLICE_BYTES) -> dict[str, Any]:
     """The JSON object embedded in the page (everything it shows); arguments as
     `build_viewer_html`."""
-    import warnings
-
     shape = volume.shape
     check_paths(paths, shape, clip_z=clip_z)
     with warnings.catch_warnings():
@@ -305,12 +306,12 @@ def viewer_payload(volume: CTVolume, paths: Sequence[ViewerPath], *, name: str,
             p["metrics"] = dict(row) if row is not None else None
     encoded = encode_slices_within(volume.data, max_side, hu_step, max_slice_bytes)
     return {
-        "name": name,
+        "name": visible(name),
         "shape": list(shape),
         "spacing": list(volume.spacing),
         "frame": GAZE_FRAME,
-        "sources": dict(sources or {}),
-        "volume_path": str(volume.path),
+        "sources": {visible(k): visible(v) for k, v in (sources or {}).items()},
+        "volume_path": visible(volume.path),
         "windows": windows,
         "initial_window": {"name": initial_name, "width": initial.width, "level": initial.level},
         "reference": reference,
@@ -376,8 +377,6 @@ def metrics_against(paths: Sequence[ViewerPath], reference: int) -> list[dict[st
 def write_viewer(path: str | os.PathLike[str], volume: CTVolume, paths: Sequence[ViewerPath],
                  **kwargs: Any) -> tuple[Path, int]:
     """Build the page (`build_viewer_html` arguments) and write it atomically; (path, bytes)."""
-    from ctsearcher_jax.io import atomic_write_text
-
     text = build_viewer_html(volume, paths, **kwargs)
     written = atomic_write_text(path, text)
     return written, written.stat().st_size

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ctsearcher_jax.data.coordinates import gaze_to_voxel  # noqa: F401 (re-exported for viz)
+from ctsearcher_jax.data.nifti import DEFAULT_MAX_VOXELS, load_nifti_hu
 from ctsearcher_jax.errors import DataError
 
 # Named CT windows as (width, level) in Hounsfield units.
@@ -78,7 +79,7 @@ def resolve_window(spec: str, volume: np.ndarray) -> Window:
     window at 40 % grey), so this falls back to `auto` (0.5-99.5 percentiles) with a warning and
     says so in the label.
     """
-    # order="K": a view in memory order (nibabel arrays are Fortran-ordered; no 300 MB copy).
+    # order="K": a view in memory order, whatever the array's layout (no 300 MB copy).
     sample = volume.ravel(order="K")[:: max(1, volume.size // 200_000)]
     wl = parse_window(spec)
     if wl is not None:
@@ -110,26 +111,18 @@ class CTVolume:
         return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
 
 
-def load_volume(path: str | os.PathLike[str]) -> CTVolume:
-    """Read a 3D NIfTI volume (no reorientation). Raises DataError naming the file."""
-    import nibabel as nib
-
+def load_volume(path: str | os.PathLike[str], *, max_voxels: int = DEFAULT_MAX_VOXELS) -> CTVolume:
+    """Read a 3D NIfTI volume (no reorientation) through `data.nifti.load_nifti_hu`, the
+    project's one reader (its voxel policy: DataError naming the file for a volume too large,
+    2D/4D, complex, RGB, non-finite, truncated, ...). A spacing that is not positive and finite
+    is shown as 1 mm."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such CT volume")
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.get_fdata(dtype=np.float32))
-        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    except Exception as exc:  # nibabel raises many types for a bad file
-        raise DataError(f"{path}: not a readable NIfTI volume ({exc}); re-export it") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise DataError(f"{path}: volume has shape {data.shape}; expected 3 axes (i, j, k)")
-    if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
+    data, zooms, _ = load_nifti_hu(path, max_voxels=max_voxels)
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
         zooms = (1.0, 1.0, 1.0)
-    return CTVolume(data=data, spacing=zooms, path=path)  # type: ignore[arg-type]
+    return CTVolume(data=data, spacing=zooms, path=path)
 
 
 def project(windowed: np.ndarray, axis: int, mode: str = "mean") -> np.ndarray:

@@ -7,8 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctsearcher_jax.data.features import (grid_to_tokens, load_feature_grid, load_tokens,
-                                          resize_nearest_legacy)
+from ctsearcher_jax.data.features import grid_to_tokens, load_feature_grid, load_tokens, resize_nearest_legacy
 from ctsearcher_jax.errors import DataError
 
 torch.set_num_threads(1)

@@ -261,22 +261,54 @@ def test_fixation_range_is_respected(tmp_path):
 # ---------------------------------------------------------------- errors and overwrite policy
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(ConfigError, match="--shape"):
+    with pytest.raises(ConfigError, match=r"shape \(8, 8, 8\)"):
         S.synthesize(tmp_path / "x", num_cts=1, num_readers=1, seed=0, shape=(8, 8, 8))
     with pytest.raises(ConfigError, match="min"):
         S.synthesize(tmp_path / "x", num_cts=1, num_readers=1, seed=0, min_fixations=10,
                      max_fixations=5)
-    with pytest.raises(ConfigError, match="--cts"):
+    with pytest.raises(ConfigError, match="num_cts=0"):  # Python's words, not the CLI's
         S.synthesize(tmp_path / "x", num_cts=0, num_readers=1, seed=0)
+    # issue 24 row 12: refused before anything is written (was a traceback and an empty cts/)
+    with pytest.raises(ConfigError, match="--seed -1: must be an integer >= 0"):
+        S.synthesize(tmp_path / "x", num_cts=1, num_readers=1, seed=-1)
+    with pytest.raises(ConfigError, match="--shape 5000 5000 5000: 125,000,000,000 voxels"):
+        S.synthesize(tmp_path / "x", num_cts=1, num_readers=1, seed=0, shape=(5000, 5000, 5000))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_failed_synth_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A failure half-way (here the second phantom) removes what this call wrote, folders it
+    created included; a user's file in a --force folder stays."""
+    from ctsearcher_jax.data.synthetic import writing
+
+    real, calls = writing.make_phantom, []
+
+    def fail_second(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("out of memory in the second phantom")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(writing, "make_phantom", fail_second)
+    with pytest.raises(MemoryError):
+        S.synthesize(tmp_path / "new" / "d", num_cts=2, num_readers=1, seed=0, shape=SHAPE)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    calls.clear()
+    with pytest.raises(MemoryError):
+        S.synthesize(kept, num_cts=2, num_readers=1, seed=0, shape=SHAPE, force=True)
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
 
 
 def test_refuses_non_empty_folder_and_force_keeps_user_files(tmp_path):
     out = tmp_path / "d"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(DataError, match="not empty"):
+    with pytest.raises(DataError, match="not empty") as info:
         S.synthesize(out, num_cts=1, num_readers=1, seed=0, shape=SHAPE)
+    assert "force=True" in str(info.value) and "--force" not in str(info.value)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     S.synthesize(out, num_cts=1, num_readers=1, seed=0, shape=SHAPE, force=True)
     assert (out / "notes.txt").read_text() == "mine"
@@ -290,9 +322,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.cli
 def test_cli_synth(tmp_path):
     out = tmp_path / "cli"
-    args = ["--out", out, "--cts", 2, "--readers", 2, "--seed", 1, "--shape", 32, 32, 16,
+    args = ["--out", out, "--num-cts", 2, "--num-readers", 2, "--seed", 1, "--shape", 32, 32, 16,
             "--min-fixations", 10, "--max-fixations", 30]
     res = _cli(*args)
     assert res.returncode == 0, res.stderr
@@ -310,7 +343,17 @@ def test_cli_synth(tmp_path):
     forced = _cli(*args, "--force")
     assert forced.returncode == 0, forced.stderr
     assert _tree_bytes(out) == before                        # same seed, same bytes
+    # the former names still work, with a deprecation warning each
+    old = _cli(*[{"--num-cts": "--cts", "--num-readers": "--readers"}.get(a, a) for a in args],
+               "--force")
+    assert old.returncode == 0 and _tree_bytes(out) == before
+    assert "warning: --cts is deprecated; use --num-cts" in old.stderr
+    assert "warning: --readers is deprecated; use --num-readers" in old.stderr
 
     bad = _cli("--out", tmp_path / "bad", "--shape", 4, 4, 4)
-    assert bad.returncode == 2 and "--shape" in bad.stderr
+    assert bad.returncode == 2 and "shape (4, 4, 4)" in bad.stderr
     assert not (tmp_path / "bad").exists()
+    for args in (("--seed", -1), ("--shape", 5000, 5000, 5000)):  # issue 24 row 12
+        bad = _cli("--out", tmp_path / "bad", *args)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and args[0] in bad.stderr
+        assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()

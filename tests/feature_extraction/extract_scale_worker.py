@@ -23,7 +23,6 @@ def main() -> None:
                                    process_id=int(sys.argv[5]))
     import jax
     import numpy as np
-
     from extract_helpers import fake_encoder, fake_extractor
 
     if mode == "devices":
@@ -42,7 +41,7 @@ def main() -> None:
                  compiles=enc.encode_compilations())
     elif mode == "badweights":  # process 1 cannot read its weights; both must stop, same error
         from ctsearcher_jax.errors import CTSearcherError
-        from feature_extraction.extract import extract_directory
+        from feature_extraction.directory import extract_directory
 
         bad = int(sys.argv[5]) == 1
         try:
@@ -52,7 +51,7 @@ def main() -> None:
             print(f"ERROR {type(exc).__name__}: {exc}")
             sys.exit(2)
     else:
-        from feature_extraction.extract import extract_directory
+        from feature_extraction.directory import extract_directory
 
         s = extract_directory(sys.argv[2], sys.argv[3], extractor=fake_extractor(), progress=False)
         print(json.dumps({"process": jax.process_index(), "processed": s.processed,

@@ -13,6 +13,7 @@ from monai.inferers import sliding_window_inference
 
 sys.path.insert(0, str(Path(__file__).parent))
 from extract_helpers import fake_encoder, torch_fake_predictor
+
 from feature_extraction.merge import cell_weights, importance_map, merge_windows
 from feature_extraction.sliding_window import pad_volume, plan_windows
 

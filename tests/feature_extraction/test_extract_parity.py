@@ -27,9 +27,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from extract_helpers import write_ct  # noqa: E402
 
 from ctsearcher_jax.config import ExtractConfig  # noqa: E402
+from ctsearcher_jax.io import file_sha256  # noqa: E402
 from feature_extraction import extract as ex  # noqa: E402
 from feature_extraction.convert_monai import convert_state_dict  # noqa: E402
-from feature_extraction.weights import file_sha256, save_weights  # noqa: E402
+from feature_extraction.directory import extract_directory  # noqa: E402
+from feature_extraction.weights import save_weights  # noqa: E402
 
 torch.set_num_threads(1)
 ROI = (96, 96, 96)
@@ -86,7 +88,7 @@ def test_extraction_matches_original_procedure_with_monai(tmp_path):
     write_ct(cts / "small.nii", (60, 96, 97), seed=2)
 
     cfg = ExtractConfig(feature_size=12, merging_order="fixed", batch=3)  # 4 windows: 3 + 1 padded
-    summary = ex.extract_directory(cts, tmp_path / "out", weights, cfg, progress=False)
+    summary = extract_directory(cts, tmp_path / "out", weights, cfg, progress=False)
     assert summary.ok and summary.processed == ["small", "vol.a"] and summary.windows == 6
 
     for name, file in [("vol.a", "vol.a.nii.gz"), ("small", "small.nii")]:

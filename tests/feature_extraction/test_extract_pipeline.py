@@ -15,11 +15,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from extract_helpers import CHANNELS, fake_extractor, write_ct  # noqa: E402
 
 from ctsearcher_jax.config import ExtractConfig  # noqa: E402
+from ctsearcher_jax.data import manifest as mf  # noqa: E402
+from ctsearcher_jax.data.nifti import volume_name  # noqa: E402
 from ctsearcher_jax.errors import DataError  # noqa: E402
+from ctsearcher_jax.io import file_sha256  # noqa: E402
+from feature_extraction import directory  # noqa: E402
 from feature_extraction import extract as ex  # noqa: E402
-from feature_extraction import manifest as mf  # noqa: E402
+from feature_extraction.directory import extract_directory  # noqa: E402
 from feature_extraction.merge import merge_windows  # noqa: E402
-from feature_extraction.preprocess import load_volume, scale_hu, volume_name  # noqa: E402
+from feature_extraction.preprocess import load_volume, scale_hu  # noqa: E402
 from feature_extraction.sliding_window import pad_volume, plan_windows  # noqa: E402
 
 
@@ -29,7 +33,7 @@ def extractor():
 
 
 def run(cts, out, extractor, **kw):
-    return ex.extract_directory(cts, out, extractor=extractor, progress=False, echo=lambda s: None, **kw)
+    return extract_directory(cts, out, extractor=extractor, progress=False, echo=lambda s: None, **kw)
 
 
 def test_outputs_and_manifest(tmp_path, extractor):
@@ -47,7 +51,7 @@ def test_outputs_and_manifest(tmp_path, extractor):
     entry = mf.read_manifest(tmp_path / "out")["a.b"]
     assert entry["volume_shape"] == [130, 100, 70] and entry["grid_shape"] == [4, 3, 3]
     assert entry["spacing"] == pytest.approx([0.8, 0.8, 2.5])
-    assert entry["source_sha256"] == mf.file_sha256(tmp_path / "cts" / "a.b.nii.gz")
+    assert entry["source_sha256"] == file_sha256(tmp_path / "cts" / "a.b.nii.gz")
     assert entry["source_size"] == (tmp_path / "cts" / "a.b.nii.gz").stat().st_size
     assert entry["weights"]["kind"] == "random" and entry["settings"]["overlap"] == 0.0
     assert entry["dtype"] == "float32" and entry["windows"] == 4
@@ -98,8 +102,8 @@ def test_keep_others_refuses_to_replace_features_of_other_weights(tmp_path, extr
     before = (out / "a.npy").read_bytes()
     other = fake_extractor(ExtractConfig(feature_size=12, batch=2))
     other.weights = dict(other.weights, kind="file", path="/w/btcv.safetensors", sha256="f" * 64)
-    with pytest.raises(DataError, match=r"a.npy: made with a random-initialised encoder \(--weights "
-                                        r"random, seed 0, feature_size 12\); not replaced"):
+    with pytest.raises(DataError, match=r"a.npy: made with a random-initialised encoder \(weights "
+                                        r"'random', seed 0, feature_size 12\); not replaced"):
         ex.extract_volume(tmp_path / "cts" / "a.nii.gz", out, extractor=other, keep_others=True)
     changed = fake_extractor(ExtractConfig(feature_size=12, batch=2, hu_min=-500))
     with pytest.raises(DataError, match="made with other settings"):
@@ -126,7 +130,7 @@ def test_bad_inputs_reported_others_processed_nothing_partial(tmp_path, extracto
     write_bad_inputs(cts)
     write_ct(cts / "good.nii.gz", (100, 90, 50), seed=5)
     messages = []
-    s = ex.extract_directory(cts, out, extractor=extractor, progress=False, echo=messages.append)
+    s = extract_directory(cts, out, extractor=extractor, progress=False, echo=messages.append)
     assert s.processed == ["good"] and not s.ok
     failed = {Path(f).name: m for f, m in s.failed}
     assert set(failed) == {"corrupt.nii.gz", "trunc.nii.gz", "series.nii.gz", "nan.nii.gz",
@@ -232,6 +236,7 @@ def test_output_names():
 
 # ----------------------------------------------------------------------------- CLI
 
+@pytest.mark.cli
 def test_cli_exit_codes(tmp_path, extractor, monkeypatch, capsys):
     from ctsearcher_jax import cli
 
@@ -241,9 +246,9 @@ def test_cli_exit_codes(tmp_path, extractor, monkeypatch, capsys):
         seen.update(weights=weights, config=config)
         return extractor
 
-    monkeypatch.setattr(ex, "get_extractor", fake_get)
+    monkeypatch.setattr(directory, "get_extractor", fake_get)  # what extract_directory calls
     write_ct(tmp_path / "cts" / "a.nii.gz", seed=1)
-    argv = ["extract", "--cts", str(tmp_path / "cts"), "--weights", "random", "--out",
+    argv = ["extract", "--ct-dir", str(tmp_path / "cts"), "--swin-weights", "random", "--out",
             str(tmp_path / "out"), "--feature-size", "24", "--overlap", "0.25", "--no-progress"]
     assert cli.main(argv) == 0
     assert seen["config"].feature_size == 24 and seen["config"].overlap == 0.25
@@ -256,7 +261,8 @@ def test_cli_exit_codes(tmp_path, extractor, monkeypatch, capsys):
     assert cli.main(argv) == 1
     captured = capsys.readouterr()
     assert "bad.nii.gz" in captured.err and "FAILED" in captured.out
-    assert "CT 1/2 a.nii.gz: up to date, skipped" in captured.err
+    # the bad file is refused by its header before the encoder runs: one CT left to go through
+    assert "CT 1/1 a.nii.gz: up to date, skipped" in captured.err
     (tmp_path / "empty").mkdir()
     argv[2] = str(tmp_path / "empty")
     assert cli.main(argv) == 2
@@ -283,7 +289,7 @@ def test_cli_refuses_feature_size_that_contradicts_the_weights_file(tmp_path, ca
     save_file({"x": np.zeros(1, np.float32)}, str(weights),
               metadata={"config": json.dumps({"feature_size": 24})})
     write_ct(tmp_path / "cts" / "a.nii.gz", seed=1)
-    argv = ["extract", "--cts", str(tmp_path / "cts"), "--weights", str(weights), "--out",
+    argv = ["extract", "--ct-dir", str(tmp_path / "cts"), "--swin-weights", str(weights), "--out",
             str(tmp_path / "out"), "--feature-size", "12"]
     assert cli.main(argv) == 2
     assert "holds feature_size 24" in capsys.readouterr().err
@@ -298,6 +304,6 @@ def test_only_non_nifti_files_fail_without_loading_weights(tmp_path, monkeypatch
         raise AssertionError("the encoder must not be built")
 
     monkeypatch.setattr(ex, "get_extractor", boom)
-    s = ex.extract_directory(tmp_path / "cts", tmp_path / "out", "random", ExtractConfig(),
+    s = extract_directory(tmp_path / "cts", tmp_path / "out", "random", ExtractConfig(),
                              progress=False, echo=lambda s: None)
     assert not s.ok and Path(s.failed[0][0]).name == "scan.dcm" and s.processed == []

@@ -6,12 +6,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from monai.data.utils import dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
 
-from feature_extraction.sliding_window import (axis_starts, pad_amounts, pad_volume, plan_windows,
-                                               process_share, scan_interval)
+from feature_extraction.sliding_window import (
+    axis_starts,
+    pad_amounts,
+    pad_volume,
+    plan_windows,
+    process_share,
+    scan_interval,
+)
 
 OVERLAPS = [0.0, 0.1, 0.25, 0.3, 0.5, 0.6, 0.7, 0.75, 0.9]
 

@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from extract_helpers import fake_encoder, fake_extractor, write_ct  # noqa: E402
 
-from feature_extraction import manifest as mf  # noqa: E402
-from feature_extraction.extract import extract_directory  # noqa: E402
+from ctsearcher_jax.data import manifest as mf  # noqa: E402
+from feature_extraction.directory import extract_directory  # noqa: E402
 from feature_extraction.sliding_window import pad_volume, plan_windows  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -30,6 +31,7 @@ def env(devices: int) -> dict[str, str]:
     return e
 
 
+@pytest.mark.cli
 def test_eight_devices_shard_the_batch_and_match_one_device(tmp_path):
     out = tmp_path / "r.npz"
     r = subprocess.run([sys.executable, str(WORKER), "devices", str(out)], env=env(8),
@@ -52,6 +54,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.cli
 def test_two_processes_split_the_volumes_and_merge_the_manifest(tmp_path):
     cts = tmp_path / "cts"
     for i in range(5):
@@ -83,6 +86,7 @@ def test_two_processes_split_the_volumes_and_merge_the_manifest(tmp_path):
                                        np.load(tmp_path / "one" / f"ct{i}{suffix}.npy"), rtol=1e-5)
 
 
+@pytest.mark.cli
 def test_two_processes_fail_fast_together_when_one_cannot_load_the_weights(tmp_path):
     """Issue 16.10: process 1 cannot read its weights; both stop with the same error at once
     (before, process 0 waited at the final barrier until the coordinator timed out)."""

@@ -98,7 +98,7 @@ def test_registered_family_is_scored_by_the_protocols(tmp_path):
     reports = {}
     for families in (["sed"], ["sed", "dtw"]):
         out = tmp_path / f"{len(families)}.json"
-        args = parser.parse_args(["--pred", str(tmp_path / "pred.json"), "--gt", str(tmp_path / "gt.json"),
+        args = parser.parse_args(["--pred", str(tmp_path / "pred.json"), "--data", str(tmp_path / "gt.json"),
                                   "--metrics", *families, "--out", str(out)])
         assert evaluate.run(args) == 0
         reports[len(families)] = json.loads(out.read_text())
@@ -107,4 +107,4 @@ def test_registered_family_is_scored_by_the_protocols(tmp_path):
     assert two["summary"]["dtw"]["mean"] == pytest.approx(np.mean(ref), rel=1e-12)
     assert [row["dtw"] for row in two["pairs"]] == pytest.approx(ref, rel=1e-12)
     assert {k: v for k, v in two["summary"].items() if k != "dtw"} == one["summary"]
-    assert parser.parse_args(["--gt", "x"]).metrics == ["scanmatch", "multimatch", "sed"]
+    assert parser.parse_args(["--data", "x"]).metrics == ["scanmatch", "multimatch", "sed"]

@@ -50,10 +50,11 @@ def _run(*args, cwd=None):
                           capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
+@pytest.mark.cli
 def test_evaluate_writes_report_equal_to_library(files):
     root, arrays = files
     out = root / "report.json"
-    res = _run("--pred", str(root / "pred.json"), "--gt", str(root / "gt.json"), "--out", str(out))
+    res = _run("--pred", str(root / "pred.json"), "--data", str(root / "gt.json"), "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert "scanmatch_with_duration" in res.stdout and "lower" in res.stdout  # SED row
     report = json.loads(out.read_text())
@@ -67,6 +68,7 @@ def test_evaluate_writes_report_equal_to_library(files):
     assert report["pairs"][0]["ct"] == "ct0" and report["pairs"][0]["gt_subject"] == 1
 
 
+@pytest.mark.cli
 def test_evaluate_errors_name_the_problem(files):
     root, arrays = files
     preds = json.loads((root / "pred.json").read_text())
@@ -80,18 +82,19 @@ def test_evaluate_errors_name_the_problem(files):
     for label, (records, message) in cases.items():
         path = root / f"bad_{label}.json"
         path.write_text(json.dumps(records, allow_nan=True))
-        res = _run("--pred", str(path), "--gt", str(root / "gt.json"), "--metrics", "sed")
+        res = _run("--pred", str(path), "--data", str(root / "gt.json"), "--metrics", "sed")
         assert res.returncode == 2, (label, res.stdout, res.stderr)
         assert message in res.stderr and str(path) in res.stderr, (label, res.stderr)
         assert "Traceback" not in res.stderr
     (root / "broken.json").write_text("[{")
-    res = _run("--pred", str(root / "broken.json"), "--gt", str(root / "gt.json"))
+    res = _run("--pred", str(root / "broken.json"), "--data", str(root / "gt.json"))
     assert res.returncode == 2 and "not valid JSON" in res.stderr
 
 
+@pytest.mark.cli
 def test_evaluate_human_consistency(files):
     root, _ = files
-    res = _run("--gt", str(root / "gt.json"), "--protocol", "human", "--metrics", "sed", "saliency",
+    res = _run("--data", str(root / "gt.json"), "--protocol", "human", "--metrics", "sed", "saliency",
                "--split", "all")
     assert res.returncode == 0, res.stderr
     assert "3 CTs, 6 pairs" in res.stdout and "saliency_auc_judd" in res.stdout
@@ -99,7 +102,7 @@ def test_evaluate_human_consistency(files):
 
 def test_scoring_progress_reports_only_runs_over_a_few_seconds(capsys):
     from ctsearcher_jax import logs
-    from ctsearcher_jax.commands.evaluate import ScoringProgress
+    from ctsearcher_jax.evaluation import ScoringProgress
 
     logs.setup(0)
     clock = iter([0.0, 1.0, 2.0, 5.0, 9.0, 30.0])
@@ -123,7 +126,7 @@ def test_partial_scoring_is_said_and_strict_refuses_it(files, tmp_path, capsys):
     preds = [r for r in json.loads((root / "pred.json").read_text())
              if r["name"] == "ct0" and r["subject"] == 1]
     (tmp_path / "one.json").write_text(json.dumps(preds))
-    argv = ["evaluate", "--pred", str(tmp_path / "one.json"), "--gt", str(root / "gt.json"),
+    argv = ["evaluate", "--pred", str(tmp_path / "one.json"), "--data", str(root / "gt.json"),
             "--split", "all", "--metrics", "sed"]
     assert cli.main(argv + ["--out", str(tmp_path / "r.json")]) == 0
     captured = capsys.readouterr()
@@ -134,15 +137,16 @@ def test_partial_scoring_is_said_and_strict_refuses_it(files, tmp_path, capsys):
     assert report["not_scored"] == {"cts_without_predictions": ["ct1", "ct2"],
                                     "readers_without_predictions": [{"ct": "ct0", "subject": 2}]}
     assert cli.main(argv + ["--strict"]) == 2
-    assert "--strict: not everything is scored" in capsys.readouterr().err
+    assert "strict: not everything is scored" in capsys.readouterr().err
     single = [r for r in json.loads((root / "gt.json").read_text()) if r["subject"] == 1]
     (tmp_path / "single.json").write_text(json.dumps(single))
-    assert cli.main(["evaluate", "--gt", str(tmp_path / "single.json"), "--protocol", "human",
+    assert cli.main(["evaluate", "--data", str(tmp_path / "single.json"), "--protocol", "human",
                      "--split", "all", "--metrics", "sed"]) == 2
     err = capsys.readouterr().err
     assert "nothing to score in split 'all'" in err and "3 CT(s) have a single reader" in err
 
 
+@pytest.mark.cli
 def test_evaluate_scores_zero_based_coordinates_and_names_records_outside(files, tmp_path):
     root, _ = files
     preds = json.loads((root / "pred.json").read_text())
@@ -150,7 +154,7 @@ def test_evaluate_scores_zero_based_coordinates_and_names_records_outside(files,
         preds[0][key][0] = 0.0  # a fixation at X = 0, Y = 0, Z = 0
     (tmp_path / "zero.json").write_text(json.dumps(preds))
     out = tmp_path / "report.json"
-    res = _run("--pred", str(tmp_path / "zero.json"), "--gt", str(root / "gt.json"), "--json",
+    res = _run("--pred", str(tmp_path / "zero.json"), "--data", str(root / "gt.json"), "--json",
                "--out", str(out))
     assert res.returncode == 0, res.stderr
     printed = json.loads(res.stdout)  # --json: stdout is the summary JSON alone
@@ -161,6 +165,6 @@ def test_evaluate_scores_zero_based_coordinates_and_names_records_outside(files,
     assert 0 <= summary["multimatch_position"]["mean"] <= 1
     preds[1]["Z"][0] = -0.5
     (tmp_path / "negative.json").write_text(json.dumps(preds))
-    res = _run("--pred", str(tmp_path / "negative.json"), "--gt", str(root / "gt.json"))
+    res = _run("--pred", str(tmp_path / "negative.json"), "--data", str(root / "gt.json"))
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert "record 1, CT 'ct0': field 'Z' outside the frame [0, 512]" in res.stderr

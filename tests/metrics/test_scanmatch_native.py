@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from ctsearcher_jax.metrics import scanmatch as sm
-from ctsearcher_jax.metrics import scanmatch_native as native
-from ctsearcher_jax.metrics import scanmatch_reward as rw
 from ctsearcher_jax.metrics._batch import pad_sequences, x64
+from ctsearcher_jax.metrics.scanmatch import native
+from ctsearcher_jax.metrics.scanmatch import reward as rw
 
 PARAMS = sm.WITH_DURATION
 K = PARAMS.num_symbols
@@ -105,9 +105,9 @@ def test_auto_takes_the_stripe_kernel_when_native_is_unavailable(monkeypatch):
     length = jnp.array([6, 3, 0, 5])
     args = (coords, durations, length, coords[::-1], durations, length[::-1])
     reward_native = rw.scanmatch_pairs(*args, duration_cap_s=0.5)
-    assert native.use_native()
+    assert sm.choose_kernel(step=True).name == "native"
     monkeypatch.setattr(native, "available", lambda: False)
-    assert not native.use_native()
+    assert sm.choose_kernel(step=True).name == "stripe"
     np.testing.assert_array_equal(sm.nw_max_batch([x for x, _ in seqs], [y for _, y in seqs], PARAMS),
                                   with_native)
     np.testing.assert_allclose(rw.scanmatch_pairs(*args, duration_cap_s=0.5), reward_native,

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from ctsearcher_jax.metrics import scanmatch as sm
-from ctsearcher_jax.metrics import scanmatch_reward as rw
 from ctsearcher_jax.metrics._batch import x64
+from ctsearcher_jax.metrics.scanmatch import reward as rw
 
 L, CAP = 12, 0.5
 

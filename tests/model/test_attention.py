@@ -1,4 +1,4 @@
-"""`model/attention.py`: jax.nn.dot_product_attention equals the explicit attention it replaced.
+"""`nn/attention.py`: jax.nn.dot_product_attention equals the explicit attention it replaced.
 
 float32 results equal the explicit softmax(q k^T + bias) v (the code before the change, and the
 path training with attention dropout still takes) to float32 rounding: XLA lays out the two
@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ctsearcher_jax.model import attention as attention_mod
-from ctsearcher_jax.model import layers
+from ctsearcher_jax.nn import attention as attention_mod
+from ctsearcher_jax.nn import layers
+
 
 def explicit(q, k, v, bias=None, causal=False):
     """The attention as written before `jax.nn.dot_product_attention` (pre-scaled q)."""

@@ -18,9 +18,20 @@ from flax import nnx
 from ctsearcher_jax.config import ModelConfig, from_dict
 from ctsearcher_jax.data.targets import build_targets, fixation_targets
 from ctsearcher_jax.errors import ConfigError
-from ctsearcher_jax.model.ct_searcher_ar import (AROutputs, CTSearcherAR, Fixations,
-                                                 offset_log_density, sample_offsets)
-from ctsearcher_jax.model.factory import build, is_autoregressive
+from ctsearcher_jax.model.ct_searcher_ar import (
+    AROutputs,
+    CTSearcherAR,
+    Fixations,
+    offset_log_density,
+    sample_offsets,
+)
+from ctsearcher_jax.model.factory import (
+    build,
+    check_architecture,
+    check_sampling,
+    is_autoregressive,
+)
+from ctsearcher_jax.model.generate import samplers
 from ctsearcher_jax.model.losses import duration_log_pdf
 from ctsearcher_jax.model.sampling_ar import _draw_classes, decode_positions, draw
 
@@ -81,15 +92,22 @@ def step_log_probs(out: AROutputs, fx: Fixations) -> jax.Array:
 
 def test_registered_autoregressive_and_config_checks():
     assert is_autoregressive("ct_searcher_ar") and not is_autoregressive("ct_searcher")
+    # fields of one kind of architecture on another: the factory refuses them (config.py is a
+    # leaf and knows no architecture); `build` and the commands call check_architecture
     with pytest.raises(ConfigError, match="reader_dropout"):
-        ModelConfig(reader_dropout=0.5)  # CT-Searcher would silently ignore it
+        check_architecture(ModelConfig(reader_dropout=0.5))  # CT-Searcher would ignore it
+    with pytest.raises(ConfigError, match="reader_dropout"):
+        build(ModelConfig(reader_dropout=0.5), nnx.Rngs(0))
+    with pytest.raises(ConfigError, match="legacy_stop_last"):
+        check_architecture(tiny(legacy_stop_last=True))
     with pytest.raises(ConfigError, match="ar_layers"):
         tiny(ar_layers=3)
-    with pytest.raises(ConfigError, match="legacy_stop_last"):
-        tiny(legacy_stop_last=True)
     with pytest.raises(ConfigError, match="temperature"):
-        from_dict({"eval": {"temperature": 0.5}})  # CT-Searcher has no temperature
+        samplers(from_dict({"eval": {"temperature": 0.5}}))  # CT-Searcher has no temperature
+    with pytest.raises(ConfigError, match="top_k"):
+        check_sampling("ct_searcher", 1.0, 5)
     assert from_dict({"model": {"arch": "ct_searcher_ar"}, "eval": {"top_k": 5}}).eval.top_k == 5
+    samplers(from_dict({"model": {"arch": "ct_searcher_ar"}, "eval": {"top_k": 5}}))
 
 
 def test_forward_shapes(model):

@@ -43,8 +43,11 @@ def test_a_registered_variant_plugs_in(monkeypatch):
 
 
 def test_unknown_arch_is_a_config_error_and_old_configs_load():
+    unknown = cfg.from_dict({"model": {"arch": "transformer_xl"}}).model  # config is a leaf
+    with pytest.raises(ConfigError, match="model.arch.*transformer_xl.*ct_searcher"):
+        factory.check_architecture(unknown)
     with pytest.raises(ConfigError, match="model.arch"):
-        cfg.from_dict({"model": {"arch": "transformer_xl"}})
+        factory.build(unknown, nnx.Rngs(0))
     saved = cfg.to_dict(cfg.Config(model=TINY))
     del saved["model"]["arch"]  # a config written before model.arch existed
     assert cfg.from_dict(saved).model == dataclasses.replace(TINY, arch="ct_searcher")

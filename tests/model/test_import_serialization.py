@@ -125,7 +125,7 @@ def test_save_load_round_trip_and_corruption(tmp_path):
     weights.write_bytes(bytes(blob))
     with pytest.raises(CheckpointError, match="sha256"):
         serialization.load_model(tmp_path / "m")
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="no model.safetensors here"):
         serialization.load_model(tmp_path / "nothing")
 
 
@@ -172,3 +172,78 @@ def test_model_folder_layout_and_folders_from_before_config_json(tmp_path):
     (folder / "config.json").write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="config.json"):
         serialization.load_model(folder)
+
+
+def test_a_config_that_does_not_describe_the_tensors_is_refused_before_building(tmp_path):
+    """Issue 24 row 14 / item 7: config.json is compared with the safetensors header before
+    anything is built; a huge config within the config's bounds (d_model 16384, grid 32^3: a
+    2 GB PE table and GBs of weights) is refused without allocating: the factory's build is never
+    called for real, and the memory this process allocates stays small. Beyond the bounds
+    (d_model 65536) the config itself is refused, naming config.json and the key."""
+    import json
+    import re
+    import tracemalloc
+
+    from ctsearcher_jax.model import serialization as ser
+
+    config = ModelConfig(d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
+                         dim_feedforward=16, dropout=0.0, feature_dim=8, grid=(2, 2, 2),
+                         max_length=4)
+    folder = ser.save_model(tmp_path / "m", CTSearcher(config, rngs=nnx.Rngs(1)), config)
+    assert ser.expected_shapes(config) == {k: v.shape for k, v in ser.model_tensors(
+        ser.load_model(folder)[0]).items()}
+    data = json.loads((folder / "config.json").read_text())
+    data["model"].update(d_model=65536, num_heads=8, grid=[64, 64, 64])
+    (folder / "config.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=r"config\.json: config key 'model\.d_model': must be "
+                                              r"in \[1, 16384\]"):
+        ser.load_model(folder)
+    data["model"].update(d_model=16384, num_heads=8, grid=[32, 32, 32])
+    (folder / "config.json").write_text(json.dumps(data))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError) as err:
+            ser.load_model(folder)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    message = str(err.value)
+    assert message.startswith(f"{folder / 'config.json'} does not describe "
+                              f"{folder / 'model.safetensors'}: ")
+    key, implied, held = re.search(r": (\S+): the config implies (\(.*?\)), model.safetensors "
+                                   r"holds (\(.*?\))", message).groups()
+    assert key == "decoder.0.cross_attn.in_proj.bias" and (implied, held) == ("(49152,)", "(48,)")
+    assert "(and 42 more keys)" in message
+    assert "\n" not in message and peak < 50e6, peak  # a real build would need GBs
+    # a key the config does not have (another architecture's tensors): named too
+    data["model"].update(d_model=16, num_heads=2, grid=[2, 2, 2], num_encoder_layers=2)
+    (folder / "config.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="missing from model.safetensors: \\['encoder.1."):
+        ser.load_model(folder)
+
+
+def test_predict_refuses_an_absurd_model_folder_in_one_line(tmp_path, capsys):
+    """Row 14 through the command: `predict --checkpoint` on a folder whose config.json claims
+    d_model 16384 on a 32^3 grid: one line naming config.json, exit 2, nothing allocated."""
+    import json
+
+    import nibabel as nib
+
+    from ctsearcher_jax.model import serialization as ser
+
+    config = ModelConfig(d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
+                         dim_feedforward=16, dropout=0.0, feature_dim=192, grid=(2, 2, 2),
+                         max_length=4)
+    folder = ser.save_model(tmp_path / "m", CTSearcher(config, rngs=nnx.Rngs(1)), config)
+    data = json.loads((folder / "config.json").read_text())
+    data["model"].update(d_model=16384, grid=[32, 32, 32])
+    (folder / "config.json").write_text(json.dumps(data))
+    ct = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 8), np.int16), np.eye(4)), str(ct))
+    assert main(["predict", str(ct), "--checkpoint", str(folder), "--out",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([e for e in err if "error:" in e]) == 1
+    assert err[-1].startswith(f"ctsearcher predict: error: {folder / 'config.json'} does not "
+                              "describe") and "the config implies (49152,)" in err[-1]
+    assert not (tmp_path / "out").exists()

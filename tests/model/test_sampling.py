@@ -11,8 +11,13 @@ from flax import nnx
 
 from ctsearcher_jax.config import ModelConfig
 from ctsearcher_jax.model.ct_searcher import CTSearcher
-from ctsearcher_jax.model.sampling import (class_to_coords, decode_classes, draw_from_outputs,
-                                           sample_scanpaths, sampled_to_records)
+from ctsearcher_jax.model.sampling import (
+    class_to_coords,
+    decode_classes,
+    draw_from_outputs,
+    sample_scanpaths,
+    sampled_to_records,
+)
 
 TINY = ModelConfig(d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
                    dim_feedforward=16, dropout=0.1, feature_dim=8, grid=(2, 3, 2), max_length=10)

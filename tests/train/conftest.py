@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-
 import tinydata  # tests/train is on the path (pyproject: pythonpath)
+import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

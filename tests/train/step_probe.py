@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import tinydata  # run as a script: its folder is sys.path[0]
 
 from ctsearcher_jax.config import from_dict
 from ctsearcher_jax.data.pipeline import CTExampleSource, max_readers, train_dataset
@@ -19,8 +20,6 @@ from ctsearcher_jax.data.schema import load_dataset
 from ctsearcher_jax.train import optimizer as opt
 from ctsearcher_jax.train import sharding as sh
 from ctsearcher_jax.train import step as st
-
-import tinydata  # run as a script: its folder is sys.path[0]
 
 
 def run(root: Path, steps: int = 3, *, model=None, **train) -> dict:

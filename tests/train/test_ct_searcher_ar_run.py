@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 import pytest
-
 import tinydata  # tests/train is on the path (pyproject: pythonpath)
+
 from ctsearcher_jax.config import from_dict
 
 AR_MODEL = {"arch": "ct_searcher_ar", "num_decoder_layers": 2, "ar_layers": 1}

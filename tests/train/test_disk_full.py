@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import yaml
 
 # Runs `ctsearcher train` with Orbax's JSON writer failing with ENOSPC from the third save on
@@ -26,6 +27,7 @@ FULL_DISK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.cli
 def test_disk_full_during_training_is_one_line_and_keeps_the_last_checkpoint(helpers, tmp_path,
                                                                               xla_cache):
     root = helpers.tinydata.write_tiny_dataset(tmp_path / "data", num_train=4, num_test=0)

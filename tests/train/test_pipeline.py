@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tinydata  # tests/train is on the path (pyproject: pythonpath)
 
 from ctsearcher_jax.config import from_dict
-from ctsearcher_jax.data.pipeline import (CTExampleSource, eval_dataset, make_iterator, max_readers,
-                                          train_dataset)
+from ctsearcher_jax.data.pipeline import (
+    CTExampleSource,
+    eval_dataset,
+    make_iterator,
+    max_readers,
+    train_dataset,
+)
 from ctsearcher_jax.data.schema import load_dataset
 from ctsearcher_jax.errors import ConfigError
-
-import tinydata  # tests/train is on the path (pyproject: pythonpath)
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tinydata  # tests/train is on the path (pyproject: pythonpath)
 from flax import nnx
 
-import tinydata  # tests/train is on the path (pyproject: pythonpath)
 from ctsearcher_jax.config import from_dict
 from ctsearcher_jax.errors import ConfigError, DataError
 
@@ -97,6 +96,7 @@ def test_unknown_reader_ids_are_refused(root):
         from_dict({"model": {"readers": ["1"]}})
 
 
+@pytest.mark.slow
 def test_smoke_train_export_round_trip_and_predict_per_reader(root, conditioned_run):
     from ctsearcher_jax.model.generate import sample_records
     from ctsearcher_jax.model.serialization import load_model, model_tensors
@@ -122,6 +122,7 @@ def test_smoke_train_export_round_trip_and_predict_per_reader(root, conditioned_
                        reader_filter=["7"])
 
 
+@pytest.mark.slow
 def test_finetune_smoke_logs_reward_and_resumes_exactly(conditioned_run, tmp_path):
     """Two fine-tuning steps from a conditioned model; dropping the last checkpoint and running
     again resumes at step 1 and reproduces step 2 bit for bit (samples depend on (seed, step))."""
@@ -134,7 +135,7 @@ def test_finetune_smoke_logs_reward_and_resumes_exactly(conditioned_run, tmp_pat
     args = ["--set", "finetune.epochs=1", "--set", "finetune.samples=3",
             "--set", "train.checkpoint_every_steps=1", "--set", "finetune.supervised_weight=0.5"]
     work = tmp_path / "ft"
-    assert cli.main(["finetune", "--from", str(source), "--workdir", str(work), *args]) == 0
+    assert cli.main(["finetune", "--model", str(source), "--workdir", str(work), *args]) == 0
     rows = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["split"] == "train"]
     assert [r["step"] for r in train_rows] == [1, 2]

@@ -56,6 +56,7 @@ def _interrupt(helpers, cfg, workdir, cache, *, at_step: int, sig: int, jitter: 
     return proc.returncode, out, err
 
 
+@pytest.mark.cli
 def test_sigkill_and_sigterm_resume_bit_identical(helpers, tiny_root, xla_cache, baseline,
                                                  tmp_path):
     _, base_losses, base_state = baseline

@@ -29,6 +29,7 @@ def _assert_same_run(helpers, workdir, baseline):
         np.testing.assert_allclose(final[k], state[k], rtol=0, atol=1e-5, err_msg=k)
 
 
+@pytest.mark.cli
 def test_eight_fake_devices_with_fsdp_match_one_device(helpers, tiny_root, xla_cache, baseline,
                                                       tmp_path):
     cfg = helpers.write_config(tmp_path / "cfg.yaml", tiny_root, fsdp=2)
@@ -40,6 +41,7 @@ def test_eight_fake_devices_with_fsdp_match_one_device(helpers, tiny_root, xla_c
     assert "fsdp" in sharding.read_text()
 
 
+@pytest.mark.cli
 def test_two_processes_two_devices_each_match_one_device(helpers, tiny_root, xla_cache, baseline,
                                                         tmp_path):
     cfg = helpers.write_config(tmp_path / "cfg.yaml", tiny_root)
@@ -73,7 +75,7 @@ def test_two_processes_two_devices_each_match_one_device(helpers, tiny_root, xla
 
 
 def _finetune_rows(helpers, source, workdir, cache, devices):
-    cmd = [sys.executable, "-m", "ctsearcher_jax.cli", "finetune", "--from", str(source),
+    cmd = [sys.executable, "-m", "ctsearcher_jax.cli", "finetune", "--model", str(source),
            "--workdir", str(workdir), "--set", "finetune.epochs=1"]
     result = subprocess.run(cmd, env=helpers.subprocess_env(cache, devices), capture_output=True,
                             text=True, timeout=240, cwd=helpers.REPO)
@@ -82,6 +84,7 @@ def _finetune_rows(helpers, source, workdir, cache, devices):
     return {r["step"]: r for r in rows if r["split"] == "train"}
 
 
+@pytest.mark.cli
 def test_finetune_on_eight_fake_devices_matches_one_device(helpers, xla_cache, baseline, tmp_path):
     """The ScanMatch-reward step sharded over the data axis (pairs kept on their devices, one
     stripe-kernel call) gives the losses and rewards of one device (the native kernel)."""

@@ -34,6 +34,7 @@ def _tb_events(tb_dir):
     return out
 
 
+@pytest.mark.cli
 def test_train_command_evaluates_logs_selects_and_exports(helpers, tmp_path, xla_cache):
     root = helpers.tinydata.write_tiny_dataset(tmp_path / "data")
     cfg = helpers.tinydata.tiny_config_dict(root, batch_size=2, epochs=2,

@@ -52,7 +52,11 @@ def tiny_config_dict(root: Path, **train_overrides) -> dict:
         "model": {"d_model": 16, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1,
                   "dim_feedforward": 32, "dropout": 0.1, "feature_dim": FEATURE_DIM,
                   "grid": [2, 2, 2], "max_length": 8},
-        "data": {"data_dir": str(Path(root) / "data"), "feature_dir": str(Path(root) / "features")},
+        # eval_split test: these runs check the training mechanics on fixed CT counts (16
+        # training CTs = 2 steps per epoch); the validation carve has its own tests
+        # (tests/data/test_splits.py, tests/train/test_validation_split.py).
+        "data": {"data_dir": str(Path(root) / "data"), "feature_dir": str(Path(root) / "features"),
+                 "eval_split": "test"},
         "train": train,
         "eval": {"best_metric": "eval_loss", "min_length": 1},
     }

@@ -17,14 +17,31 @@ from typing import Sequence
 import numpy as np
 
 from ctsearcher_jax.data import coordinates
-from ctsearcher_jax.data.synthetic.anatomy import (AIR_HU, DEFAULT_SHAPE, MIN_SHAPE, Lesion,
-                                                   check_shape, make_phantom, make_report)
-from ctsearcher_jax.data.synthetic.readers import (GazeSequence, ReaderStyle, make_scanpath,
-                                                   reader_style)
-from ctsearcher_jax.data.synthetic.writing import (CT_DIR, DATASET_JSON, GENERATOR_VERSION,
-                                                   HU_INTERCEPT, META_JSON, TASK, TEST_FRACTION,
-                                                   SynthSummary, ct_name, nifti_gz_bytes,
-                                                   phantom_affine, split_of_cts, synthesize)
+from ctsearcher_jax.data.synthetic.anatomy import (
+    AIR_HU,
+    DEFAULT_SHAPE,
+    MIN_SHAPE,
+    Lesion,
+    check_shape,
+    make_phantom,
+    make_report,
+)
+from ctsearcher_jax.data.synthetic.readers import GazeSequence, ReaderStyle, make_scanpath, reader_style
+from ctsearcher_jax.data.synthetic.writing import (
+    CT_DIR,
+    DATASET_JSON,
+    GENERATOR_VERSION,
+    HU_INTERCEPT,
+    META_JSON,
+    TASK,
+    TEST_FRACTION,
+    SynthSummary,
+    ct_name,
+    nifti_gz_bytes,
+    phantom_affine,
+    split_of_cts,
+    synthesize,
+)
 
 
 def voxel_to_gaze(ijk: np.ndarray, shape: Sequence[int]) -> np.ndarray:

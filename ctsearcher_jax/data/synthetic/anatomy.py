@@ -29,6 +29,8 @@ from ctsearcher_jax.errors import ConfigError
 # Small enough for CPU tests and the demo; the feature extractor pads to 96 anyway.
 DEFAULT_SHAPE: tuple[int, int, int] = (64, 64, 48)
 MIN_SHAPE: tuple[int, int, int] = (16, 16, 8)
+# Largest phantom: 512 x 512 x 512 voxels (the generator needs ~25 bytes per voxel, ~3.4 GB).
+MAX_VOXELS = 1 << 27
 AIR_HU = -1000.0
 
 
@@ -205,12 +207,25 @@ def _vertebral_level(frac: float) -> str:
     return "S1"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Body:
+    """The body outline a phantom's organs are placed in (mm): outer half width `A0` and half
+    depth `B0`, the same inside the muscle wall (`A_in`, `B_in`), the scan length `C`."""
+
+    A0: float
+    B0: float
+    A_in: float
+    B_in: float
+    C: float
+
+
 def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, rng: np.random.Generator | None = None
                  ) -> tuple[np.ndarray, tuple[float, float, float], list[Lesion]]:
     """A chest-abdomen-pelvis CT phantom with lesions.
 
     Returns (hu, spacing, lesions): hu is an (I, J, K) int16 array of Hounsfield units (axes as in
-    the module docstring), spacing (si, sj, sk) in mm, lesions a list of `Lesion`.
+    the module docstring), spacing (si, sj, sk) in mm, lesions a list of `Lesion`. The steps
+    below draw from `rng` in a fixed order, so a seed always gives the same phantom.
     """
     shape = tuple(int(v) for v in shape)
     check_shape(shape)
@@ -220,9 +235,30 @@ def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, rng: np.random.Generator 
     length = float(rng.uniform(330.0, 420.0))         # scan length (top of chest to pelvis), mm
     spacing = (fov / I, fov / J, length / K)
     cv = _Canvas(shape, spacing)
-    C = length
+    body = _paint_body(cv, rng, fov, length)
+    _paint_bowel(cv, rng, body)
+    hosts = _paint_organs(cv, rng, body)
+    cortical, cancellous = _paint_spine(cv, rng, body, hosts)
+    _paint_ribs(cv, rng, body)
+    _paint_pelvis(cv, body, cortical, cancellous)
+    lesions = _add_lesions(cv, hosts, rng)
 
-    # Body: outer ellipse (A: half width, B: half depth) tapering slightly along s.
+    noise = rng.standard_normal(shape, dtype=np.float32) * np.float32(rng.uniform(6.0, 12.0))
+    cv.vol += noise
+    hu = np.clip(np.rint(cv.vol), -1024, 3071).astype(np.int16)
+    return hu, tuple(float(v) for v in spacing), lesions
+
+
+def _jitter(rng: np.random.Generator, v: float, rel: float = 0.06) -> float:
+    """v scaled by a random factor in [1 - rel, 1 + rel] (anatomy varies between CTs)."""
+    return float(v * (1.0 + rng.uniform(-rel, rel)))
+
+
+def _paint_body(cv: _Canvas, rng: np.random.Generator, fov: float, length: float) -> _Body:
+    """Subcutaneous fat, the muscle wall, the mediastinum and the visceral fat: an outer
+    ellipse (A: half width, B: half depth) tapering slightly along s, shrunk layer by layer."""
+    spacing = tuple(float(v) for v in cv.spacing)
+    C = length
     A0 = float(rng.uniform(0.38, 0.44) * fov)
     B0 = float(rng.uniform(0.64, 0.74) * A0)
     fat = float(rng.uniform(8.0, 22.0))
@@ -246,17 +282,15 @@ def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, rng: np.random.Generator 
     blend_full(body_mask(0.0), rng.uniform(-110.0, -90.0))                  # subcutaneous fat
     blend_full(body_mask(fat), rng.uniform(40.0, 55.0))                     # muscle wall
     cavity = fat + wall
-    A_in, B_in = float(A0 - cavity), float(B0 - cavity)
     cavity_mask = body_mask(cavity)
     blend_full(cavity_mask, rng.uniform(15.0, 35.0), s_hi=0.42 * C)         # mediastinum
     blend_full(cavity_mask, rng.uniform(-100.0, -80.0), s_lo=0.42 * C)      # visceral fat
-    del cavity_mask
+    return _Body(A0, B0, float(A0 - cavity), float(B0 - cavity), C)
 
-    def jitter(v: float, rel: float = 0.06) -> float:
-        """v scaled by a random factor in [1 - rel, 1 + rel] (anatomy varies between CTs)."""
-        return float(v * (1.0 + rng.uniform(-rel, rel)))
 
-    # Bowel loops (soft tissue) with gas, in the lower abdomen.
+def _paint_bowel(cv: _Canvas, rng: np.random.Generator, body: _Body) -> None:
+    """Bowel loops (soft tissue) with gas, in the lower abdomen."""
+    A_in, B_in, C = body.A_in, body.B_in, body.C
     loops = []
     for _ in range(int(rng.integers(8, 14))):
         c = (float(rng.uniform(-0.6, 0.25) * B_in), float(rng.uniform(-0.6, 0.6) * A_in),
@@ -268,6 +302,15 @@ def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, rng: np.random.Generator 
         c, r = loops[int(idx)]
         rg = float(min(r[0], r[1]) * rng.uniform(0.35, 0.55))
         cv.ellipsoid((c[0] - 0.4 * r[0], c[1], c[2]), (rg, rg, rg * 1.2), rng.uniform(-990.0, -940.0))
+
+
+def _paint_organs(cv: _Canvas, rng: np.random.Generator, body: _Body) -> dict[str, list[_Host]]:
+    """Lungs, heart, aorta, IVC, liver, spleen, stomach, kidneys and bladder; the organs lesions
+    may grow in, by kind (the vertebra is added by `_paint_spine`)."""
+    A_in, B_in, C = body.A_in, body.B_in, body.C
+
+    def jitter(v: float) -> float:
+        return _jitter(rng, v)
 
     hosts: dict[str, list[_Host]] = {"lung": [], "liver": [], "kidney": [], "spleen": [], "vertebra": []}
     lung_hu = float(rng.uniform(-870.0, -830.0))
@@ -304,11 +347,18 @@ def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, rng: np.random.Generator 
         hosts["kidney"].append(_Host(name, c, r, (kidney_hu - 8, kidney_hu + 8)))
     cv.ellipsoid((jitter(-0.35 * B_in), 0.0, jitter(0.93 * C)), (jitter(0.25 * B_in), jitter(0.22 * A_in), jitter(0.06 * C)),
                  rng.uniform(2.0, 12.0))                                                       # bladder
+    return hosts
 
-    # Spine: discs, vertebral bodies (cortical shell + cancellous core), canal, posterior arch.
+
+def _paint_spine(cv: _Canvas, rng: np.random.Generator, body: _Body,
+                 hosts: dict[str, list[_Host]]) -> tuple[float, float]:
+    """Discs, vertebral bodies (cortical shell + cancellous core), canal, posterior arch; adds
+    the vertebra host; returns the (cortical, cancellous) bone HU the pelvis reuses."""
+    B_in, C = body.B_in, body.C
+    spine_p = 0.42 * B_in
     cortical = float(rng.uniform(950.0, 1200.0))
     cancellous = float(rng.uniform(260.0, 340.0))
-    vb_r = (jitter(15.0), jitter(19.0))
+    vb_r = (_jitter(rng, 15.0), _jitter(rng, 19.0))
     cv.cylinder((spine_p, 0.0), vb_r, 0.0, C, rng.uniform(75.0, 95.0))                         # discs
     level = float(rng.uniform(25.0, 30.0))
     s = float(rng.uniform(-level, 0.0))
@@ -323,8 +373,13 @@ def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, rng: np.random.Generator 
     cv.cylinder((canal_p, 0.0), (13.0, 14.0), 0.0, C, rng.uniform(700.0, 900.0))                # arch
     cv.cylinder((canal_p + 15.0, 0.0), (9.0, 4.0), 0.0, C, rng.uniform(700.0, 900.0))           # spinous
     cv.cylinder((canal_p, 0.0), (7.0, 8.0), 0.0, C, rng.uniform(5.0, 20.0))                     # canal
+    return cortical, cancellous
 
-    # Ribs: arcs inside the chest wall, sloping down anteriorly; the sternum at the front.
+
+def _paint_ribs(cv: _Canvas, rng: np.random.Generator, body: _Body) -> None:
+    """Ribs: arcs inside the chest wall, sloping down anteriorly; the sternum at the front."""
+    A_in, B_in, B0, C = body.A_in, body.B_in, body.B0, body.C
+    spacing = cv.spacing
     rib_hu = float(rng.uniform(700.0, 950.0))
     rib_a, rib_b = A_in - 3.0, B_in - 3.0
     theta = np.arctan2(cv.p[:, None], cv.l[None, :])             # 0 at patient left, pi/2 posterior
@@ -342,20 +397,16 @@ def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, rng: np.random.Generator 
         s += float(rng.uniform(22.0, 27.0))
     cv.cylinder((-B_in + 8.0, 0.0), (6.0, 14.0), 0.06 * C, 0.36 * C, rng.uniform(450.0, 600.0))  # sternum
 
-    # Pelvis: iliac wings (shell + marrow) and femoral heads.
+
+def _paint_pelvis(cv: _Canvas, body: _Body, cortical: float, cancellous: float) -> None:
+    """Pelvis: iliac wings (shell + marrow) and femoral heads (no random draws)."""
+    A_in, B_in, C = body.A_in, body.B_in, body.C
     for side in (-1.0, 1.0):
         c, r = (0.15 * B_in, side * 0.55 * A_in), (0.35 * B_in, 0.20 * A_in)
         cv.cylinder(c, r, 0.80 * C, 0.97 * C, cortical * 0.8)
         cv.cylinder(c, (r[0] - 5.0, r[1] - 5.0), 0.80 * C, 0.97 * C, cancellous)
         cv.ellipsoid((0.0, side * 0.50 * A_in, 0.99 * C), (22.0, 22.0, 22.0), cortical * 0.7)
         cv.ellipsoid((0.0, side * 0.50 * A_in, 0.99 * C), (17.0, 17.0, 17.0), cancellous)
-
-    lesions = _add_lesions(cv, hosts, rng)
-
-    noise = rng.standard_normal(shape, dtype=np.float32) * np.float32(rng.uniform(6.0, 12.0))
-    cv.vol += noise
-    hu = np.clip(np.rint(cv.vol), -1024, 3071).astype(np.int16)
-    return hu, tuple(float(v) for v in spacing), lesions
 
 
 def _add_lesions(cv: _Canvas, hosts: dict[str, list[_Host]], rng: np.random.Generator) -> list[Lesion]:
@@ -431,7 +482,12 @@ def make_report(lesions: Sequence[Lesion]) -> str:
 
 
 def check_shape(shape: Sequence[int]) -> None:
-    """ConfigError unless shape is (I, J, K) with I, J >= 16 and K >= 8."""
+    """ConfigError unless shape is (I, J, K) with I, J >= 16, K >= 8 and at most MAX_VOXELS."""
     if len(shape) != 3 or any(int(v) < m for v, m in zip(shape, MIN_SHAPE)):
-        raise ConfigError(f"--shape {tuple(shape)}: need three sizes I J K with I, J >= {MIN_SHAPE[0]} "
+        raise ConfigError(f"shape {tuple(shape)}: need three sizes I J K with I, J >= {MIN_SHAPE[0]} "
                           f"and K >= {MIN_SHAPE[2]}")
+    voxels = int(np.prod([int(v) for v in shape], dtype=object))
+    if voxels > MAX_VOXELS:
+        raise ConfigError(f"--shape {' '.join(str(int(v)) for v in shape)}: {voxels:,} voxels, more "
+                          f"than the {MAX_VOXELS:,} a phantom may have (e.g. 512 512 512; the "
+                          f"generator needs ~25 bytes per voxel)")

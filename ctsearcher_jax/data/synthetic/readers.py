@@ -96,83 +96,26 @@ def make_scanpath(hu: np.ndarray, lesions: Sequence[Lesion], style: ReaderStyle,
 
     hu: (I, J, K) Hounsfield units (any dtype). Returns rounded values exactly as written to
     the dataset: X, Y in [1, 512] (2 decimals), Z integer slice numbers in [1, K], T >= 0.05 s.
+    The steps draw from `rng` in a fixed order, so a seed always gives the same scanpath.
     """
     if not 1 <= min_fixations <= max_fixations:
         raise ConfigError(f"min_fixations ({min_fixations}) and max_fixations ({max_fixations}) "
                           f"must satisfy 1 <= min <= max")
-    I, J, K = hu.shape
+    K = hu.shape[2]
     lo, hi = float(min_fixations), float(max_fixations)
     base = lo * (hi / lo) ** style.count_level
     n_total = int(np.clip(round(base * math.exp(0.15 * rng.standard_normal())
                                 * (1.0 + 0.05 * len(lesions))), min_fixations, max_fixations))
-
-    # Lesion episodes: (lesion index, number of fixations, is_revisit).
-    order = sorted(range(len(lesions)), key=lambda q: lesions[q].center_ijk[2])
-    episodes: list[list[int]] = []
-    for q in order:
-        les = lesions[q]
-        p_detect = style.sensitivity * (0.4 + 0.6 * _conspicuity(les))
-        detected = rng.uniform() < p_detect
-        size = min(2.0, les.radius_mm / 10.0)
-        m = 2 + int(rng.poisson(style.dwell_fixations * (0.6 + 0.4 * size)))
-        revisit = rng.uniform() < style.p_revisit
-        m2 = 1 + int(rng.poisson(0.4 * style.dwell_fixations))
-        if detected:
-            episodes.append([q, m, 0])
-            if revisit:
-                episodes.append([q, m2, 1])
-    cap = n_total // 2                     # at least half the fixations are search
-    total = sum(e[1] for e in episodes)
-    if total > cap:
-        for e in episodes:
-            e[1] = int(e[1] * cap / total)
-        episodes = [e for e in episodes if e[1] >= 1]
+    episodes = _lesion_episodes(lesions, style, rng, n_total)
     n_search = n_total - sum(e[1] for e in episodes)
-
-    # Drilling: slice position of each search fixation (continuous, 0-based k).
-    u = rng.uniform(size=n_search)
-    steps = np.where(u < style.p_back, -rng.exponential(style.back_scale, n_search),
-                     np.where(u < style.p_back + style.p_stay, 0.0, rng.exponential(1.0, n_search)))
-    steps[0] = 0.0
-    c = np.cumsum(steps)
-    k_start = rng.uniform(0.0, 0.03) * (K - 1)
-    k_end = (K - 1) - rng.uniform(0.0, 0.03) * (K - 1)
-    span = c.max() - c.min()
-    kz = k_start + (k_end - k_start) * ((c - c.min()) / span if span > 0 else np.zeros_like(c))
-    ks = np.clip(np.rint(kz), 0, K - 1).astype(np.int64)
-
-    # In-plane search: tissue voxels of the current slice (a strided grid keeps memory small).
-    stride = max(1, int(math.ceil(max(I, J) / 128)))
-    sub = np.asarray(hu[::stride, ::stride, :]) > -950
-    kk, ii, jj = np.nonzero(np.moveaxis(sub, 2, 0))        # sorted by slice
-    counts = np.bincount(kk, minlength=K)
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    cen_i = np.bincount(kk, weights=ii, minlength=K) / np.maximum(counts, 1) * stride
-    cen_j = np.bincount(kk, weights=jj, minlength=K) / np.maximum(counts, 1) * stride
-    cen_i = np.where(counts > 0, cen_i, (I - 1) / 2.0)
-    cen_j = np.where(counts > 0, cen_j, (J - 1) / 2.0)
-    pick = offsets[ks] + np.floor(rng.uniform(size=n_search) * np.maximum(counts[ks], 1)).astype(np.int64)
-    pick = np.minimum(pick, max(len(kk) - 1, 0))
-    if len(kk):
-        vi = np.where(counts[ks] > 0, ii[pick] * stride, cen_i[ks]) + rng.uniform(-0.5, stride - 0.5, n_search)
-        vj = np.where(counts[ks] > 0, jj[pick] * stride, cen_j[ks]) + rng.uniform(-0.5, stride - 0.5, n_search)
-    else:
-        vi, vj = np.full(n_search, cen_i[0]), np.full(n_search, cen_j[0])
-    vi = cen_i[ks] + style.spread * (vi - cen_i[ks])
-    vj = cen_j[ks] + style.spread * (vj - cen_j[ks])
-    anchors = np.stack(voxel_to_gaze(vi, vj, kz, hu.shape), axis=-1)
-    jump = rng.uniform(size=n_search) < style.p_jump
-    jump[0] = True
-    held = np.maximum.accumulate(np.where(jump, np.arange(n_search), 0))   # last jump index
-    sx = anchors[held, 0] + rng.normal(0.0, style.local_sd_px, n_search) * ~jump
-    sy = anchors[held, 1] + rng.normal(0.0, style.local_sd_px, n_search) * ~jump
-    mu = math.log(style.duration_median_s)
-    st = np.exp(mu + style.duration_sigma * rng.standard_normal(n_search))
+    kz = _drilling(style, rng, n_search, K)
+    sx, sy, st = _search_fixations(hu, style, rng, kz)
 
     # Lesion fixations, keyed so that a stable sort slots them into the search sequence.
     keys = [np.arange(n_search, dtype=np.float64)]
     xs, ys, zs, ts = [sx], [sy], [kz + 1.0], [st]
     first_visit: dict[int, int] = {}
+    mu = math.log(style.duration_median_s)
     for e_idx, (q, m, is_revisit) in enumerate(episodes):
         les = lesions[q]
         ci, cj, ck = les.center_ijk
@@ -202,3 +145,80 @@ def make_scanpath(hu: np.ndarray, lesions: Sequence[Lesion], style: ReaderStyle,
         y=np.round(np.clip(y, 1.0, GAZE_FRAME), 2),
         z=np.clip(np.rint(z), 1, K).astype(np.float64),
         t=np.round(np.clip(t, 0.05, 4.0), 3))
+
+
+def _lesion_episodes(lesions: Sequence[Lesion], style: ReaderStyle, rng: np.random.Generator,
+                     n_total: int) -> list[list[int]]:
+    """Lesion episodes `[lesion index, number of fixations, is_revisit]` in slice order, cut so
+    that at least half of the `n_total` fixations are search."""
+    order = sorted(range(len(lesions)), key=lambda q: lesions[q].center_ijk[2])
+    episodes: list[list[int]] = []
+    for q in order:
+        les = lesions[q]
+        p_detect = style.sensitivity * (0.4 + 0.6 * _conspicuity(les))
+        detected = rng.uniform() < p_detect
+        size = min(2.0, les.radius_mm / 10.0)
+        m = 2 + int(rng.poisson(style.dwell_fixations * (0.6 + 0.4 * size)))
+        revisit = rng.uniform() < style.p_revisit
+        m2 = 1 + int(rng.poisson(0.4 * style.dwell_fixations))
+        if detected:
+            episodes.append([q, m, 0])
+            if revisit:
+                episodes.append([q, m2, 1])
+    cap = n_total // 2                     # at least half the fixations are search
+    total = sum(e[1] for e in episodes)
+    if total > cap:
+        for e in episodes:
+            e[1] = int(e[1] * cap / total)
+        episodes = [e for e in episodes if e[1] >= 1]
+    return episodes
+
+
+def _drilling(style: ReaderStyle, rng: np.random.Generator, n_search: int, K: int) -> np.ndarray:
+    """(n_search,) continuous 0-based slice position of each search fixation: steps forward,
+    back and staying, stretched over the volume's slices."""
+    u = rng.uniform(size=n_search)
+    steps = np.where(u < style.p_back, -rng.exponential(style.back_scale, n_search),
+                     np.where(u < style.p_back + style.p_stay, 0.0, rng.exponential(1.0, n_search)))
+    steps[0] = 0.0
+    c = np.cumsum(steps)
+    k_start = rng.uniform(0.0, 0.03) * (K - 1)
+    k_end = (K - 1) - rng.uniform(0.0, 0.03) * (K - 1)
+    span = c.max() - c.min()
+    return k_start + (k_end - k_start) * ((c - c.min()) / span if span > 0 else np.zeros_like(c))
+
+
+def _search_fixations(hu: np.ndarray, style: ReaderStyle, rng: np.random.Generator,
+                      kz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, duration) of the search fixations at slices `kz`: tissue voxels of the current
+    slice (a strided grid keeps memory small), held between jumps with local jitter."""
+    I, J, K = hu.shape
+    n_search = len(kz)
+    ks = np.clip(np.rint(kz), 0, K - 1).astype(np.int64)
+    stride = max(1, int(math.ceil(max(I, J) / 128)))
+    sub = np.asarray(hu[::stride, ::stride, :]) > -950
+    kk, ii, jj = np.nonzero(np.moveaxis(sub, 2, 0))        # sorted by slice
+    counts = np.bincount(kk, minlength=K)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    cen_i = np.bincount(kk, weights=ii, minlength=K) / np.maximum(counts, 1) * stride
+    cen_j = np.bincount(kk, weights=jj, minlength=K) / np.maximum(counts, 1) * stride
+    cen_i = np.where(counts > 0, cen_i, (I - 1) / 2.0)
+    cen_j = np.where(counts > 0, cen_j, (J - 1) / 2.0)
+    pick = offsets[ks] + np.floor(rng.uniform(size=n_search) * np.maximum(counts[ks], 1)).astype(np.int64)
+    pick = np.minimum(pick, max(len(kk) - 1, 0))
+    if len(kk):
+        vi = np.where(counts[ks] > 0, ii[pick] * stride, cen_i[ks]) + rng.uniform(-0.5, stride - 0.5, n_search)
+        vj = np.where(counts[ks] > 0, jj[pick] * stride, cen_j[ks]) + rng.uniform(-0.5, stride - 0.5, n_search)
+    else:
+        vi, vj = np.full(n_search, cen_i[0]), np.full(n_search, cen_j[0])
+    vi = cen_i[ks] + style.spread * (vi - cen_i[ks])
+    vj = cen_j[ks] + style.spread * (vj - cen_j[ks])
+    anchors = np.stack(voxel_to_gaze(vi, vj, kz, hu.shape), axis=-1)
+    jump = rng.uniform(size=n_search) < style.p_jump
+    jump[0] = True
+    held = np.maximum.accumulate(np.where(jump, np.arange(n_search), 0))   # last jump index
+    sx = anchors[held, 0] + rng.normal(0.0, style.local_sd_px, n_search) * ~jump
+    sy = anchors[held, 1] + rng.normal(0.0, style.local_sd_px, n_search) * ~jump
+    mu = math.log(style.duration_median_s)
+    st = np.exp(mu + style.duration_sigma * rng.standard_normal(n_search))
+    return sx, sy, st

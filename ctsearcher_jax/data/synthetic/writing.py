@@ -13,19 +13,21 @@ so the same seed gives the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
+import nibabel as nib
 import numpy as np
 
 from ctsearcher_jax.config import GAZE_FRAME
-from ctsearcher_jax.data.synthetic.anatomy import (DEFAULT_SHAPE, check_shape, make_phantom,
-                                                   make_report)
+from ctsearcher_jax.data.nifti import open_nifti
+from ctsearcher_jax.data.synthetic.anatomy import DEFAULT_SHAPE, check_shape, make_phantom, make_report
 from ctsearcher_jax.data.synthetic.readers import make_scanpath, reader_style
 from ctsearcher_jax.data.synthetic.seeds import STREAM_CT, STREAM_SCANPATH, STREAM_SPLIT, stream_rng
 from ctsearcher_jax.errors import ConfigError, DataError
@@ -63,8 +65,6 @@ def nifti_gz_bytes(hu: np.ndarray, spacing: Sequence[float]) -> bytes:
     Stored value = HU + 1024 with scl_slope 1, scl_inter -1024 (readers must apply the scaling,
     as nibabel's `get_fdata` does). The gzip header carries mtime 0 and no file name.
     """
-    import nibabel as nib
-
     hu = np.asarray(hu)
     stored = (hu.astype(np.int32) - int(HU_INTERCEPT)).astype(np.int16)
     affine = phantom_affine(hu.shape, spacing)
@@ -134,21 +134,49 @@ def synthesize(out_dir: str | os.PathLike[str], *, num_cts: int, num_readers: in
     """Write a synthetic CT-ScanGaze dataset into `out_dir` (see the module docstring).
 
     Refuses a non-empty `out_dir` unless `force`; with `force`, files of the same names are
-    replaced and nothing else is touched. Each file is written atomically, the dataset JSON last.
+    replaced and nothing else is touched. Each file is written atomically, the dataset JSON last;
+    every argument is checked before anything is written, and a call that fails (or is
+    interrupted) removes the files and folders it created. Each volume is read back through
+    `data.nifti.open_nifti` (the header every command checks).
     """
     shape = tuple(int(v) for v in shape)
     check_shape(shape)
+    if int(seed) < 0:  # numpy's SeedSequence takes non-negative integers only
+        raise ConfigError(f"--seed {seed}: must be an integer >= 0")
     if num_cts < 1 or num_readers < 1:
-        raise ConfigError(f"--cts {num_cts} --readers {num_readers}: both must be >= 1")
+        raise ConfigError(f"num_cts={num_cts}, num_readers={num_readers}: both must be >= 1")
     if not 1 <= min_fixations <= max_fixations:
-        raise ConfigError(f"--min-fixations {min_fixations} --max-fixations {max_fixations}: "
-                          f"need 1 <= min <= max")
+        raise ConfigError(f"min_fixations={min_fixations}, max_fixations={max_fixations}: "
+                          f"need 1 <= min_fixations <= max_fixations")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder; choose another --out")
+        raise DataError(f"{out}: exists and is not a folder; choose another out_dir")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise DataError(f"{out}: folder exists and is not empty; choose another --out, or pass "
-                        f"--force to replace the synthetic files in it")
+        raise DataError(f"{out}: folder exists and is not empty; choose another out_dir, or pass "
+                        f"force=True to replace the synthetic files in it")
+    with _removed_on_failure(out) as created:
+        return _write_dataset(out, created, num_cts=num_cts, num_readers=num_readers, seed=seed,
+                              shape=shape, min_fixations=min_fixations, max_fixations=max_fixations)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(out: Path) -> Iterator[list[Path]]:
+    """Yield the list the writer appends each new path to (folders before their files); when the
+    body fails, remove them (newest first; files that existed before are kept)."""
+    missing = [p for p in (out / CT_DIR, out, *out.parents) if not p.exists()]
+    created: list[Path] = list(reversed(missing))  # the outermost folder first
+    try:
+        yield created
+    except BaseException:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        raise
+
+
+def _write_dataset(out: Path, created: list[Path], *, num_cts: int, num_readers: int, seed: int,
+                   shape: tuple[int, ...], min_fixations: int, max_fixations: int) -> SynthSummary:
+    """The writing part of `synthesize` (arguments checked); new paths are added to `created`."""
     (out / CT_DIR).mkdir(parents=True, exist_ok=True)
 
     splits = split_of_cts(num_cts, seed)
@@ -162,7 +190,12 @@ def synthesize(out_dir: str | os.PathLike[str], *, num_cts: int, num_readers: in
         hu, spacing, lesions = make_phantom(shape, stream_rng(seed, STREAM_CT, c))
         path = out / CT_DIR / f"{name}.nii.gz"
         data = nifti_gz_bytes(hu, spacing)
+        if not path.exists():
+            created.append(path)
         atomic_write(path, lambda f, d=data: f.write(d))
+        if open_nifti(path).shape != shape:  # what every command will check, on what it wrote
+            raise DataError(f"{path}: written with shape {shape} but reads back as "
+                            f"{open_nifti(path).shape}; please report it")
         ct_paths.append(path)
         report = make_report(lesions)
         num_lesions += len(lesions)
@@ -188,9 +221,9 @@ def synthesize(out_dir: str | os.PathLike[str], *, num_cts: int, num_readers: in
                      for k, v in dataclasses.asdict(s).items()} for s in styles],
         "cts": ct_meta,
     }
-    meta_path = out / META_JSON
+    meta_path, json_path = out / META_JSON, out / DATASET_JSON
+    created.extend(p for p in (meta_path, json_path) if not p.exists())
     atomic_write_text(meta_path, json.dumps(meta, indent=1, allow_nan=False) + "\n")
-    json_path = out / DATASET_JSON
     atomic_write_text(json_path, json.dumps(records, indent=None, allow_nan=False,
                                             separators=(",", ":")) + "\n")
     counts = {s: splits.count(s) for s in ("train", "test") if splits.count(s)}

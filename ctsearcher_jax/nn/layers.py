@@ -9,7 +9,7 @@ of d, scores q.k^T / sqrt(d/H), softmax over keys, `out_proj`.
 Parameters are float32. `dtype` is the compute dtype of the matmuls: the residual stream, LayerNorm
 and softmax stay float32, so bfloat16 only rounds the inputs of the matrix products.
 
-Attention runs through `jax.nn.dot_product_attention` (`model/attention.py`: cuDNN flash attention
+Attention runs through `jax.nn.dot_product_attention` (`nn/attention.py`: cuDNN flash attention
 on GPUs in bfloat16, XLA otherwise) whenever no dropout applies to the attention weights, i.e. in
 evaluation, sampling, and training with dropout 0. Training with attention dropout (the paper
 config: 0.2, as torch's MultiheadAttention) keeps the explicit softmax-dropout-product, because
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ctsearcher_jax.model.attention import attention
+from ctsearcher_jax.nn.attention import attention
 
 xavier_uniform = jax.nn.initializers.xavier_uniform()
 

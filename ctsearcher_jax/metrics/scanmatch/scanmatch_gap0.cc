@@ -1,5 +1,5 @@
 // ScanMatch's Needleman-Wunsch with gap 0, final cell F[la, lb] of each pair: an XLA FFI handler
-// for CPU (float32 and float64). Built and registered by ctsearcher_jax/metrics/scanmatch_native.py;
+// for CPU (float32 and float64). Built and registered by ctsearcher_jax/metrics/scanmatch/native.py;
 // its jnp twin is `metrics.scanmatch.stripe_kernel`, which gives the same numbers.
 //
 // With gap 0, F[i][j] = max(F[i-1][j], F[i][j-1], F[i-1][j-1] + S[a_i][b_j]), F[0][.] = F[.][0] = 0,

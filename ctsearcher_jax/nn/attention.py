@@ -1,6 +1,6 @@
 """Scaled dot-product attention through `jax.nn.dot_product_attention`, one choice of kernel.
 
-Used by CT-Searcher (`model/layers.py`) and by the Swin UNETR window attention
+Used by CT-Searcher (`nn/layers.py`) and by the Swin UNETR window attention
 (`feature_extraction/swin_unetr.py`). Inputs are `(B, T, N, H)` queries and `(B, S, N, H)` keys and
 values; `bias` is added to the float32 logits (broadcastable to `(B, N, T, S)`); `is_causal` masks
 keys after each query. Queries come **already scaled** (q * H^-0.5, as torch and MONAI scale them

@@ -20,10 +20,11 @@ merges the parts into `manifest.json` at the end. `read_manifest` reads `manifes
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.io import atomic_write_json, read_json
@@ -32,15 +33,6 @@ from ctsearcher_jax.paths import name_problem
 FORMAT = "ctsearcher-features/1"
 MANIFEST = "manifest.json"
 PART_GLOB = "manifest.part-*.json"
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_path(out_dir: str | os.PathLike[str], process_index: int = 0,
@@ -117,7 +109,7 @@ def describe_weights(weights: Any) -> str:
         return "unrecorded weights"
     size = f"feature_size {weights.get('feature_size')}"
     if weights.get("kind") == "random":
-        return f"a random-initialised encoder (--weights random, seed {weights.get('seed')}, {size})"
+        return f"a random-initialised encoder (weights 'random', seed {weights.get('seed')}, {size})"
     sha = str(weights.get("sha256", ""))[:12]
     return f"weights file {weights.get('path')} (sha256 {sha}..., {size})"
 
@@ -143,8 +135,6 @@ def npy_problem(path: Path, shape: tuple[int, ...] | None) -> str | None:
     Reads only the header and the file size, so checking a cache of thousands of CTs is cheap:
     a truncated file (a copy cut short, a full disk) has fewer bytes than its header promises.
     """
-    import numpy as np
-
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
