@@ -1,11 +1,11 @@
 """Sampling cost of CT-Searcher AR against CT-Searcher at one config (issue 26: at most 3x).
 
-    python scripts/bench_sampling.py [--config paper] [--cts 16] [--samples 10]
+    python scripts/bench_sampling.py [--config paper] [--num-cts 16] [--samples 10]
                                      [--ar-layers 1] [--repeats 2] [--set KEY=VALUE ...]
 
 Builds both architectures from the same config (random weights: the cost of a draw does not
 depend on them, the AR scan always runs max_length steps) and draws `--samples` scanpaths for
-each of `--cts` CTs of random feature tokens, in chunks of `model.generate.CHUNK` CTs with one key
+each of `--num-cts` CTs of random feature tokens, in chunks of `model.generate.CHUNK` CTs with one key
 per CT, exactly as `predict` does (`generate.samplers(config).per_ct`), on the default device.
 Times the warm calls (the first compiles) and prints seconds per call, per CT and per scanpath
 and the ratio AR / CT-Searcher. Wall time is measured here, on whatever machine runs it: compare
@@ -55,7 +55,7 @@ def time_sampling(config: config_lib.Config, cts: int, samples: int, repeats: in
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="paper")
-    p.add_argument("--cts", type=int, default=16)
+    p.add_argument("--num-cts", type=int, default=16)
     p.add_argument("--samples", type=int, default=10)
     p.add_argument("--ar-layers", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
@@ -66,19 +66,19 @@ def main() -> int:
                                                              ar_layers=args.ar_layers))
     m = base.model
     print(f"{args.config}: d_model {m.d_model}, {m.num_encoder_layers}+{m.num_decoder_layers} "
-          f"layers, grid {list(m.grid)}, max_length {m.max_length}; {args.cts} CTs x "
+          f"layers, grid {list(m.grid)}, max_length {m.max_length}; {args.num_cts} CTs x "
           f"{args.samples} scanpaths, chunks of {CHUNK} CTs; {jax.device_count()} "
           f"{jax.default_backend()} device(s); AR ar_layers {args.ar_layers}", flush=True)
     rows = {}
     for name, config in (("ct_searcher", base), ("ct_searcher_ar", ar)):
-        seconds = time_sampling(config, args.cts, args.samples, args.repeats)
+        seconds = time_sampling(config, args.num_cts, args.samples, args.repeats)
         rows[name] = min(seconds[1:])
         print(f"{name}: first call {seconds[0]:.1f} s (compiles), warm {', '.join(f'{s:.2f}' for s in seconds[1:])} s",
               flush=True)
-    n = args.cts * args.samples
+    n = args.num_cts * args.samples
     print("\n| model | warm s (best) | s per CT | ms per scanpath |\n|---|---|---|---|")
     for name, s in rows.items():
-        print(f"| {name} | {s:.2f} | {s / args.cts:.3f} | {1e3 * s / n:.1f} |")
+        print(f"| {name} | {s:.2f} | {s / args.num_cts:.3f} | {1e3 * s / n:.1f} |")
     ratio = rows["ct_searcher_ar"] / rows["ct_searcher"]
     print(f"\nAR / CT-Searcher sampling cost: {ratio:.2f}x ({'within' if ratio <= 3 else 'ABOVE'} "
           f"the 3x bar)")
