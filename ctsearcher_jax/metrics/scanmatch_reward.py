@@ -205,12 +205,13 @@ def _stripe_best(sa, la, sb, lb, params: ScanMatchParams, dtype, size: int,
 def hmean_reward(gt_coords, gt_durations, gt_length, coords, durations, length, *,
                  duration_cap_s: float = DEFAULT_DURATION_CAP_S, group_size: int | None = None,
                  kernel: str = "auto", with_duration: ScanMatchParams = WITH_DURATION,
-                 without_duration: ScanMatchParams = WITHOUT_DURATION) -> jax.Array:
+                 without_duration: ScanMatchParams = WITHOUT_DURATION,
+                 width: int | None = None) -> jax.Array:
     """Harmonic mean of ScanMatch with and without duration of each sample: (B, S).
 
     gt_coords (B, Lg, 3), gt_durations (B, Lg), gt_length (B,): one recorded scanpath per row;
     coords (B, S, L, 3), durations (B, S, L), length (B, S): S samples scored against it.
-    0 where either score is 0 or NaN. group_size, kernel: see `scanmatch_pairs`.
+    0 where either score is 0 or NaN. group_size, kernel, width: see `scanmatch_pairs`.
     """
     b, s = length.shape
     flat = lambda x: x.reshape(b * s, *x.shape[2:])  # noqa: E731
@@ -218,9 +219,9 @@ def hmean_reward(gt_coords, gt_durations, gt_length, coords, durations, length, 
     args = (repeat(gt_coords), repeat(gt_durations), repeat(gt_length), flat(coords),
             flat(durations), flat(length))
     a = scanmatch_pairs(*args, params=with_duration, duration_cap_s=duration_cap_s,
-                        group_size=group_size, kernel=kernel)
+                        group_size=group_size, kernel=kernel, width=width)
     c = scanmatch_pairs(*args, params=without_duration, duration_cap_s=duration_cap_s,
-                        group_size=group_size, kernel=kernel)
+                        group_size=group_size, kernel=kernel, width=width)
     a, c = jnp.nan_to_num(a), jnp.nan_to_num(c)  # both empty: NaN in the metric, 0 here
     total = a + c
     return jnp.where(total > 0, 2 * a * c / jnp.where(total > 0, total, 1), 0).reshape(b, s)

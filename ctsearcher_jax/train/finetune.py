@@ -81,24 +81,64 @@ def start_from_source(config: Config, state, shardings):
 
 
 def make_step(graphdef, config: Config, schedule: Callable, state_shardings=None,
-              metric_sharding=None):
-    """The run's train step: supervised (`step.make_train_step`) or fine-tuning (below)."""
+              metric_sharding=None, platform: str | None = None):
+    """The run's train step: supervised (`step.make_train_step`) or fine-tuning (below).
+
+    platform: what the step is compiled for ("cpu", "gpu"/"cuda", "tpu"); None = the platform of
+    the devices of `state_shardings` (else the default backend). Only the fine-tuning reward
+    depends on it (`reward_kernel`); `ctsearcher plan` passes "cuda" when it lowers for CUDA.
+    """
     from ctsearcher_jax.train import step as step_lib
 
     if not config.finetune.source:
         return step_lib.make_train_step(graphdef, config.train, schedule, state_shardings,
                                         metric_sharding)
-    return make_finetune_step(graphdef, config, schedule, state_shardings, metric_sharding)
+    return make_finetune_step(graphdef, config, schedule, state_shardings, metric_sharding,
+                              platform=platform)
 
 
-def policy_gradient(outputs, shared: bool, batch, key, config: Config):
+def step_devices(state_shardings) -> list:
+    """The devices a step with these state shardings runs on (the default device when None)."""
+    if state_shardings is not None:
+        for sharding in jax.tree.leaves(state_shardings,
+                                        is_leaf=lambda x: isinstance(x, jax.sharding.Sharding)):
+            if isinstance(sharding, jax.sharding.Sharding):
+                return list(sharding.device_set)
+    return jax.devices()[:1]
+
+
+def reward_kernel(config: Config, platform: str, num_devices: int) -> dict:
+    """`hmean_reward`'s kernel, group_size and width for a step compiled for `platform` on
+    `num_devices` devices, decided from where the step runs, not from the default backend (a
+    step compiled for TPU on a CPU host must not get the native kernel: a CPU-only custom call).
+
+    One CPU device: the native C++ kernel when built, pairs sorted into groups. Several CPU
+    devices: the stripe kernel in one call (a sort or a custom call would gather the sharded
+    batch). Accelerators: the stripe kernel in one call, one stripe of the whole height.
+    """
+    from ctsearcher_jax.metrics import scanmatch_native
+    from ctsearcher_jax.metrics.scanmatch_reward import CPU_GROUP_SIZE, max_expanded_length
+
+    if platform == "cpu":
+        if num_devices == 1:
+            native = scanmatch_native.available()
+            return {"kernel": "native" if native else "stripe", "group_size": CPU_GROUP_SIZE}
+        return {"kernel": "stripe", "group_size": None}
+    whole = max_expanded_length(config.model.max_length, config.finetune.duration_cap_s)
+    return {"kernel": "stripe", "group_size": None, "width": whole}
+
+
+def policy_gradient(outputs, shared: bool, batch, key, config: Config, reward_options=None):
     """(pg loss, stats) of one batch; see the module docstring. outputs: (B, ...) when `shared`
-    else (B*R, ...). stats: reward_mean, reward_std over real (CT, reader) pairs and samples."""
-    from ctsearcher_jax.metrics.scanmatch_reward import default_group_size, hmean_reward
+    else (B*R, ...). stats: reward_mean, reward_std over real (CT, reader) pairs and samples.
+    reward_options: `reward_kernel`'s choice (None: for this process's default device)."""
+    from ctsearcher_jax.metrics.scanmatch_reward import hmean_reward
     from ctsearcher_jax.model.losses import duration_log_pdf
     from ctsearcher_jax.model.sampling import draw_from_outputs
 
     ft, ev = config.finetune, config.eval
+    if reward_options is None:
+        reward_options = reward_kernel(config, jax.default_backend(), jax.device_count())
     logits, mu, log_sigma2 = outputs
     b, r = batch["reader_mask"].shape
     if shared:  # one output per CT serves each of its readers
@@ -129,7 +169,7 @@ def policy_gradient(outputs, shared: bool, batch, key, config: Config):
     gaze_length = batch["gaze_length"].reshape(-1)
     reward = hmean_reward(gaze[..., :3], gaze[..., 3], gaze_length, drawn.coords, drawn.durations,
                           drawn.lengths, duration_cap_s=ft.duration_cap_s,
-                          group_size=default_group_size())  # (BR, S)
+                          **reward_options)  # (BR, S)
     reward = jax.lax.stop_gradient(reward)
     valid = ((batch["reader_mask"].reshape(-1) > 0) & (gaze_length > 0)).astype(jnp.float32)
     advantage = reward - jnp.mean(reward, axis=1, keepdims=True)
@@ -141,8 +181,11 @@ def policy_gradient(outputs, shared: bool, batch, key, config: Config):
 
 
 def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shardings=None,
-                       metric_sharding=None):
-    """jit-compiled `step(state, rng_state, batch) -> (state, metrics)`; `state` is donated."""
+                       metric_sharding=None, platform: str | None = None):
+    """jit-compiled `step(state, rng_state, batch) -> (state, metrics)`; `state` is donated.
+
+    platform: see `make_step`; it picks the reward's kernel (`reward_kernel`).
+    """
     from ctsearcher_jax.model.losses import scanpath_loss
     from ctsearcher_jax.train.step import (apply_update, batch_targets, jit_train_step, pack,
                                            reader_outputs, unpack)
@@ -151,6 +194,8 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
     if train.grad_accum_steps != 1:
         raise ConfigError("fine-tuning does not accumulate gradients: set train.grad_accum_steps=1 "
                           "(lower train.batch_size instead)")
+    devices = step_devices(state_shardings)
+    reward_options = reward_kernel(config, platform or devices[0].platform, len(devices))
 
     def step(state, rng_state, batch):
         model, optimizer = unpack(graphdef, rng_state, state)
@@ -169,7 +214,8 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
                                           duration_weight=train.duration_loss_weight,
                                           share_forward=shared,
                                           legacy_epsilon=train.legacy_loss_epsilon)
-            pg, stats = policy_gradient(outputs, shared, batch, sample_key, config)
+            pg, stats = policy_gradient(outputs, shared, batch, sample_key, config,
+                                        reward_options)
             loss = pg + ft.supervised_weight * supervised
             return loss, (pg, supervised, stats, nnx.state(m, nnx.Not(nnx.Param)))
 
