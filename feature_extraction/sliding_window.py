@@ -125,6 +125,25 @@ def process_share(items: Sequence[T], process_index: int | None = None,
 EncodeFn = Callable[[Any, Any], tuple[Any, Any]]
 
 
+def jit_encoder(apply: EncodeFn, mesh: Any) -> Any:
+    """`encode(params, windows) -> (dec4, hidden4)` float32, jit-compiled for `mesh` (one axis,
+    "data"): parameters replicated, windows and both outputs split along the batch over "data".
+
+    The program `WindowEncoder` runs; `ctsearcher plan` compiles the same one for TPU topologies.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+    def encode(params: Any, windows: Any) -> tuple[Any, Any]:
+        dec4, hidden4 = apply(params, windows)
+        return dec4.astype(jnp.float32), hidden4.astype(jnp.float32)
+
+    return jax.jit(encode, in_shardings=(replicated, data), out_shardings=(data, data))
+
+
 class WindowEncoder:
     """Encodes the windows of volumes in fixed-size batches sharded over local devices.
 
@@ -140,7 +159,6 @@ class WindowEncoder:
     def __init__(self, apply: EncodeFn, params: Any, *, roi: int = 96, batch_per_device: int = 4,
                  devices: Sequence[Any] | None = None) -> None:
         import jax
-        import jax.numpy as jnp
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
         devices = list(devices) if devices is not None else jax.local_devices()
@@ -151,10 +169,6 @@ class WindowEncoder:
         self._data = NamedSharding(self.mesh, P("data"))
         self._params = jax.device_put(params, self._replicated)
 
-        def encode(params: Any, windows: Any) -> tuple[Any, Any]:
-            dec4, hidden4 = apply(params, windows)
-            return dec4.astype(jnp.float32), hidden4.astype(jnp.float32)
-
         def cut(volume: Any, starts: Any) -> Any:
             # One dynamic_slice per window; the starts are data, so the same program serves every
             # placement of a volume of this padded shape.
@@ -163,8 +177,7 @@ class WindowEncoder:
 
             return jax.vmap(one)(starts)[..., None]
 
-        self._encode = jax.jit(encode, in_shardings=(self._replicated, self._data),
-                               out_shardings=(self._data, self._data))
+        self._encode = jit_encoder(apply, self.mesh)
         self._cut = jax.jit(cut, in_shardings=(self._replicated, self._data),
                             out_shardings=self._data)
 
