@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     from ctsearcher_jax import logs
 
     logs.setup(args.verbose + args.sub_verbose - args.quiet - args.sub_quiet)
-    from ctsearcher_jax.runtime import compile_cache
+    from ctsearcher_jax.runtime import compile_cache, platforms
+
+    platforms.skip_absent_tpu()  # libtpu installed on a host without TPUs: no backend warnings
 
     compile_cache.configure(enabled=not args.no_compile_cache)
     try:
