@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "import-upstream": "import_upstream",
     "devices": "devices",
+    "plan": "plan",
 }
 
 
