@@ -87,6 +87,7 @@ def markdown(plan: Plan) -> str:
              "measurements on a card; step time is a roofline estimate.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row(p)) + " |" for p in plan.plans]
+    lines += [""] + [f"{p.program.name}: {p.program.note}" for p in plan.plans]
     for name, search in plan.searches.items():
         tried = ", ".join(f"{b} {'fits' if ok else 'no'} ({size(used)})"
                           for b, ok, used in search.tried)
