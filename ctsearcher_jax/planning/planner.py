@@ -11,6 +11,7 @@ every chip; predict and extract: one host's chips, as those commands run per hos
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from ctsearcher_jax.config import Config
 from ctsearcher_jax.errors import ConfigError
@@ -19,6 +20,8 @@ from ctsearcher_jax.planning.analysis import ProgramPlan, analyse
 from ctsearcher_jax.planning.chips import Topology, parse_topology
 from ctsearcher_jax.planning.search import BatchSearch, largest_batch
 from ctsearcher_jax.planning.topology import topology_devices
+
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +81,8 @@ def plan(topology_name: str, config: Config, names: list[str] | tuple[str, ...],
 
         compiled: list[ProgramPlan] = []
 
-        def measure(b: int, name: str = name) -> ProgramPlan:
+        def measure(b: int, name: str = name, chips: int = chips) -> ProgramPlan:
+            _log.info(f"{topology.name} {name}: compiling for batch {b * chips} ({b} per chip)")
             result = analyse(prog.build(name, config, devices, b, readers=readers,
                                         samples=samples), topology.chip)
             compiled.append(result)
