@@ -24,10 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--program", dest="programs", action="append",
                         choices=("train", "finetune", "predict", "extract", "all"),
                         help="program to compile (repeatable; default train)")
-    parser.add_argument("--batch", type=int,
-                        help="global batch per call (CTs; windows for extract) of every chosen "
-                             "program; must divide over its chips (default: what the command "
-                             "would use, e.g. train.batch_size rounded up to the chips)")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--batch", type=int,
+                       help="global batch per call (CTs; windows for extract) of every chosen "
+                            "program; must divide over its chips (default: what the command "
+                            "would use, e.g. train.batch_size rounded up to the chips)")
+    sizes.add_argument("--per-chip", type=int,
+                       help="batch per chip instead (e.g. 1: extract without its per-window "
+                            "attention loop, whose cost analysis is then complete)")
     parser.add_argument("--max-batch", action="store_true",
                         help="find the largest batch that fits instead (memory is close to "
                              "affine in the batch: 2 compilations give the line, a 3rd confirms)")
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{'fits' if p.fits else 'does not fit'}")
 
     result = plan(args.topology, config, args.programs or ["train"], batch=args.batch,
-                  max_batch=args.max_batch, readers=args.readers, samples=args.samples,
+                  per_chip=args.per_chip, max_batch=args.max_batch, readers=args.readers, samples=args.samples,
                   config_name=str(args.config), on_plan=progress)
     if args.json:
         print(json.dumps(report.to_dict(result), indent=2))

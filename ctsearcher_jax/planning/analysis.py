@@ -68,6 +68,9 @@ class ProgramPlan:
     cpu_only_calls: tuple[str, ...]
     estimate: Estimate | None
     error: str | None = None  # the compiler's out-of-memory message
+    loops: int = 0  # while loops in the compiled program: XLA counted each body once, so its
+    # FLOPs and bytes (and the estimate's memory time) are lower bounds
+
 
     @property
     def collective_bytes(self) -> int:
@@ -148,4 +151,5 @@ def analyse(program: Program, chip: Chip) -> ProgramPlan:
     return ProgramPlan(program, chip, t1 - t0, seconds, memory.total <= chip.hbm_bytes, memory,
                        None, chip.hbm_bytes, flops, matmul, accessed, found,
                        tuple(hlo.cpu_only_calls(calls)),
-                       estimate(flops, matmul, accessed, total_collective, chip))
+                       estimate(flops, matmul, accessed, total_collective, chip),
+                       loops=hlo.while_loops(text))

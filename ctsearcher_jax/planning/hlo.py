@@ -150,6 +150,11 @@ def collectives(hlo_text: str) -> list[Collective]:
     return [Collective(k, count[k], size[k]) for k in KINDS if count[k]]
 
 
+def while_loops(hlo_text: str) -> int:
+    """While loops in a compiled HLO module (XLA's cost analysis counts each body once)."""
+    return sum(1 for line in hlo_text.splitlines() if _WHILE.search(line))
+
+
 def custom_call_targets(text: str) -> set[str]:
     """Every custom-call target named in HLO or StableHLO text."""
     return set(_CUSTOM_HLO.findall(text)) | set(_CUSTOM_STABLEHLO.findall(text))

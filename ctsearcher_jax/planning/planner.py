@@ -58,11 +58,12 @@ def expand(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def plan(topology_name: str, config: Config, names: list[str] | tuple[str, ...], *,
-         batch: int | None = None, max_batch: bool = False, readers: int = 2, samples: int = 1,
-         config_name: str = "", on_plan=None) -> Plan:
+         batch: int | None = None, per_chip: int | None = None, max_batch: bool = False,
+         readers: int = 2, samples: int = 1, config_name: str = "", on_plan=None) -> Plan:
     """Compile programs `names` of `config` for `topology_name` (e.g. "v5e:2x2").
 
-    batch: global batch per call for every chosen program (None: each command's default).
+    batch: global batch per call for every chosen program; per_chip: the batch per chip instead
+    (None for both: each command's default).
     max_batch: search the largest per-chip batch that fits instead (starting from the batch).
     on_plan: called with each ProgramPlan as soon as it is compiled (progress).
     """
@@ -75,9 +76,11 @@ def plan(topology_name: str, config: Config, names: list[str] | tuple[str, ...],
     for name in chosen:
         chips = len(devices) if name in ("train", "finetune") else len(host)
         if batch is not None:
-            per_chip = per_chip_batch(name, batch, chips, topology)
+            start = per_chip_batch(name, batch, chips, topology)
+        elif per_chip is not None:
+            start = per_chip
         else:
-            per_chip = prog.default_per_chip(name, config, len(devices), len(host))
+            start = prog.default_per_chip(name, config, len(devices), len(host))
 
         compiled: list[ProgramPlan] = []
 
@@ -92,11 +95,11 @@ def plan(topology_name: str, config: Config, names: list[str] | tuple[str, ...],
 
         if max_batch:
             step = config.train.grad_accum_steps if name in ("train", "finetune") else 1
-            search = largest_batch(measure, start=per_chip, step=step,
+            search = largest_batch(measure, start=start, step=step,
                                    hbm=topology.chip.hbm_bytes)
             searches[name] = search
             # the largest batch that fits, else the first one tried (which does not)
             plans.append(search.plan if search.plan is not None else compiled[0])
             continue
-        plans.append(measure(per_chip))
+        plans.append(measure(start))
     return Plan(topology, config_name, tuple(plans), searches)

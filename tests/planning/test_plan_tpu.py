@@ -45,6 +45,14 @@ def test_every_program_fits(tiny_plan):
     assert kinds & {"all-reduce", "reduce-scatter"}  # gradients summed over the batch
 
 
+def test_loops_are_flagged(tiny_plan):
+    """XLA's cost analysis counts a loop body once: plans say which programs loop."""
+    loops = {p.program.name: p.loops for p in tiny_plan.plans}
+    assert loops["finetune"] > 0  # the reward's DP
+    assert loops["extract"] == 0 and loops["train"] == 0  # one window per chip: no attention map
+    assert "lower bounds" in report.markdown(tiny_plan)
+
+
 def test_no_cpu_only_custom_call_on_tpu(tiny_plan):
     for p in tiny_plan.plans:
         assert p.cpu_only_calls == (), p.program.name
@@ -76,8 +84,8 @@ def test_report(tiny_plan):
 
 def test_command_json(capsys):
     rc = cli.main(["plan", "--topology", "v5e:2x2", "--config", "tiny", "--program", "predict",
-                   "--json"])
+                   "--per-chip", "1", "--json"])
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     (predict,) = data["programs"]
-    assert predict["fits"] and predict["global_batch"] == 8 and predict["mesh"] == {"data": 4}
+    assert predict["fits"] and predict["global_batch"] == 4 and predict["mesh"] == {"data": 4}
