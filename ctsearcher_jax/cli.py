@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "import-upstream": "import_upstream",
     "devices": "devices",
+    "plan": "plan",
 }
 
 
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None, *, parent: argparse.Namespace | None = N
         from ctsearcher_jax import logs
 
         logs.setup(args.verbose + args.sub_verbose - args.quiet - args.sub_quiet)
-        from ctsearcher_jax.runtime import compile_cache
+        from ctsearcher_jax.runtime import compile_cache, platforms
+
+        platforms.skip_absent_tpu()  # libtpu installed on a host without TPUs: no backend warnings
 
         compile_cache.configure(enabled=not args.no_compile_cache)
     try:

@@ -72,7 +72,8 @@ FLAGS: dict[str, Flag] = {
     "--set": Flag("list", "KEY=VALUE", "config overrides (`section.field=value`, YAML values)"),
     # counts
     "--num-cts": Flag("int", "N", "how many CTs to make"),
-    "--num-readers": Flag("int", "N", "how many readers per CT to make"),
+    "--num-readers": Flag("int", "N", "readers per CT (synth: to make; plan: reader slots of a "
+                          "batch)"),
     "--num-heads": Flag("int", "N", "attention heads of the imported model"),
     "--num-processes": Flag("int", "N", "processes of a multi-process run (with --coordinator)"),
     "--max-cts": Flag("int", "N", "at most this many CTs (the first, by file name)"),
@@ -88,6 +89,8 @@ FLAGS: dict[str, Flag] = {
     "--samples": Flag("int", "N", "scanpaths sampled per CT and reader"),
     "--workers": Flag("int", "N", "loader threads"),
     "--batch": Flag("int", "N", "sliding windows per device per step"),
+    "--global-batch": Flag("int", "N", "a planned program's batch per call over all its chips"),
+    "--chip-batch": Flag("int", "N", "a planned program's batch per chip"),
     # numbers and settings
     "--seed": Flag("int", "SEED", "the random seed (the same seed gives the same result)"),
     "--process-id": Flag("int", "I", "this process's index (with --coordinator)"),
@@ -102,6 +105,7 @@ FLAGS: dict[str, Flag] = {
     "--window": Flag("text", "WINDOW", "CT window: soft, lung, bone, auto or WIDTH,LEVEL in HU"),
     "--z-extent": Flag("text", "K", "slice count for Z: volume (each CT's) or an integer"),
     "--title": Flag("text", "TEXT", "the report's title"),
+    "--topology": Flag("text", "TOPOLOGY", "a TPU slice as chip:shape (v5e:2x2, v5p:4x4x4)"),
     "--dtype": Flag("choice", None, "encoder compute dtype"),
     "--merge": Flag("choice", None, "how window features are combined"),
     "--merging-order": Flag("choice", None, "PatchMerging order of the weights"),
@@ -111,6 +115,8 @@ FLAGS: dict[str, Flag] = {
     "--sed-code": Flag("choice", None, "SED character code"),
     "--projection": Flag("choice", None, "projection of the windowed volume"),
     "--require": Flag("choice", None, "the JAX backend this machine must have"),
+    "--program": Flag("list", "PROGRAM", "programs to compile (train, finetune, predict, "
+                      "extract, all)"),
     # switches
     "--force": Flag("switch", None, "replace output that is already there (refused otherwise)"),
     "--recompute": Flag("switch", None, "recompute results that are up to date"),
@@ -122,6 +128,7 @@ FLAGS: dict[str, Flag] = {
     "--canonical": Flag("switch", None, "reorient volumes to RAS first"),
     "--no-volumes": Flag("switch", None, "do not check the CT volumes"),
     "--print-config": Flag("switch", None, "print the resolved config and exit"),
+    "--largest-batch": Flag("switch", None, "find the largest batch that fits"),
     "--distributed": Flag("switch", None, "always call jax.distributed.initialize()"),
     # global (each command has those that act in it)
     "--debug": Flag("switch", None, "show tracebacks instead of one-line errors"),

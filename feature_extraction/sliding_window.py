@@ -128,6 +128,21 @@ def process_share(items: Sequence[T], process_index: int | None = None,
 EncodeFn = Callable[[Any, Any], tuple[Any, Any]]
 
 
+def jit_encoder(apply: EncodeFn, mesh: Any) -> Any:
+    """`encode(params, windows) -> (dec4, hidden4)` float32, jit-compiled for `mesh` (one axis,
+    "data"): parameters replicated, windows and both outputs split along the batch over "data".
+
+    The program `WindowEncoder` runs; `ctsearcher plan` compiles the same one for TPU topologies.
+    """
+    replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+    def encode(params: Any, windows: Any) -> tuple[Any, Any]:
+        dec4, hidden4 = apply(params, windows)
+        return dec4.astype(jnp.float32), hidden4.astype(jnp.float32)
+
+    return jax.jit(encode, in_shardings=(replicated, data), out_shardings=(data, data))
+
+
 class WindowEncoder:
     """Encodes the windows of volumes in fixed-size batches sharded over local devices.
 
@@ -150,10 +165,6 @@ class WindowEncoder:
         self._data = NamedSharding(self.mesh, P("data"))
         self._params = jax.device_put(params, self._replicated)
 
-        def encode(params: Any, windows: Any) -> tuple[Any, Any]:
-            dec4, hidden4 = apply(params, windows)
-            return dec4.astype(jnp.float32), hidden4.astype(jnp.float32)
-
         def cut(volume: Any, starts: Any) -> Any:
             # One dynamic_slice per window; the starts are data, so the same program serves every
             # placement of a volume of this padded shape.
@@ -162,8 +173,7 @@ class WindowEncoder:
 
             return jax.vmap(one)(starts)[..., None]
 
-        self._encode = jax.jit(encode, in_shardings=(self._replicated, self._data),
-                               out_shardings=(self._data, self._data))
+        self._encode = jit_encoder(apply, self.mesh)
         self._cut = jax.jit(cut, in_shardings=(self._replicated, self._data),
                             out_shardings=self._data)
 

@@ -196,9 +196,10 @@ def _partition_np(x: np.ndarray, window: Sequence[int]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def shift_mask(padded: tuple[int, int, int], window: tuple[int, ...],
-               shift: tuple[int, ...]) -> np.ndarray:
-    """MONAI's `compute_mask`: `(num_windows, n, n)` float32, 0 within a region and -100 across.
+def shift_regions(padded: tuple[int, int, int], window: tuple[int, ...],
+                  shift: tuple[int, ...]) -> np.ndarray:
+    """`(num_windows, n)` int32 region of every token of every window: MONAI's `compute_mask`
+    regions, from which `shift_mask` (and `region_mask`, in the program) build the mask.
 
     The slices are written as MONAI writes them (a zero shift makes `slice(-0, None)` cover the
     whole axis), so the regions are identical for partially shrunk windows too.
@@ -211,9 +212,27 @@ def shift_mask(padded: tuple[int, int, int], window: tuple[int, ...],
             for c in sl[2]:
                 img[:, a, b, c] = cnt
                 cnt += 1
-    win = _partition_np(img, window)
+    return _partition_np(img, window).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def shift_mask(padded: tuple[int, int, int], window: tuple[int, ...],
+               shift: tuple[int, ...]) -> np.ndarray:
+    """MONAI's `compute_mask`: `(num_windows, n, n)` float32, 0 within a region and -100 across."""
+    win = shift_regions(padded, window, shift)
     diff = win[:, None, :] - win[:, :, None]
     return np.where(diff != 0, -100.0, 0.0).astype(np.float32)
+
+
+def region_mask(regions: Array) -> Array:
+    """`(num_windows, n)` region ids -> `shift_mask`'s `(num_windows, n, n)` float32 mask.
+
+    Computed in the program rather than embedded: at 96^3 windows the first stage's mask is
+    343 x 343 x 343 float32 (161 MB), and as a constant it made the TPU executable ~270 MB of
+    code and its compilation minutes long (`ctsearcher plan`, README "Planned on TPU").
+    """
+    regions = jnp.asarray(regions)
+    return jnp.where(regions[:, None, :] != regions[:, :, None], -100.0, 0.0).astype(jnp.float32)
 
 
 def from_torch_layout(x: Array | np.ndarray) -> Array:
@@ -295,7 +314,12 @@ class WindowAttention(nnx.Module):
         bias = self.relative_position_bias_table[...][index.reshape(-1)]
         return bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)
 
-    def __call__(self, x: Array, mask: np.ndarray | None) -> Array:
+    def __call__(self, x: Array, mask: np.ndarray | None,
+                 regions: np.ndarray | None = None) -> Array:
+        """mask: `(num_windows, n, n)` additive shift mask, or None; regions: the
+        `(num_windows, n)` region ids it is built from (`region_mask`), instead of mask."""
+        if regions is not None:
+            mask = region_mask(regions)
         bw, n, c = x.shape
         h = self.num_heads
         qkv = self.qkv(x).reshape(bw, n, 3, h, c // h)
@@ -353,14 +377,14 @@ class SwinBlock(nnx.Module):
         wd, wh, ww = window
         xw = x.reshape(b, dp // wd, wd, hp // wh, wh, wp // ww, ww, c)
         xw = xw.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(-1, wd * wh * ww, c)
-        mask = shift_mask((dp, hp, wp), window, shift) if shifted else None
+        regions = shift_regions((dp, hp, wp), window, shift) if shifted else None
         if 0 < self.attention_batch < b:
             # One sample's windows per step (they share the mask): bounded score memory.
             per_sample = xw.reshape(b, -1, wd * wh * ww, c)
-            yw = jax.lax.map(lambda xs: self.attn(xs, mask), per_sample,
+            yw = jax.lax.map(lambda xs: self.attn(xs, None, regions), per_sample,
                              batch_size=self.attention_batch).reshape(xw.shape)
         else:
-            yw = self.attn(xw, mask)
+            yw = self.attn(xw, None, regions)
         y = yw.reshape(b, dp // wd, hp // wh, wp // ww, wd, wh, ww, c)
         y = y.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, dp, hp, wp, c)
         if shifted:

@@ -97,19 +97,34 @@ def start_from_source(config: Config, state, shardings):
 
 
 def make_step(graphdef, config: Config, schedule: Callable, state_shardings=None,
-              metric_sharding=None):
-    """The run's train step: supervised (`step.make_train_step`) or fine-tuning (below)."""
+              metric_sharding=None, platform: str | None = None):
+    """The run's train step: supervised (`step.make_train_step`) or fine-tuning (below).
+
+    platform: what the step is compiled for when that is not its devices' platform (`ctsearcher
+    plan` lowers for "cuda" over this host's CPU devices); only the fine-tuning reward's kernel
+    depends on it (`reward_options`).
+    """
     if not config.finetune.source:
         return step_lib.make_train_step(graphdef, config.train, schedule, state_shardings,
                                         metric_sharding)
-    return make_finetune_step(graphdef, config, schedule, state_shardings, metric_sharding)
+    return make_finetune_step(graphdef, config, schedule, state_shardings, metric_sharding,
+                              platform=platform)
 
 
-def policy_gradient(outputs, shared: bool, batch, key, config: Config, devices=None):
+def reward_options(devices=None, platform: str | None = None) -> dict:
+    """`hmean_reward`'s kernel options for a step that runs on `devices` (None: the default
+    backend's) and is compiled for `platform` (None: theirs). The kernel follows where the step
+    runs (`metrics.scanmatch.choose_kernel`); a step compiled for an accelerator from a CPU host
+    gets the jnp stripe kernel, never the native CPU custom call."""
+    if platform is not None and platform != "cpu":
+        return {"kernel": "stripe", "group_size": None, "devices": devices}
+    return {"group_size": default_group_size(devices), "devices": devices}
+
+
+def policy_gradient(outputs, shared: bool, batch, key, config: Config, reward=None):
     """(pg loss, stats) of one batch; see the module docstring. outputs: (B, ...) when `shared`
     else (B*R, ...). stats: reward_mean, reward_std over real (CT, reader) pairs and samples.
-    devices: where the step runs (None: the default backend's devices); the reward's ScanMatch
-    kernel follows them (`metrics.scanmatch.choose_kernel`)."""
+    reward: `reward_options` of the step (None: for the default backend's devices)."""
     ft, ev = config.finetune, config.eval
     logits, mu, log_sigma2 = outputs
     b, r = batch["reader_mask"].shape
@@ -149,7 +164,7 @@ def self_critical_loss(log_p, drawn, batch, config: Config, devices=None):
     gaze_length = batch["gaze_length"].reshape(-1)
     reward = hmean_reward(gaze[..., :3], gaze[..., 3], gaze_length, drawn.coords, drawn.durations,
                           drawn.lengths, duration_cap_s=ft.duration_cap_s,
-                          group_size=default_group_size(devices), devices=devices)  # (BR, S)
+                          **(reward_options() if reward is None else reward))  # (BR, S)
     reward = jax.lax.stop_gradient(reward)
     valid = ((batch["reader_mask"].reshape(-1) > 0) & (gaze_length > 0)).astype(jnp.float32)
     advantage = reward - jnp.mean(reward, axis=1, keepdims=True)
@@ -161,8 +176,9 @@ def self_critical_loss(log_p, drawn, batch, config: Config, devices=None):
 
 
 def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shardings=None,
-                       metric_sharding=None):
-    """jit-compiled `step(state, rng_state, batch) -> (state, metrics)`; `state` is donated."""
+                       metric_sharding=None, platform: str | None = None):
+    """jit-compiled `step(state, rng_state, batch) -> (state, metrics)`; `state` is donated.
+    platform: see `make_step`."""
     train, ft = config.train, config.finetune
     autoregressive = is_autoregressive(config.model.arch)
     if train.grad_accum_steps != 1:
@@ -170,7 +186,7 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
                           "(lower train.batch_size instead)")
     # The step runs on its shardings' devices (a mesh on accelerators or several CPU devices);
     # the reward picks its kernel from them, not from the default backend.
-    devices = devices_of((state_shardings, metric_sharding)) or None
+    options = reward_options(devices_of((state_shardings, metric_sharding)) or None, platform)
 
     def step(state, rng_state, batch):
         model, optimizer = unpack(graphdef, rng_state, state)
@@ -196,7 +212,7 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
                                           duration_weight=train.duration_loss_weight,
                                           share_forward=shared,
                                           legacy_epsilon=train.legacy_loss_epsilon)
-            pg, stats = policy_gradient(outputs, shared, batch, sample_key, config, devices)
+            pg, stats = policy_gradient(outputs, shared, batch, sample_key, config, options)
             loss = pg + ft.supervised_weight * supervised
             return loss, (pg, supervised, stats, nnx.state(m, nnx.Not(nnx.Param)))
 

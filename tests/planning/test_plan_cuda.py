@@ -1,0 +1,25 @@
+"""Every program lowers for CUDA on this CPU-only machine (XLA attention: cuDNN needs cuDNN at
+trace time), and no lowered program contains a CPU-only custom call."""
+
+from __future__ import annotations
+
+import pytest
+
+from ctsearcher_jax import config as config_lib
+from ctsearcher_jax.planning import programs
+from ctsearcher_jax.planning.cuda import lower_for_cuda
+
+
+@pytest.fixture(scope="module")
+def config():
+    return config_lib.load("tiny", ["extract.roi=32", "extract.batch=1",
+                                    "model.compute_dtype=bfloat16"])
+
+
+@pytest.mark.parametrize("name", programs.PROGRAMS)
+def test_lowers_for_cuda_without_cpu_custom_calls(config, name):
+    lowered = lower_for_cuda(name, config, 1)
+    assert lowered.cpu_only_calls == (), lowered.custom_calls
+    assert "cudnn" not in lowered.attention.values()  # traced on CPU: the XLA path
+    if name in ("predict", "extract"):  # training with attention dropout: explicit softmax
+        assert lowered.attention  # `model/attention.py` was traced (bfloat16 shapes of this file)
