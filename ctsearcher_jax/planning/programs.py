@@ -10,7 +10,8 @@ arguments (`jax.ShapeDtypeStruct`s with the command's shardings), ready for
               over every chip, gradient accumulation and the compute dtype from the config
     finetune  the same with `finetune.source` set: `make_finetune_step` (sampler + in-step
               ScanMatch reward, whose kernel follows the step's platform)
-    predict   `model.sampling.sample_scanpaths_per_ct` as `predict` shards it
+    predict   the architecture's sampler (`model.generate.samplers(config).per_ct`: CT-Searcher's
+              `model.sampling.sample_scanpaths_per_ct`, or the AR scan) as `predict` shards it
               (`model/generate.py`): one host's chips on a "data" axis, the model replicated,
               a chunk of CTs split over the chips, `samples x readers` draws per CT
     extract   `feature_extraction.sliding_window.jit_encoder` of the Swin UNETR encoder as
@@ -36,8 +37,7 @@ from jax.sharding import PartitionSpec as P
 from ctsearcher_jax.config import Config
 from ctsearcher_jax.errors import ConfigError
 from ctsearcher_jax.model.factory import build as build_model
-from ctsearcher_jax.model.generate import CHUNK
-from ctsearcher_jax.model.sampling import sample_scanpaths_per_ct
+from ctsearcher_jax.model.generate import CHUNK, samplers
 from ctsearcher_jax.planning.inputs import batch_structs, with_shardings
 from ctsearcher_jax.train import finetune, sharding, step
 from ctsearcher_jax.train.optimizer import lr_schedule, make_optimizer
@@ -169,12 +169,13 @@ def _predict(config: Config, devices: list, per_chip: int, *, readers: int, samp
     chunk = per_chip * len(devices)
     width = samples * readers  # with ground truth: `samples` draws per reader of each CT
     m, ev = config.model, config.eval
+    per_ct = samplers(config).per_ct
 
     def sample(state, tokens, keys, z_extent):
-        return sample_scanpaths_per_ct(nnx.merge(graphdef, state), tokens, keys,
-                                       num_samples=width, min_length=ev.min_length,
-                                       legacy_duration_sampling=ev.legacy_duration_sampling,
-                                       frame=config.data.frame, z_extent=z_extent)
+        return per_ct(nnx.merge(graphdef, state), tokens, keys, num_samples=width,
+                      min_length=ev.min_length,
+                      legacy_duration_sampling=ev.legacy_duration_sampling,
+                      frame=config.data.frame, z_extent=z_extent)
 
     key_dtype = jax.eval_shape(lambda: jax.random.key(0)).dtype
     args = (with_shardings(abstract, replicated),

@@ -151,12 +151,12 @@ def policy_gradient(outputs, shared: bool, batch, key, config: Config, reward=No
     log_p_dur = duration_log_pdf(t, mu[:, None], scale_log_var[:, None])
     log_p = jnp.sum(jnp.where(class_mask, log_p_class, 0.0) + jnp.where(duration_mask, log_p_dur, 0.0),
                     axis=-1)  # (BR, S)
-    return self_critical_loss(log_p, drawn, batch, config, devices)
+    return self_critical_loss(log_p, drawn, batch, config, reward)
 
 
-def self_critical_loss(log_p, drawn, batch, config: Config, devices=None):
+def self_critical_loss(log_p, drawn, batch, config: Config, reward=None):
     """(pg loss, stats) from the log-probabilities (B*R, S) of S drawn scanpaths per (CT, reader)
-    (`drawn`: SampledScanpaths (B*R, S, L)): ScanMatch reward on `devices` (as
+    (`drawn`: SampledScanpaths (B*R, S, L)): ScanMatch reward (`reward`: its `reward_options`, as
     `policy_gradient`), mean-of-samples baseline."""
     ft = config.finetune
     b, r = batch["reader_mask"].shape
@@ -204,7 +204,7 @@ def make_finetune_step(graphdef, config: Config, schedule: Callable, state_shard
             m = nnx.merge(model_def, params, others)
             if drawn is not None:
                 supervised, log_p = finetune_ar.teacher_forced_terms(m, drawn, batch, config)
-                pg, stats = self_critical_loss(log_p, drawn.sampled, batch, config, devices)
+                pg, stats = self_critical_loss(log_p, drawn.sampled, batch, config, options)
                 loss = pg + ft.supervised_weight * supervised
                 return loss, (pg, supervised, stats, nnx.state(m, nnx.Not(nnx.Param)))
             outputs, shared = reader_outputs(m, batch, train=train, deterministic=False)
