@@ -38,6 +38,8 @@ def example_shapes(config: Config, readers: int) -> dict[str, tuple[tuple[int, .
         "reader_ids": ((r,), I32),
         "gaze": ((r, length, 4), F32),
         "gaze_length": ((r,), I32),
+        "cells": ((r, length), I32),
+        "offsets": ((r, length, 3), F32),
         "z_extent": ((), F32),
         "ct_mask": ((), F32),
     }

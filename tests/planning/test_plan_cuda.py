@@ -23,3 +23,13 @@ def test_lowers_for_cuda_without_cpu_custom_calls(config, name):
     assert "cudnn" not in lowered.attention.values()  # traced on CPU: the XLA path
     if name in ("predict", "extract"):  # training with attention dropout: explicit softmax
         assert lowered.attention  # `model/attention.py` was traced (bfloat16 shapes of this file)
+
+
+@pytest.mark.parametrize("name", ["finetune", "predict"])
+def test_the_autoregressive_programs_lower_for_cuda(name):
+    """CT-Searcher AR: the planner compiles its own sampler (the lax.scan) and its fine-tuning
+    step (its samples, their teacher-forced log p), with no CPU-only custom call."""
+    ar = config_lib.load("tiny", ["model.arch=ct_searcher_ar", "model.num_decoder_layers=2",
+                                  "model.compute_dtype=bfloat16"])
+    lowered = lower_for_cuda(name, ar, 1)
+    assert lowered.cpu_only_calls == (), lowered.custom_calls
