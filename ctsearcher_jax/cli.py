@@ -4,7 +4,7 @@ Each subcommand lives in its own module under `ctsearcher_jax/commands/` and exp
 `add_arguments(parser)` and `run(args) -> int`. Command modules import heavy libraries (JAX, torch)
 inside `run`, so `ctsearcher --help` stays fast.
 
-Every command's flags follow one vocabulary (`ctsearcher_jax/flags.py`, README "Flag vocabulary");
+Every command's flags follow one vocabulary (`ctsearcher_jax/flags.py`, docs/cli.md);
 each `--help` shows the defaults. Diagnostics go through `logging` (`ctsearcher_jax.logs`;
 `-v`/`-q` set the level, before or after the command name); results (tables, paths) go to stdout. Errors from the project's hierarchy (`ctsearcher_jax.errors`) become one line on stderr and exit
 code 2; `--debug` shows the traceback instead.

@@ -1,6 +1,6 @@
 """The command line's vocabulary: every long flag of every command, decided once.
 
-A flag name means one thing in every command that has it (`FLAGS`; README "Flag vocabulary" is
+A flag name means one thing in every command that has it (`FLAGS`; docs/cli.md is
 the same table, and tests/test_cli_vocabulary.py walks the argparse tree against both):
 
 - an input folder or file is a noun (`--data`, `--ct-dir`, `--features`, `--model`, `--pred`,
@@ -271,7 +271,7 @@ def global_flags(parser: argparse.ArgumentParser, *, compiles: bool, top: bool =
 
 
 def flag_table() -> str:
-    """The vocabulary as the Markdown table README's "Flag vocabulary" shows."""
+    """The vocabulary as the Markdown table docs/cli.md shows."""
     rows = ["| flag | kind | meaning |", "|---|---|---|"]
     for name, flag in FLAGS.items():
         shown = f"{name} {flag.metavar}" if flag.metavar else name

@@ -140,7 +140,13 @@ def jit_encoder(apply: EncodeFn, mesh: Any) -> Any:
         dec4, hidden4 = apply(params, windows)
         return dec4.astype(jnp.float32), hidden4.astype(jnp.float32)
 
-    return jax.jit(encode, in_shardings=(replicated, data), out_shardings=(data, data))
+    # Each device encodes its own windows with the whole (replicated) encoder: windows never
+    # interact, so the per-device program is the one-device program and has no collective.
+    # (Left to the SPMD partitioner, the window partition, which folds the batch into the
+    # window axis, made it all-gather activations across the devices.)
+    per_device = jax.shard_map(encode, mesh=mesh, in_specs=(P(), P("data")),
+                               out_specs=(P("data"), P("data")), check_vma=False)
+    return jax.jit(per_device, in_shardings=(replicated, data), out_shardings=(data, data))
 
 
 class WindowEncoder:

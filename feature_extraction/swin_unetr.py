@@ -229,7 +229,7 @@ def region_mask(regions: Array) -> Array:
 
     Computed in the program rather than embedded: at 96^3 windows the first stage's mask is
     343 x 343 x 343 float32 (161 MB), and as a constant it made the TPU executable ~270 MB of
-    code and its compilation minutes long (`ctsearcher plan`, README "Planned on TPU").
+    code and its compilation minutes long (`ctsearcher plan`, docs/planning.md).
     """
     regions = jnp.asarray(regions)
     return jnp.where(regions[:, None, :] != regions[:, :, None], -100.0, 0.0).astype(jnp.float32)

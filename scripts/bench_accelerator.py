@@ -28,7 +28,7 @@ Sections (each row of the table names its section):
 6. evaluation of one CT as `scripts/bench_metrics.py` scores it (10 readers x 10 predictions of
    100-400 fixations, every metric, MultiMatch `dp` and `exact`): cold and warm seconds with the
    defaults (ScanMatch by the native kernel on the host's CPU cores, also on accelerator
-   machines; the CPU row in README is 0.38 / 1.28 s), and ScanMatch alone by the native kernel
+   machines; the CPU row in docs/benchmarks.md is 0.38 / 1.28 s), and ScanMatch alone by the native kernel
    and by the jnp stripe kernel on this backend (64-pair chunks on accelerators). Smoke: 2 x 2
    scanpaths of 10-20 fixations.
 

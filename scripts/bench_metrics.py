@@ -11,7 +11,7 @@ Compares, in the same run:
 Scanpaths come from the synthetic generator (`ctsearcher_jax.data.synthetic`): one phantom CT,
 10 reader styles for the ground truth and 10 other (seeded) reader styles as "predictions",
 100-400 fixations each. Times are wall-clock seconds on whatever machine runs this (the numbers
-in README were measured on the project's 2-core CPU while other jobs were running).
+in docs/benchmarks.md were measured on the project's 2-core CPU while other jobs were running).
 
 The whole evaluation of the CT (every metric, `dp` and `exact`) is timed in a fresh Python
 process each, which also reports that process's peak memory (RSS: Python, JAX, the data and the

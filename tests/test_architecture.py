@@ -1,5 +1,5 @@
 """The shape of the house: imports point one way, library imports sit at the top, modules and
-functions stay small enough to hold in the head (README, "Dependencies")."""
+functions stay small enough to hold in the head (docs/package-map.md, "Dependencies")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """One vocabulary for the command line: the argparse tree of every command against the written-down
-table (`ctsearcher_jax/flags.py`, README "Flag vocabulary"), defaults in every --help, former names
+table (`ctsearcher_jax/flags.py`, docs/cli.md "Flag vocabulary"), defaults in every --help, former names
 as warning aliases, global flags only where they act, quiet stages in the demo."""
 
 from __future__ import annotations
@@ -168,13 +168,16 @@ def test_a_required_flag_is_still_required_when_it_has_an_alias(capsys):
     assert "the following arguments are required: --model" in capsys.readouterr().err
 
 
-def test_readme_writes_the_vocabulary_down(repo_root):
-    readme = (repo_root / "README.md").read_text()
+def test_docs_write_the_vocabulary_down(repo_root):
+    """docs/cli.md holds the flag table (README links to it): the table `flag_table()` makes,
+    a row for every flag, and what became of every former name."""
+    doc = (repo_root / "docs" / "cli.md").read_text()
+    assert vocab.flag_table() in doc, "docs/cli.md's flag table differs from flags.flag_table()"
     for name, flag in vocab.FLAGS.items():
         shown = f"{name} {flag.metavar}" if flag.metavar else name
-        assert f"| `{shown}` | {flag.kind} |" in readme, f"README's flag table lacks {shown}"
+        assert f"| `{shown}` | {flag.kind} |" in doc, f"docs/cli.md's flag table lacks {shown}"
     for old in vocab.DEPRECATED:
-        assert f"`{old}`" in readme, f"README does not say what became of {old}"
+        assert f"`{old}`" in doc, f"docs/cli.md does not say what became of {old}"
 
 
 def test_stages_run_in_process_keep_the_callers_verbosity(capsys, tmp_path):

@@ -1,4 +1,5 @@
-"""The README's Python blocks run as written (from an empty folder), so the documented API stays true."""
+"""The README's Python blocks run as written (from an empty folder), so the documented API stays true;
+the README stays a short user guide whose links into docs/ resolve."""
 
 from __future__ import annotations
 
@@ -50,3 +51,37 @@ def test_public_names_resolve_and_have_docstrings():
     for module in (ctsearcher_jax, feature_extraction):
         assert dir(module) == sorted(module.__all__), module.__name__
     assert "Any" not in dir(ctsearcher_jax) and "importlib" not in dir(ctsearcher_jax)
+
+
+def test_readme_is_short_and_its_doc_links_resolve(repo_root):
+    """README is the user guide (under 500 lines, no tracker references); details live in docs/."""
+    readme = (repo_root / "README.md").read_text()
+    assert len(readme.splitlines()) < 500
+    assert not re.search(r"issue\s*#?\d+", readme, flags=re.I), "README names an issue number"
+    links = re.findall(r"\]\((docs/[^)#\s]*)", readme)
+    assert links, "README links to nothing under docs/"
+    for link in links:
+        assert (repo_root / link).is_file(), f"README links to {link}, which does not exist"
+    # the planning table's markers stay, one pair, in order
+    assert readme.count("<!-- plan-table -->") == 1 and readme.count("<!-- /plan-table -->") == 1
+    assert readme.index("<!-- plan-table -->") < readme.index("<!-- /plan-table -->")
+
+
+def test_readme_package_map_names_what_exists(repo_root):
+    """The compact package map names only packages, modules and folders that exist."""
+    readme = (repo_root / "README.md").read_text()
+    block = readme.split("## Package map", 1)[1].split("```", 2)[1]
+    top, checked = None, 0
+    for line in block.splitlines():
+        names = re.split(r"\s{2,}", line.strip())[0]
+        if not names or line.startswith("    "):  # a blank or a wrapped description
+            continue
+        if not line.startswith(" "):
+            top = names.rstrip("/")
+            paths = [repo_root / top]
+        else:
+            paths = [repo_root / top / n.rstrip("/") for n in names.split(", ") if n != "..."]
+        for path in paths:
+            assert path.exists(), f"README's package map names {path.relative_to(repo_root)}"
+            checked += 1
+    assert checked > 20, checked

@@ -44,7 +44,7 @@ from ctsearcher_jax.metrics.stats import summary_stats
 PROGRESS_CHUNK = 16
 
 
-# Working-set bounds (README, "Failure behaviour"). A chunk holds at most this many pairs and
+# Working-set bounds (docs/failure-behaviour.md). A chunk holds at most this many pairs and
 # this many DP cells (sum of n x m fixations); one pair larger than the cell budget is a chunk
 # of its own.
 PAIR_CHUNK_PAIRS = 2048

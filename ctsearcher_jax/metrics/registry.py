@@ -4,7 +4,7 @@ A family is what `eval.metrics` / `evaluate --metrics` select; it is scored by o
 and reports one or more metrics. Checkpoint selection and any "best" comparison read the
 direction from here (the original selected checkpoints with a fixed direction, which is wrong
 for SED and KLD). Config validation, the `evaluate` CLI, the protocols and the report all read
-this table, so a new metric is one module, one `Family` entry below and its tests (README,
+this table, so a new metric is one module, one `Family` entry below and its tests (docs/metrics.md,
 "Adding a metric").
 
 Scoring functions are named as "module:function" and imported on first use, so importing this

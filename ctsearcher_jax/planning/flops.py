@@ -70,6 +70,10 @@ def _count(jaxpr: Any) -> tuple[float, int]:
             unknown += sum(c[1] for c in counts)
             continue
         times = eqn.params.get("length", 1) if name == "scan" else 1
+        if name == "shard_map":  # the body is one device's share: it runs on each of them
+            mesh = eqn.params["mesh"]
+            axes = eqn.params.get("newly_manual_axes") or mesh.axis_names
+            times = math.prod(dict(mesh.shape)[a] for a in axes)
         if name == "while":
             unknown += 1
         for key, value in eqn.params.items():

@@ -3,7 +3,7 @@
 `build_viewer_html(volume, paths, ...)` returns the page as one string; `write_viewer` writes it
 atomically. The page (template `viewer_template.html` + script `viewer.js`, both package data,
 inlined) replays every scanpath over the axial slices with a time line, a drilling plot and
-coronal / sagittal projections; see README, "Interactive viewer".
+coronal / sagittal projections; see docs/data-and-figures.md, "Interactive viewer".
 
 Encoding of the CT (what lets the page switch windows without a server):
 
@@ -58,7 +58,7 @@ HU_STEP = 1.0              # quantisation step (HU)
 # to the whole range (2 levels).
 HU_STEP_RANGE = (1.0 / 16.0, HU_RANGE[1] - HU_RANGE[0])
 # Budget for the embedded slices (base64 bytes): the page of a 512 x 512 x 300 CT stays under
-# 25 MB. Measured: a synthetic one takes 17.5 MB at 1 HU (README), so this rarely applies.
+# 25 MB. Measured: a synthetic one takes 17.5 MB at 1 HU (docs/data-and-figures.md), so this rarely applies.
 MAX_SLICE_BYTES = 24_000_000
 # Colours of the scanpaths (ground truth first, then predictions), colour-blind-safe-ish.
 GT_COLOURS = ("#ff8c00", "#e6194b", "#ffe119", "#f032e6", "#ff6f91", "#bcf60c")

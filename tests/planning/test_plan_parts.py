@@ -116,6 +116,29 @@ def test_matmul_flops_count_loops_by_trip_count():
     assert counted.flops == 128 and counted.unknown_loops == 1
 
 
+def test_matmul_flops_of_a_shard_map_count_every_device():
+    """A shard_map body is one device's share (the Swin encoder's program): counted on each of
+    the 4 chips of v5e:2x2 (libtpu's compile-only devices; traced, not compiled)."""
+    import jax.numpy as jnp
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    from ctsearcher_jax.planning.flops import matmul_flops
+    from ctsearcher_jax.planning.topology import libtpu_installed, topology_devices
+
+    if not libtpu_installed():
+        pytest.skip("libtpu (the test extra) missing")
+    devices = topology_devices(parse_topology("v5e:2x2"))
+    mesh = Mesh(np.array(devices), ("data",))
+    per_device = jax.shard_map(lambda a: a @ a.T, mesh=mesh, in_specs=P("data"),
+                               out_specs=P("data"))
+    x = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+    whole = matmul_flops(jax.jit(lambda a: a @ a.T).trace(x)).flops  # 2 * 8 * 8 * 4
+    shares = matmul_flops(jax.jit(per_device).trace(x)).flops  # 4 x (2 * 2 * 2 * 4)
+    assert (whole, shares) == (512, 128)
+
+
+
 def test_out_of_memory_message():
     msg = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
            "temporaries (25.38G) exceeds available HBM (15.75G).")

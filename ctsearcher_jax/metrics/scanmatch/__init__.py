@@ -53,7 +53,7 @@ alone:
 
 A pair's score never depends on the kernel, the other pairs, the chunking or the threads.
 With durations a 250-fixation pair is a ~3000 x 3000 DP (a 0.3 s fixation is 12 symbols), the
-dominant cost of an evaluation; timings in README, Benchmarks (`scripts/bench_metrics.py`).
+dominant cost of an evaluation; timings in docs/benchmarks.md (`scripts/bench_metrics.py`).
 """
 
 from ctsearcher_jax.metrics.scanmatch.alignment import gap0_alignment

@@ -9,7 +9,7 @@ its header) goes through the rows of one sequence with the other's runs of repea
 the vector loop, so no anti-diagonal skew and no per-cell score arithmetic: on the project's
 2-core CPU it takes 0.27 ns per cell on one thread in float32 (0.5 ns in float64) against ~1 ns
 per useful cell for the stripe kernel, and it spreads the pairs over `threads` host threads
-(README, Benchmarks and Learning).
+(docs/benchmarks.md, Learning).
 
 It runs on CPU devices only and needs the library built (`runtime/native.py`: compiled on first
 use, `CTSEARCHER_NATIVE=0` turns it off); `available()` says whether it is. Where it runs (the

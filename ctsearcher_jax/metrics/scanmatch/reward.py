@@ -29,7 +29,7 @@ under one loop counter; the pairs of one call sweep the longest pair's rows x co
 CPU device they are sorted by length into calls of `CPU_GROUP_SIZE` (`default_group_size`).
 For the fine-tuning bench (80 pairs of ~580 x ~590 symbols, ~27 M cells) the reward takes
 ~10 ms on the 2-core CPU with the native kernel, ~36 ms with the sorted stripe kernel and ~1 s
-with the row-by-row DP of the first version (README, Learning).
+with the row-by-row DP of the first version (docs/benchmarks.md, Learning).
 """
 
 from __future__ import annotations
