@@ -242,6 +242,7 @@ def test_loss_is_class_cross_entropy_plus_offset_and_duration_nll(model):
     np.testing.assert_allclose(float(duration_loss), np.sum(dur * fixed) / fixed.sum(), rtol=1e-5)
 
 
+@pytest.mark.cli  # a subprocess with 8 fake devices, as test_sample_devices
 def test_sampling_sharded_over_8_devices_agrees_with_one(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=8 "

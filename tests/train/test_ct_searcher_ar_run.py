@@ -29,6 +29,7 @@ def _config(root, **model):
     return from_dict(data)
 
 
+@pytest.mark.slow  # end to end, as the reader-conditioning runs
 @pytest.mark.parametrize("conditioning", ["none", "embedding"])
 def test_train_then_finetune(root, tmp_path, conditioning):
     from ctsearcher_jax.train.finetune import finetune_config
@@ -53,6 +54,7 @@ def test_train_then_finetune(root, tmp_path, conditioning):
     assert (tmp_path / "ft" / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_predict_on_volumes_writes_records_and_figures(tmp_path):
     from flax import nnx
 
