@@ -22,7 +22,7 @@ def test_lowers_for_cuda_without_cpu_custom_calls(config, name):
     assert lowered.cpu_only_calls == (), lowered.custom_calls
     assert "cudnn" not in lowered.attention.values()  # traced on CPU: the XLA path
     if name in ("predict", "extract"):  # training with attention dropout: explicit softmax
-        assert lowered.attention  # `model/attention.py` was traced (bfloat16 shapes of this file)
+        assert lowered.attention  # `nn/attention.py` was traced (bfloat16 shapes of this file)
 
 
 @pytest.mark.parametrize("name", ["finetune", "predict"])

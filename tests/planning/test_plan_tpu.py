@@ -16,7 +16,8 @@ from ctsearcher_jax.planning.analysis import lower
 from ctsearcher_jax.planning.planner import plan
 from ctsearcher_jax.planning.topology import libtpu_installed
 
-pytestmark = pytest.mark.skipif(not libtpu_installed(), reason="libtpu (the test extra) missing")
+pytestmark = [pytest.mark.skipif(not libtpu_installed(), reason="libtpu (the test extra) missing"),
+              pytest.mark.slow]  # the TPU compiler: minutes on 2 cores (make test, not make check)
 
 # A small encoder (32^3 windows compile in seconds; the 96^3 one takes minutes on 2 cores) and
 # parameters split over an fsdp axis of 2 (so one compilation checks both mesh axes).
