@@ -32,6 +32,7 @@ def _config(root, **model):
 @pytest.mark.slow  # end to end, as the reader-conditioning runs
 @pytest.mark.parametrize("conditioning", ["none", "embedding"])
 def test_train_then_finetune(root, tmp_path, conditioning):
+    """Both conditionings train and evaluate; the conditioned one is then fine-tuned."""
     from ctsearcher_jax.train.finetune import finetune_config
     from ctsearcher_jax.train.loop import train_and_evaluate
 
@@ -44,6 +45,8 @@ def test_train_then_finetune(root, tmp_path, conditioning):
     assert {"eval_loss", "scanmatch_with_duration", "sed"} <= set(result.last_eval)
     assert all(math.isfinite(v) for v in result.last_eval.values())
     assert (tmp_path / "sup" / "model" / "model.safetensors").is_file()
+    if conditioning == "none":
+        return  # fine-tuning once (the conditioned model, the longer path) keeps the suite short
 
     ft = finetune_config(tmp_path / "sup", ["finetune.epochs=1", "finetune.samples=2"])
     tuned = train_and_evaluate(ft, tmp_path / "ft", progress=False)
