@@ -140,7 +140,10 @@ def test_a_later_fixation_never_changes_earlier_log_probs(model):
     assert not np.allclose(out.spatial_logits[:, j + 1], ref[:, j + 1], atol=1e-4)  # it does read
 
 
-@pytest.mark.parametrize("kw", [{}, {"ar_layers": 2}, {"temperature": 0.7, "top_k": 5}])
+# the plain case in make check; deeper and tempered ones in make test (each compiles a sampler)
+@pytest.mark.parametrize("kw", [{}, pytest.param({"ar_layers": 2}, marks=pytest.mark.slow),
+                                pytest.param({"temperature": 0.7, "top_k": 5},
+                                             marks=pytest.mark.slow)])
 def test_kv_cache_sampling_equals_recomputing_every_step(kw):
     """Each drawn step is redrawn from the teacher-forced pass over the drawn fixations (no
     cache, every step recomputed) with the same keys: same classes, offsets and durations."""
