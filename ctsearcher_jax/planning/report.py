@@ -71,6 +71,16 @@ def row(p: ProgramPlan) -> list[str]:
                     ("<= " if p.loops else "") + throughput(p)]
 
 
+def search_verdict(search) -> str:
+    """What a `--largest-batch` search proved: the bracket, or only a batch that fits."""
+    failed = [b for b, ok, _ in search.tried if not ok and b > search.per_chip]
+    if failed:
+        return f"the largest per-chip batch is between {search.per_chip} (fits) and {min(failed)} (does not)"
+    # e.g. the compiler rematerialised near the HBM limit, so memory stopped being affine
+    return (f"no larger batch was tried and failed, so {search.per_chip} is a batch that fits, "
+            "not a proven maximum")
+
+
 def extraction_hours(p: ProgramPlan, chips: int) -> float | None:
     """Hours for the CT-ScanGaze extraction (DATASET_CTS x WINDOWS_PER_CT) on `chips` chips."""
     if p.program.name != "extract" or p.estimate is None or p.estimate.step_s <= 0:
@@ -95,6 +105,8 @@ def markdown(plan: Plan) -> str:
                           for b, ok, used in search.tried)
         lines.append(f"\n{name} --largest-batch: largest per-chip batch that fits: {search.per_chip} "
                      f"({search.compilations} compilations: {tried})")
+        if search.per_chip:
+            lines.append(f"{name}: {search_verdict(search)}")
     for p in plan.plans:
         hours = extraction_hours(p, t.chips)
         if hours is not None:

@@ -198,3 +198,14 @@ def test_reward_kernel_follows_the_compiled_platform():
     one_cpu = reward_options(cpu)
     assert "kernel" not in one_cpu and one_cpu["group_size"] == 16  # choose_kernel decides
     assert reward_options(cpu, "cpu") == one_cpu
+
+
+def test_search_verdict_says_what_was_proven():
+    from ctsearcher_jax.planning.report import search_verdict
+    from ctsearcher_jax.planning.search import BatchSearch
+
+    bracketed = BatchSearch(5, None, ((1, True, 10), (2, True, 20), (5, True, 50), (6, False, 60)))
+    assert "between 5 (fits) and 6 (does not)" in search_verdict(bracketed)
+    # near the HBM limit memory stops being affine and the search stops without a failure
+    flat = BatchSearch(343, None, ((1, True, 1), (289, True, 97), (306, True, 98), (343, True, 97)))
+    assert "not a proven maximum" in search_verdict(flat)
