@@ -1,9 +1,9 @@
 """Swin UNETR parity: our NNX port against MONAI (PyTorch) with random, perturbed weights.
 
 Whole models (MONAI >= 1.5 = "fixed" PatchMerging order), batch 2, within 1e-4 relative (max abs
-error / max abs value): hidden_states_out[0..4], dec4 and logits for feature_size 12 at 96^3 and
-feature_size 24 at 64^3; hidden_states_out[0..4] and dec4 for feature_size 12 at 64x96x128 (the
-partial window-shrink case). use_v2 SwinViT at 64^3. Submodules within 1e-5.
+error / max abs value): hidden_states_out[0..4], dec4 and logits for feature_size 12 at 96^3 (the
+extraction window) and feature_size 24 at 32x64x128 (not a cube: the partial window-shrink
+case). use_v2 SwinViT at 64^3. Submodules within 1e-5.
 """
 
 from __future__ import annotations
