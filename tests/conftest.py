@@ -26,35 +26,6 @@ else:
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["CTSEARCHER_TEST_XLA_CACHE"]
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
-
-def _start_jax_without_llvm_optimisation() -> None:
-    """Start this process's XLA backend with LLVM optimisation off, then give the environment
-    back as it was.
-
-    The in-process tests compile many small programs and run each briefly: without LLVM's
-    optimisation passes a tiny train or fine-tuning step compiles in about half the time, and
-    the suite spends less CPU. The numbers do not change in a way a test sees (XLA does not
-    reorder float arithmetic at any level; matmuls and convolutions are library calls). XLA
-    reads XLA_FLAGS once, when the backend first compiles, so the flag is set only around that:
-    CLI subprocesses inherit the environment they were given, and those that run real
-    extraction or training stay optimised (those that want the flag set it themselves).
-    """
-    before = os.environ.get("XLA_FLAGS")
-    os.environ["XLA_FLAGS"] = f"{before or ''} --xla_backend_optimization_level=0".strip()
-    try:
-        import jax
-        import jax.numpy as jnp
-
-        jax.jit(jnp.negative)(jnp.zeros(2)).block_until_ready()  # first compile: flags read
-    finally:
-        if before is None:
-            os.environ.pop("XLA_FLAGS")
-        else:
-            os.environ["XLA_FLAGS"] = before
-
-
-_start_jax_without_llvm_optimisation()
-
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
