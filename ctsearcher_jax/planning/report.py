@@ -75,7 +75,8 @@ def search_verdict(search) -> str:
     """What a `--largest-batch` search proved: the bracket, or only a batch that fits."""
     failed = [b for b, ok, _ in search.tried if not ok and b > search.per_chip]
     if failed:
-        return f"the largest per-chip batch is between {search.per_chip} (fits) and {min(failed)} (does not)"
+        return (f"the largest per-chip batch is between {search.per_chip} (fits) and "
+                f"{min(failed)} (does not)")
     # e.g. the compiler rematerialised near the HBM limit, so memory stopped being affine
     return (f"no larger batch was tried and failed, so {search.per_chip} is a batch that fits, "
             "not a proven maximum")

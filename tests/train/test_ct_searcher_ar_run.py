@@ -68,7 +68,7 @@ def test_predict_on_volumes_writes_records_and_figures(tmp_path):
 
     cfg = config_lib.load("tiny", ["model.arch=ct_searcher_ar", "model.num_decoder_layers=2",
                                    "eval.min_length=4", "eval.temperature=0.9",
-                                   "extract.roi=32"])  # a small encoder window: this checks the chain
+                                   "extract.roi=32"])  # small encoder window: the chain is tested
     save_model(tmp_path / "run" / "model", build(cfg.model, nnx.Rngs(0)), cfg)
     model, loaded = load_model(tmp_path / "run" / "model")
     assert loaded.model.arch == "ct_searcher_ar" and type(model).__name__ == "CTSearcherAR"
