@@ -25,6 +25,16 @@ else:
     _RUN_CACHE_OWNER = False
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["CTSEARCHER_TEST_XLA_CACHE"]
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+# LLVM at -O2 instead of XLA's default -O3 in every test process (the workers and the CLI
+# subprocesses inherit it, so the shared cache above, whose key includes XLA_FLAGS, holds -O2
+# programs only; subprocesses that set XLA_FLAGS themselves say why). At -O3 LLVM spends
+# seconds on each dropout mask's threefry kernel (4 masks: 3.3 s to compile, 0.7 s at -O2), and
+# the suite is mostly compilation of small programs: the AR train+finetune test and the 96^3
+# Swin parity together take 107 s of CPU at -O2 against 137 s at -O3. Float results do not
+# depend on it (no fast-math at either level).
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=2").strip()
 
 import pytest  # noqa: E402
 
@@ -48,6 +58,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if {"browser", "page"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.browser)
+
+
+# Modules that share a session fixture too costly to build twice run on one xdist worker
+# (`--dist loadscope` otherwise sends each module to whichever worker is free): the training
+# baseline run of tests/train/conftest.py.
+SHARED_XDIST_SCOPES = {"tests/train/test_scale.py": "train baseline",
+                       "tests/train/test_resume.py": "train baseline"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return SHARED_XDIST_SCOPES.get(module, module)
+
+    return SharedFixtureScopes(config, log)
 
 
 def pytest_unconfigure(config):

@@ -30,9 +30,12 @@ REPO = HERE.parents[1]
 # (softmax ignores a constant added to every score), so their gradient is float round-off that
 # differs with the device layout, and AdamW with eps 1e-9 would rescale that round-off into
 # lr-sized updates (1e-6 still left 3e-5 differences). With 1e-4 round-off stays round-off,
-# and every parameter must match.
+# and every parameter must match. Checkpoints at the eval epochs (6, 12, 18), step 19 (the
+# two-process test resumes from it on one device) and the end: a checkpoint every step costs
+# about a third of these runs; the SIGKILL test asks for one every step itself.
 SCALE_TRAIN = {"batch_size": 8, "eps": 1e-4, "epochs": 10, "warmup_epochs": 1,
-               "checkpoint_every_steps": 1, "keep_last": 2, "keep_best": 1, "eval_every_epochs": 3}
+               "checkpoint_every_steps": 19, "keep_last": 2, "keep_best": 1,
+               "eval_every_epochs": 3}
 SCALE_STEPS = 20
 
 

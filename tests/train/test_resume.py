@@ -60,7 +60,8 @@ def _interrupt(helpers, cfg, workdir, cache, *, at_step: int, sig: int, jitter: 
 def test_sigkill_and_sigterm_resume_bit_identical(helpers, tiny_root, xla_cache, baseline,
                                                  tmp_path):
     _, base_losses, base_state = baseline
-    cfg = helpers.write_config(tmp_path / "cfg.yaml", tiny_root)
+    # a checkpoint every step: a kill at any step loses at most the step in flight
+    cfg = helpers.write_config(tmp_path / "cfg.yaml", tiny_root, checkpoint_every_steps=1)
     work = tmp_path / "run"
     rng = np.random.default_rng()
     targets = sorted(rng.choice(np.arange(2, helpers.SCALE_STEPS - 2), size=4, replace=False))
