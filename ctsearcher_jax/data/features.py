@@ -13,6 +13,7 @@ gives the original's tokens. `jax.image.resize` rounds differently and must not 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,13 @@ import numpy as np
 
 from ctsearcher_jax.errors import DataError
 from ctsearcher_jax.paths import child_path
+
+# numpy parses every .npy header with `ast.literal_eval`, and CPython 3.11's AST builder keeps its
+# recursion depth in per-interpreter state: two threads parsing at once can fail with
+# "SystemError: AST constructor recursion depth mismatch" (python/cpython gh-106905). The data
+# pipeline's read threads load feature files concurrently, so loads take turns (a feature file
+# is a few MB; the pipeline's prefetch keeps the step fed).
+_NPY_LOAD_LOCK = threading.Lock()
 
 
 def load_feature_grid(path: str | os.PathLike[str]) -> np.ndarray:
@@ -33,7 +41,8 @@ def load_feature_grid(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(f"feature file {path} does not exist; run `ctsearcher extract` for this CT "
                         "or point data.feature_dir at the folder holding <name>.npy")
     try:
-        array = np.load(path, allow_pickle=False)
+        with _NPY_LOAD_LOCK:
+            array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise DataError(f"feature file {path} is not a plain .npy array "
                         f"({str(exc).splitlines()[0][:200]}); run `ctsearcher extract` again, which "

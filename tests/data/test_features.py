@@ -61,3 +61,34 @@ def test_bad_files_raise_data_error(tmp_path):
     np.save(tmp_path / "nan.npy", bad)
     with pytest.raises(DataError, match="NaN"):
         load_feature_grid(tmp_path / "nan.npy")
+
+
+def test_feature_files_are_parsed_one_thread_at_a_time(tmp_path, monkeypatch):
+    """numpy parses .npy headers with ast.literal_eval, which CPython 3.11 cannot run in two
+    threads at once (a rare SystemError in the data pipeline's read threads, seen in CI): the
+    loads from the pipeline's threads must take turns."""
+    import ast
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    for i in range(4):
+        np.save(tmp_path / f"ct{i}.npy", np.zeros((2, 1, 1, 1), np.float32), allow_pickle=False)
+    inside, overlaps, lock = [0], [0], threading.Lock()
+    literal_eval = ast.literal_eval
+
+    def slow_literal_eval(text):
+        with lock:
+            inside[0] += 1
+            overlaps[0] += inside[0] > 1
+        time.sleep(0.01)  # widen the window: without the loader's lock the threads overlap here
+        try:
+            return literal_eval(text)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(ast, "literal_eval", slow_literal_eval)
+    with ThreadPoolExecutor(4) as pool:
+        grids = list(pool.map(lambda i: load_feature_grid(tmp_path / f"ct{i % 4}.npy"), range(16)))
+    assert len(grids) == 16 and overlaps[0] == 0
