@@ -8,18 +8,18 @@ import subprocess
 import sys
 
 import pytest
-import yaml
+
+from ctsearcher_jax import config as config_lib
 
 
 @pytest.mark.cli
-def test_demo_pipeline_small(tmp_path, repo_root):
+def test_demo_pipeline_small(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     # The tiny config with 32^3 encoder windows instead of 96^3: the stages and their outputs
     # are under test, not the encoder (its parity tests run 96^3); 40 s instead of 66 s.
-    config = yaml.safe_load((repo_root / "configs" / "tiny.yaml").read_text())
-    config["extract"]["roi"] = 32
-    (tmp_path / "tiny32.yaml").write_text(yaml.safe_dump(config))
+    tiny32 = config_lib.load("tiny", ["extract.roi=32"])
+    (tmp_path / "tiny32.yaml").write_text(config_lib.dumps(tiny32))
     proc = subprocess.run(
         [sys.executable, "-m", "ctsearcher_jax.cli", "-q", "demo", "--out", str(out), "--num-cts",
          "5", "--num-readers", "2", "--shape", "40", "40", "24", "--epochs", "2", "--config",
