@@ -14,6 +14,8 @@ from hostile_inputs import BAD_VOLUMES, bad_volume_dataset, run_cli  # noqa: E40
 
 from ctsearcher_jax import cli  # noqa: E402
 
+ROI = 32  # encoder window edge for the runs that get past the refusals
+
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
@@ -28,7 +30,8 @@ def model_dir(tmp_path_factory, repo_root):
     from ctsearcher_jax.model.ct_searcher import CTSearcher
     from ctsearcher_jax.model.serialization import save_model
 
-    cfg = config_lib.load(repo_root / "configs" / "tiny.yaml")
+    # 32^3 encoder windows: the refusals are under test, not the encoder (it has parity tests)
+    cfg = config_lib.load(repo_root / "configs" / "tiny.yaml", [f"extract.roi={ROI}"])
     out = tmp_path_factory.mktemp("model") / "model"
     save_model(out, CTSearcher(cfg.model, rngs=nnx.Rngs(0)), cfg)
     return out
@@ -75,7 +78,8 @@ def test_extract_and_predict_report_each_and_go_on(dataset, model_dir, tmp_path,
     the same folder: the same refusals, the good CT predicted, exit 1."""
     cts = dataset / "cts"
     argv = ["extract", "--cts", str(cts), "--weights", "random", "--feature-size", "12",
-            "--out", str(tmp_path / "features"), "--no-progress", "--workers", "2"]
+            "--set", f"extract.roi={ROI}", "--out", str(tmp_path / "features"), "--no-progress",
+            "--workers", "2"]
     assert cli.main(argv) == 1
     out = capsys.readouterr().out
     assert "extracted 1," in out and "memory: at most" in out

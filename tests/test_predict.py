@@ -23,7 +23,9 @@ def setup(tmp_path_factory, repo_root):
     from ctsearcher_jax.model.serialization import save_model
 
     root = tmp_path_factory.mktemp("predict")
-    cfg = config_lib.load(repo_root / "configs" / "tiny.yaml", ["eval.min_length=4"])
+    # 32^3 encoder windows: prediction is under test, not the encoder (it has parity tests)
+    cfg = config_lib.load(repo_root / "configs" / "tiny.yaml", ["eval.min_length=4",
+                                                                "extract.roi=32"])
     save_model(root / "run" / "model", CTSearcher(cfg.model, rngs=nnx.Rngs(0)), cfg)
     synthesize(root / "data", num_cts=2, num_readers=2, seed=3, shape=(40, 40, 24),
                min_fixations=8, max_fixations=16)
