@@ -16,13 +16,27 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
-from tensorboardX import SummaryWriter
-from tensorboardX.summary import hparams as hparams_summary
+
+# tensorboardX's writer module runs `try: import torch` only to accept torch tensors, which we
+# never log (floats and numpy images). With PyTorch installed (MONAI users, the test extra) that
+# import costs about 2 s of every training start. While tensorboardX loads, a None entry in
+# sys.modules makes `import torch` raise ImportError, which tensorboardX catches; a torch that is
+# already imported is left alone, and later imports of torch work as usual.
+_HIDE_TORCH = "torch" not in sys.modules
+if _HIDE_TORCH:
+    sys.modules["torch"] = None  # type: ignore[assignment]
+try:
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams as hparams_summary
+finally:
+    if _HIDE_TORCH:
+        del sys.modules["torch"]
 
 from ctsearcher_jax.errors import ConfigError, DataError
 from ctsearcher_jax.installation import install_hint

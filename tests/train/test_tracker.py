@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ctsearcher_jax.train.tracker import JsonlTracker, NullTracker, make_tracker
 
 
@@ -163,3 +165,19 @@ def test_wandb_missing_is_a_config_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)
     with pytest.raises(ConfigError, match=r"wandb is not installed: pip install .*\[wandb\]'"):
         make_tracker(tmp_path, process_index=0, trackers=("wandb",))
+
+
+def test_tensorboard_loads_without_importing_torch_and_leaves_torch_importable():
+    """tensorboardX is loaded with PyTorch hidden (2 s of every training start); torch stays
+    importable afterwards, and a torch imported before is left as it is."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")  # the test extra installs it; without it there is nothing hidden
+    code = ("import sys; import ctsearcher_jax.train.tracker; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "import torch; torch.zeros(1)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    code = ("import sys, torch; import ctsearcher_jax.train.tracker as t; "
+            "assert sys.modules['torch'] is torch and not t._HIDE_TORCH")
+    subprocess.run([sys.executable, "-c", code], check=True)
