@@ -159,23 +159,28 @@ def test_kv_cache_sampling_equals_recomputing_every_step(kw):
     lengths = np.asarray(drawn.sampled.lengths)
     assert (lengths >= 3).all() and len(np.unique(lengths)) > 1
     rs = lambda a: a.reshape(b, s, *a.shape[1:])  # noqa: E731
-    for t in range(L):
+
+    @jax.jit  # one program for every step (op by op, each step's ops would compile one by one)
+    def redraw(t, out):
         k = jax.vmap(lambda key: jax.random.split(jax.random.fold_in(key, t), 3))(keys)
-        live = t <= lengths  # steps up to and including the STOP
-        cls = _draw_classes(k[:, 0], rs(out.spatial_logits)[:, :, t], jnp.int32(t), grid=GRID,
-                            min_length=3,
+        at_t = lambda a: rs(a)[:, :, t]  # noqa: E731
+        cls = _draw_classes(k[:, 0], at_t(out.spatial_logits), t, grid=GRID, min_length=3,
                             temperature=options.get("temperature", 1.0),
                             top_k=options.get("top_k", 0))
+        off = jax.vmap(sample_offsets)(k[:, 1], at_t(out.offset_logits), at_t(out.offset_mean),
+                                       at_t(out.offset_log_scale))
+        eps = jax.vmap(lambda key: jax.random.normal(key, (s,)))(k[:, 2])
+        sec = jnp.exp(at_t(out.duration_mu) + jnp.exp(0.5 * at_t(out.duration_log_sigma2)) * eps)
+        return cls, off, sec
+
+    for t in range(L):
+        cls, off, sec = redraw(jnp.int32(t), out)
+        live = t <= lengths  # steps up to and including the STOP
         np.testing.assert_array_equal(np.asarray(cls)[live],
                                       np.asarray(drawn.sampled.classes)[:, :, t][live])
         fixated = t < lengths
-        off = jax.vmap(sample_offsets)(k[:, 1], rs(out.offset_logits)[:, :, t],
-                                       rs(out.offset_mean)[:, :, t], rs(out.offset_log_scale)[:, :, t])
         np.testing.assert_allclose(np.asarray(off)[fixated],
                                    np.asarray(drawn.fixations.offsets)[:, :, t][fixated], atol=1e-5)
-        eps = jax.vmap(lambda key: jax.random.normal(key, (s,)))(k[:, 2])
-        sec = np.exp(rs(out.duration_mu)[:, :, t] + np.exp(0.5 * rs(out.duration_log_sigma2)[:, :, t])
-                     * eps)
         np.testing.assert_allclose(np.asarray(sec)[fixated],
                                    np.asarray(drawn.sampled.durations)[:, :, t][fixated], rtol=1e-5)
 
