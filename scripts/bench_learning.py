@@ -236,7 +236,7 @@ def main() -> int:
     p.add_argument("--ft-epochs", type=int, default=5)
     p.add_argument("--ft-samples", type=int, default=5)
     p.add_argument("--jobs", type=int, default=2,
-                   help="worker processes for the training chains (one per CPU core)")
+                   help="worker processes for the draws and the training chains (one per CPU core)")
     args = p.parse_args()
     t0 = time.perf_counter()
     outs = {d: Path(args.out) / f"d{d}" for d in args.data_seeds}
