@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -68,6 +69,33 @@ def pytest_collection_modifyitems(config, items):
 # Modules that share a session fixture too costly to build twice run on one xdist worker
 # (`--dist loadscope` otherwise sends each module to whichever worker is free): the training
 # baseline run of tests/train/conftest.py.
+@pytest.fixture
+def cli_run(capsys):
+    """`ctsearcher ARGS` run in this process, returned as a subprocess run would return it
+    (CompletedProcess: exit code, stdout, stderr) without the 2-3 s of a new interpreter and its
+    imports. For tests of exit codes and messages; what only a process shows (the console script,
+    signals, peak memory, multi-process runs) keeps real subprocesses."""
+    from ctsearcher_jax import cli
+
+    def run(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        argv = [str(a) for a in args]
+        capsys.readouterr()  # only this command's output below
+        here = os.getcwd()
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:  # argparse: usage errors (2) and --help (0)
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:
+            os.chdir(here)
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, out.out, out.err)
+
+    return run
+
+
 SHARED_XDIST_SCOPES = {"tests/train/test_scale.py": "train baseline",
                        "tests/train/test_resume.py": "train baseline"}
 

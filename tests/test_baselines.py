@@ -184,18 +184,18 @@ def test_baselines_cli_writes_valid_prediction_files(dataset, tmp_path):
 
 
 @pytest.mark.cli
-def test_baselines_cli_errors(dataset, tmp_path):
-    out = ctsearcher("baselines", "--data", dataset, "--out", tmp_path / "x.json")
+def test_baselines_cli_errors(dataset, tmp_path, cli_run):
+    out = cli_run("baselines", "--data", dataset, "--out", tmp_path / "x.json")
     assert out.returncode == 2 and "exactly one --baseline" in out.stderr
-    out = ctsearcher("baselines", "--data", dataset, "--out", tmp_path, "--split", "valid")
+    out = cli_run("baselines", "--data", dataset, "--out", tmp_path, "--split", "valid")
     assert out.returncode == 2 and "no CT in split 'valid'" in out.stderr
-    out = ctsearcher("baselines", "--data", dataset, "--out", tmp_path, "--baseline", "oracle")
+    out = cli_run("baselines", "--data", dataset, "--out", tmp_path, "--baseline", "oracle")
     assert out.returncode == 2 and "oracle" in out.stderr
     # Without cts/, --z-extent volume cannot work; an explicit extent does.
     bare = tmp_path / "bare"
     records = json.loads((dataset / "data_simplified_split_matched_pt.json").read_text())
     atomic_write_json(bare / "data_simplified_split_matched_pt.json", records)
-    out = ctsearcher("baselines", "--data", bare, "--out", tmp_path / "b")
+    out = cli_run("baselines", "--data", bare, "--out", tmp_path / "b")
     assert out.returncode == 2 and "--z-extent" in out.stderr
-    out = ctsearcher("baselines", "--data", bare, "--out", tmp_path / "b", "--z-extent", "40")
+    out = cli_run("baselines", "--data", bare, "--out", tmp_path / "b", "--z-extent", "40")
     assert out.returncode == 0, out.stderr

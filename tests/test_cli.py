@@ -33,16 +33,16 @@ def test_console_script_is_installed():
 
 
 @pytest.mark.cli
-def test_every_command_has_help():
+def test_every_command_has_help(cli_run):
     for name in COMMANDS:
-        out = ctsearcher(name, "--help")
+        out = cli_run(name, "--help")
         assert out.returncode == 0, (name, out.stderr)
         assert "usage: ctsearcher " + name in out.stdout
 
 
 @pytest.mark.cli
-def test_unknown_command_is_a_usage_error():
-    out = ctsearcher("no-such-command")
+def test_unknown_command_is_a_usage_error(cli_run):
+    out = cli_run("no-such-command")
     assert out.returncode == 2 and "invalid choice" in out.stderr
 
 
@@ -92,14 +92,14 @@ def test_validate_data_checks_volumes(tmp_path):
 
 
 @pytest.mark.cli
-def test_weight_converters_refuse_missing_and_bad_files(tmp_path):
+def test_weight_converters_refuse_missing_and_bad_files(tmp_path, cli_run):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"PK\x03\x04 truncated zip")
     for command in ("convert-monai", "import-upstream"):
-        out = ctsearcher(command, tmp_path / "missing.pt", "--out", tmp_path / "o")
+        out = cli_run(command, tmp_path / "missing.pt", "--out", tmp_path / "o")
         assert out.returncode == 2, (command, out.stderr)
         assert "missing.pt" in out.stderr and out.stderr.strip().count("\n") == 0
-        out = ctsearcher(command, bad, "--out", tmp_path / "o")
+        out = cli_run(command, bad, "--out", tmp_path / "o")
         assert out.returncode == 2, (command, out.stderr)
         assert "bad.pt" in out.stderr
     assert not (tmp_path / "o").exists()

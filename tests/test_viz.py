@@ -271,23 +271,23 @@ def test_visualize_cli(dataset, tmp_path):
 
 
 @pytest.mark.cli
-def test_visualize_cli_errors(dataset, tmp_path):
+def test_visualize_cli_errors(dataset, tmp_path, cli_run):
     json_path = dataset / "data_simplified_split_matched_pt.json"
-    out = ctsearcher("visualize", "--data", dataset, "--name", "no_such_ct", "--out", tmp_path)
+    out = cli_run("visualize", "--data", dataset, "--name", "no_such_ct", "--out", tmp_path)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0
     assert "'no_such_ct'" in out.stderr and str(json_path) in out.stderr
     assert "synth_0000" in out.stderr                       # says what exists
 
     name = load_dataset(dataset)[0].name
-    out = ctsearcher("visualize", "--data", dataset, "--name", name, "--out", tmp_path,
+    out = cli_run("visualize", "--data", dataset, "--name", name, "--out", tmp_path,
                      "--window", "brain")
     assert out.returncode == 2 and "--window" in out.stderr
 
     other = tmp_path / "other.json"
     other.write_text(json.dumps([{"name": "elsewhere", "subject": 1, "X": [5.0], "Y": [5.0],
                                   "Z": [1.0], "T": [0.2], "length": 1}]))
-    out = ctsearcher("visualize", "--data", dataset, "--pred", other, "--name", name,
+    out = cli_run("visualize", "--data", dataset, "--pred", other, "--name", name,
                      "--out", tmp_path)
     assert out.returncode == 2 and str(other) in out.stderr and repr(name) in out.stderr
 
@@ -295,7 +295,7 @@ def test_visualize_cli_errors(dataset, tmp_path):
     ds = tmp_path / "novol"
     (ds / "cts").mkdir(parents=True)
     (ds / "data_simplified_split_matched_pt.json").write_text(json_path.read_text())
-    out = ctsearcher("visualize", "--data", ds, "--name", name, "--out", tmp_path)
+    out = cli_run("visualize", "--data", ds, "--name", name, "--out", tmp_path)
     assert out.returncode == 2
     assert str(ds / "cts" / f"{name}.nii.gz") in out.stderr
     assert not list(tmp_path.glob("*.png"))

@@ -323,11 +323,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.cli
-def test_cli_synth(tmp_path):
+def test_cli_synth(tmp_path, cli_run):
     out = tmp_path / "cli"
     args = ["--out", out, "--num-cts", 2, "--num-readers", 2, "--seed", 1, "--shape", 32, 32, 16,
             "--min-fixations", 10, "--max-fixations", 30]
-    res = _cli(*args)
+    res = cli_run("synth", *args)
     assert res.returncode == 0, res.stderr
     assert "2 CTs of shape (32, 32, 16)" in res.stdout and S.DATASET_JSON in res.stdout
     before = _tree_bytes(out)
@@ -335,25 +335,26 @@ def test_cli_synth(tmp_path):
     recs = json.loads((out / S.DATASET_JSON).read_text())
     assert all(10 <= r["length"] <= 30 for r in recs) and max(max(r["Z"]) for r in recs) <= 16
 
-    again = _cli(*args)
+    again = cli_run("synth", *args)
     assert again.returncode == 2
     assert again.stderr.count("\n") == 1 and "not empty" in again.stderr and "--force" in again.stderr
     assert _tree_bytes(out) == before                        # nothing touched
 
-    forced = _cli(*args, "--force")
+    forced = cli_run("synth", *args, "--force")
     assert forced.returncode == 0, forced.stderr
     assert _tree_bytes(out) == before                        # same seed, same bytes
     # the former names still work, with a deprecation warning each
-    old = _cli(*[{"--num-cts": "--cts", "--num-readers": "--readers"}.get(a, a) for a in args],
-               "--force")
+    old = cli_run("synth", *[{"--num-cts": "--cts", "--num-readers": "--readers"}.get(a, a)
+                             for a in args],
+                  "--force")
     assert old.returncode == 0 and _tree_bytes(out) == before
     assert "warning: --cts is deprecated; use --num-cts" in old.stderr
     assert "warning: --readers is deprecated; use --num-readers" in old.stderr
 
-    bad = _cli("--out", tmp_path / "bad", "--shape", 4, 4, 4)
+    bad = cli_run("synth", "--out", tmp_path / "bad", "--shape", 4, 4, 4)
     assert bad.returncode == 2 and "shape (4, 4, 4)" in bad.stderr
     assert not (tmp_path / "bad").exists()
     for args in (("--seed", -1), ("--shape", 5000, 5000, 5000)):  # issue 24 row 12
-        bad = _cli("--out", tmp_path / "bad", *args)
+        bad = cli_run("synth", "--out", tmp_path / "bad", *args)
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and args[0] in bad.stderr
         assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()

@@ -1,4 +1,5 @@
-"""`ctsearcher evaluate` as a subprocess: report, exit codes, error messages."""
+"""`ctsearcher evaluate` as a subprocess: report, exit codes; its error messages in this process
+(`cli_run`)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def test_evaluate_writes_report_equal_to_library(files):
 
 
 @pytest.mark.cli
-def test_evaluate_errors_name_the_problem(files):
+def test_evaluate_errors_name_the_problem(files, cli_run):
     root, arrays = files
     preds = json.loads((root / "pred.json").read_text())
     cases = {
@@ -82,12 +83,13 @@ def test_evaluate_errors_name_the_problem(files):
     for label, (records, message) in cases.items():
         path = root / f"bad_{label}.json"
         path.write_text(json.dumps(records, allow_nan=True))
-        res = _run("--pred", str(path), "--data", str(root / "gt.json"), "--metrics", "sed")
+        res = cli_run("evaluate", "--pred", str(path), "--data", str(root / "gt.json"), "--metrics",
+                      "sed")
         assert res.returncode == 2, (label, res.stdout, res.stderr)
         assert message in res.stderr and str(path) in res.stderr, (label, res.stderr)
         assert "Traceback" not in res.stderr
     (root / "broken.json").write_text("[{")
-    res = _run("--pred", str(root / "broken.json"), "--data", str(root / "gt.json"))
+    res = cli_run("evaluate", "--pred", str(root / "broken.json"), "--data", str(root / "gt.json"))
     assert res.returncode == 2 and "not valid JSON" in res.stderr
 
 
