@@ -66,9 +66,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
 
 
-# Modules that share a session fixture too costly to build twice run on one xdist worker
-# (`--dist loadscope` otherwise sends each module to whichever worker is free): the training
-# baseline run of tests/train/conftest.py.
 @pytest.fixture
 def cli_run(capsys):
     """`ctsearcher ARGS` run in this process, returned as a subprocess run would return it
@@ -96,6 +93,9 @@ def cli_run(capsys):
     return run
 
 
+# Modules that share a session fixture too costly to build twice run on one xdist worker
+# (`--dist loadscope` otherwise sends each module to whichever worker is free): the training
+# baseline run of tests/train/conftest.py.
 SHARED_XDIST_SCOPES = {"tests/train/test_scale.py": "train baseline",
                        "tests/train/test_resume.py": "train baseline"}
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -314,12 +312,6 @@ def test_refuses_non_empty_folder_and_force_keeps_user_files(tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / S.DATASET_JSON).is_file()
     assert not [p for p in out.rglob("*.tmp")]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).parent / "ctsearcher"
-    return subprocess.run([str(exe), "synth", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
 
 
 @pytest.mark.cli
