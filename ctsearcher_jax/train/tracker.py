@@ -35,7 +35,7 @@ try:
     from tensorboardX import SummaryWriter
     from tensorboardX.summary import hparams as hparams_summary
 finally:
-    if _HIDE_TORCH:
+    if _HIDE_TORCH and sys.modules.get("torch", 0) is None:  # ours, not a real torch
         del sys.modules["torch"]
 
 from ctsearcher_jax.errors import ConfigError, DataError
