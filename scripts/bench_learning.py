@@ -24,11 +24,11 @@ AR arm selected by the *validation* loss, never the test split):
 (the data of every draw, then the training chains of every (data seed, training seed), run in
 `--jobs` worker processes, one per CPU core), predict one scanpath per test reader and score it
 under the original protocol (every default metric: ScanMatch, MultiMatch, SED; plus saliency
-CC). Prints, per data seed, every row (the
-models as mean and spread = max - min over training seeds), the bars of issue 26 (AR chosen
-vs centre-bias and drilling on SED and MultiMatch direction, margin vs spread; ScanMatch with
-duration within 0.01 of the best CT-Searcher arm; saliency CC vs CT-Searcher), the seconds per
-training step and per sampled scanpath (10 per test CT, warm) of AR vs CT-Searcher.
+CC). Prints, per data seed, every row (the models as mean and spread = max - min over training
+seeds), the bars of issue 26 (AR chosen vs centre-bias and drilling on SED and MultiMatch
+direction, margin vs spread; ScanMatch with duration within 0.01 of the best CT-Searcher arm;
+saliency CC vs CT-Searcher), the seconds per training step and per sampled scanpath (10 per
+test CT, warm) of AR vs CT-Searcher.
 
 A benchmark, not a test; every stage is an ordinary `ctsearcher` command. Run again with the
 same --out and every stage picks up what is there (features up to date, runs resumed or reused,

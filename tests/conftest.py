@@ -33,14 +33,14 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 # the suite is mostly compilation of small programs: the AR train+finetune test and the 96^3
 # Swin parity together take 107 s of CPU at -O2 against 137 s at -O3. Float results do not
 # depend on it (no fast-math at either level).
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_backend_optimization_level=2").strip()
 # One Eigen thread per test process: pytest-xdist already runs one worker per core, and two
 # workers each with a pool the size of the machine only take turns (make test 10:19 -> 9:58,
 # 1,075 -> 1,041 s of user CPU on the 2-core machine; make check 187 -> 178 s).
-if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] += " --xla_cpu_multi_thread_eigen=false"
+# A flag already in XLA_FLAGS wins over these defaults.
+_TEST_XLA_DEFAULTS = {"xla_backend_optimization_level": "2", "xla_cpu_multi_thread_eigen": "false"}
+for _flag, _value in _TEST_XLA_DEFAULTS.items():
+    if _flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{_flag}={_value}".strip()
 
 import pytest  # noqa: E402
 

@@ -65,8 +65,8 @@ def test_bad_files_raise_data_error(tmp_path):
 
 def test_feature_files_are_parsed_one_thread_at_a_time(tmp_path, monkeypatch):
     """numpy parses .npy headers with ast.literal_eval, which CPython 3.11 cannot run in two
-    threads at once (a rare SystemError in the data pipeline's read threads, seen in a suite run): the
-    loads from the pipeline's threads must take turns."""
+    threads at once (a rare SystemError in the data pipeline's read threads, seen in a suite
+    run): the loads from the pipeline's threads must take turns."""
     import ast
     import threading
     import time
