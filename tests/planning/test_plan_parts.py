@@ -173,6 +173,42 @@ def test_largest_batch_is_exact_in_three_compilations(base, slope, step, start):
     assert result.compilations == len(seen) <= 3 + (best == 0)
 
 
+def _plan_of(used: int, fits: bool, hbm: int) -> ProgramPlan:
+    return ProgramPlan(None, CHIPS["v5e"], 0.0, 0.0, fits, Memory(used, 0, 0, 0, 0) if fits else None,
+                       None if fits else used, hbm, 1.0, 1.0, 1.0, (), (), None)
+
+
+def _remat_plan(b: int) -> ProgramPlan:
+    """HBM 100: memory 10 + b up to 85; then, as the TPU compiler rematerialising near the
+    limit, flat at 93-95 up to 120, the largest batch that fits; above it 10 + b (fails)."""
+    return _plan_of(10 + b if b <= 85 or b > 120 else 95 - b % 3, b <= 120, 100)
+
+
+def _reserved_plan(b: int) -> ProgramPlan:
+    """HBM 16 GiB, memory affine, but the compiler keeps 64 MiB for itself: batches whose bytes
+    are just under the HBM fail (libtpu's tiny predict program does this: 78177 CTs per chip
+    fail needing 16.00 GiB, 76955 fail needing 15.75)."""
+    used = 1_000_000 + 219_800 * b
+    return _plan_of(used, used <= 16 * GIB - 64 * 2**20, 16 * GIB)
+
+
+@pytest.mark.parametrize("curve,hbm,best", [(_remat_plan, 100, 120),
+                                            (_reserved_plan, 16 * GIB, 77851)])
+@pytest.mark.parametrize("start", [1, 4, 64, 100, 119])
+def test_largest_batch_brackets_when_memory_is_not_affine_at_the_limit(curve, hbm, best, start):
+    """A flat stretch (slope <= 0, points off the line) or failures below the HBM must not end
+    the search at a small batch that merely fits, nor make it creep one batch at a time past
+    failures: it brackets the true maximum within 8 compilations."""
+    from ctsearcher_jax.planning.report import search_verdict
+
+    result = largest_batch(curve, start=start, step=1, hbm=hbm)
+    failed = [b for b, ok, _ in result.tried if not ok]
+    assert result.compilations <= 8 and result.plan is not None and result.plan.fits
+    assert failed and result.per_chip <= best < min(failed)  # the true maximum is bracketed
+    assert result.per_chip >= 0.9 * best  # near it (the earlier search: 95 and 2 from start 1)
+    assert "between" in search_verdict(result)
+
+
 def test_example_shapes_match_the_pipeline(tmp_path):
     from ctsearcher_jax.data.pipeline import CTExampleSource, max_readers
     from ctsearcher_jax.data.schema import load_dataset
