@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(p)
         # the global flags that act in this command, after its own (a group of their own)
         global_flags(p, compiles=getattr(module, "COMPILES", False))
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _extracts=getattr(module, "EXTRACTS", False))
         parser.command_parsers[name] = p  # type: ignore[attr-defined]
     return parser
 
@@ -83,9 +83,11 @@ def main(argv: list[str] | None = None, *, parent: argparse.Namespace | None = N
         from ctsearcher_jax import logs
 
         logs.setup(args.verbose + args.sub_verbose - args.quiet - args.sub_quiet)
-        from ctsearcher_jax.runtime import compile_cache, platforms
+        from ctsearcher_jax.runtime import allocator, compile_cache, platforms
 
         platforms.skip_absent_tpu()  # libtpu installed on a host without TPUs: no backend warnings
+        if args._extracts and platforms.cpu_only():
+            allocator.retain_freed_memory()  # before XLA's threads: no page faults on every call
 
         compile_cache.configure(enabled=not args.no_compile_cache)
     try:

@@ -18,6 +18,7 @@ HELP = "extract Swin UNETR features from a folder of NIfTI CT volumes"
 
 
 COMPILES = True
+EXTRACTS = True  # Swin UNETR extraction: on a CPU-only host, runtime/allocator.py
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ HELP = "predict scanpaths for CT volumes (a file, a folder, or a dataset split):
 
 
 COMPILES = True
+EXTRACTS = True  # Swin UNETR extraction: on a CPU-only host, runtime/allocator.py
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -56,3 +56,12 @@ def skip_absent_tpu() -> bool:
         return False
     jax.config.update("jax_platforms", "cpu")
     return True
+
+
+def cpu_only() -> bool:
+    """Whether JAX will run on the CPU alone here: platforms "cpu" chosen (by the user, or by
+    `skip_absent_tpu`), or a host with neither GPUs nor TPU chips. Starts no backend."""
+    chosen = os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms
+    if chosen:
+        return chosen.strip().lower() == "cpu"
+    return not has_gpu() and not local_tpu_chips()
