@@ -24,7 +24,6 @@ BASELINES = ("uniform", "centre", "drilling", "human")
 
 
 COMPILES = True
-EXTRACTS = True  # Swin UNETR extraction: on a CPU-only host, runtime/allocator.py
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,12 +9,15 @@ kernel's page faults. `retain_freed_memory()` asks glibc (mallopt) to serve ever
 one heap (one arena, no mmaps) that it never trims, so the next call reuses pages already
 mapped. It must run before JAX starts its backend: XLA's threads take their arenas then.
 
-The commands that extract on a CPU-only host (`extract`, `predict`, `demo`) call it at start
-(`cli.main`). Measured on the 2-core CPU box (`scripts/bench_extract.py --feature-size 12
---batch 2 --skip-original`, one 130x100x70 CT, 4 windows of 96^3): 8.6-11.5 s per volume and
-6.6-7.3 M minor page faults without, 4.5-5.8 s and 0.8-1.7 M with; peak RSS 3.3 -> 3.5-4.2 GB
-(the heap stays at its peak until the process ends). One arena costs threads that allocate at
-once some waiting on its lock, which is why only these commands ask for it.
+`extract` and `predict` (which extracts when given volumes) call it at start on a CPU-only host
+(`cli.main`, the commands' `EXTRACTS`). Measured on the 2-core CPU box (`scripts/bench_extract.py
+--skip-original --batch 2`, one 130x100x70 CT, 4 windows of 96^3, off and on alternated):
+feature_size 12: 9.6 / 9.6 s per volume and 6.6-7.2 M minor page faults off, 6.3 / 5.5 s and
+1.7 M on; feature_size 48: 9.9 s and 7.2 M off, 6.7 s and 2.6 M on; peak RSS 3.3 -> 4.1 GB and
+3.6 -> 4.7 GB (the heap stays at its peak until the process ends). One arena makes threads
+that allocate at once wait on its lock: where extraction is not most of the work it gains
+nothing (the demo: 84-91 s either way) or costs (the test suite's model and metric tests: 15-35
+s more user CPU in 190 s), which is why only these two commands ask for it.
 
 Only glibc (Linux) has these knobs; elsewhere it does nothing. `CTSEARCHER_RETAIN_FREED_MEMORY=0`
 turns it off.
