@@ -241,10 +241,14 @@ def main() -> int:
     t0 = time.perf_counter()
     outs = {d: Path(args.out) / f"d{d}" for d in args.data_seeds}
     jobs = [(d, s) for d in args.data_seeds for s in args.seeds]
+    # Two pools: `extract` makes glibc keep freed memory in its process on a CPU-only host (one
+    # malloc arena, runtime/allocator.py), which helps extraction and not training, so the
+    # training chains run in fresh worker processes with glibc's defaults.
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         # one data seed per worker: feature extraction on CPU keeps about 1.4 cores busy, so two
         # draws side by side take 0.7x the time of one after the other
         baselines = dict(zip(outs, pool.map(data_job, outs.values(), outs, [args] * len(outs))))
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         done = dict(zip(jobs, pool.map(seed_job, [outs[d] for d, _ in jobs], [d for d, _ in jobs],
                                        [s for _, s in jobs], [args] * len(jobs))))
     sections = []
