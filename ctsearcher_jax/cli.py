@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None, *, parent: argparse.Namespace | None = N
         from ctsearcher_jax.runtime import allocator, compile_cache, platforms
 
         platforms.skip_absent_tpu()  # libtpu installed on a host without TPUs: no backend warnings
-        if args._extracts and platforms.cpu_only():
-            allocator.retain_freed_memory()  # before XLA's threads: no page faults on every call
+        if args._extracts:
+            allocator.for_extraction()  # before XLA's threads: no page faults on every call
 
         compile_cache.configure(enabled=not args.no_compile_cache)
     try:

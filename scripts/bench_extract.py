@@ -54,11 +54,10 @@ def run_ours(path: Path, args: argparse.Namespace) -> dict:
     import jax
 
     from ctsearcher_jax.config import ExtractConfig
-    from ctsearcher_jax.runtime import allocator, platforms
+    from ctsearcher_jax.runtime import allocator
     from feature_extraction.extract import extract_volume, get_extractor
 
-    if platforms.cpu_only():  # as `ctsearcher extract` does (CTSEARCHER_RETAIN_FREED_MEMORY=0: off)
-        allocator.retain_freed_memory()
+    allocator.for_extraction()  # as `ctsearcher extract` does (CTSEARCHER_RETAIN_FREED_MEMORY=0: off)
     config = ExtractConfig(feature_size=args.feature_size, batch=args.batch, dtype=args.dtype)
     t0 = time.perf_counter()
     extractor = get_extractor("random", config)

@@ -78,12 +78,13 @@ def _next_batch(lo: int, hi: float, points: dict[int, int], tried: set[int], ste
         return None  # bracketed: lo is the largest multiple of step that fits
     known = sorted(points)
     line = _line(*((b, points[b]) for b in known[-2:])) if len(known) >= 2 else None
-    if lo and line is not None and line[1] > 0 and _on_line(points, line, hbm) \
-            and points.get(lo, hbm) + line[1] * step > hbm:
+    rising = line is not None and line[1] > 0
+    on_line = rising and _on_line(points, line, hbm)
+    if lo and on_line and points.get(lo, hbm) + line[1] * step > hbm:
         return None  # memory proven affine, and one more step would not fit
     if hi == math.inf:
         # nothing failed yet: the line's batch at the HBM when it is usable, else double
-        usable = line is not None and line[1] > 0 and (len(points) < 3 or _on_line(points, line, hbm))
+        usable = rising and (len(points) < 3 or on_line)
         guess = max(_at_hbm(line, hbm, step) if usable else 2 * lo, lo + step, step)
     else:
         # bracketed: where the chord between the two ends meets the HBM when every point lies
@@ -96,9 +97,9 @@ def _next_batch(lo: int, hi: float, points: dict[int, int], tried: set[int], ste
             guess = _at_hbm(chord, hbm, step)
         else:
             guess = (lo + hi) // 2 // step * step
+        # every batch tried is a multiple of step, so hi - lo >= 2 * step and margin <= half of it
         margin = max(step, (hi - lo) // 8 // step * step)
         guess = min(max(guess, lo + margin), hi - margin)
-        guess = max(lo + step, min(guess, hi - step))
     return guess if guess not in tried else None
 
 

@@ -10,8 +10,9 @@ one heap (one arena, no mmaps) that it never trims, so the next call reuses page
 mapped. It must run before JAX starts its backend: XLA's threads take their arenas then.
 
 `extract` and `predict` (which extracts when given volumes) call it at start on a CPU-only host
-(`cli.main`, the commands' `EXTRACTS`). Measured on the 2-core CPU box (`scripts/bench_extract.py
---skip-original --batch 2`, one 130x100x70 CT, 4 windows of 96^3, off and on alternated):
+(`cli.main` -> `for_extraction()`, the commands' `EXTRACTS`). Measured on the 2-core CPU box
+(`scripts/bench_extract.py --skip-original --batch 2`, one 130x100x70 CT, 4 windows of 96^3,
+off and on alternated):
 feature_size 12: 9.6 / 9.6 s per volume and 6.6-7.2 M minor page faults off, 6.3 / 5.5 s and
 1.7 M on; feature_size 48: 9.9 s and 7.2 M off, 6.7 s and 2.6 M on; peak RSS 3.3 -> 4.1 GB and
 3.6 -> 4.7 GB (the heap stays at its peak until the process ends). One arena makes threads
@@ -28,6 +29,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+
+from ctsearcher_jax.runtime import platforms
 
 try:
     from jax._src.xla_bridge import backends_are_initialized
@@ -68,3 +71,9 @@ def retain_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     _applied = all(mallopt(param, value) == 1 for param, value in _SETTINGS)
     return _applied
+
+
+def for_extraction() -> bool:
+    """`retain_freed_memory()` where JAX will run on the CPU alone (what `extract` and `predict`
+    call at start); True when in effect."""
+    return platforms.cpu_only() and retain_freed_memory()
