@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -43,6 +44,9 @@ for _flag, _value in _TEST_XLA_DEFAULTS.items():
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{_flag}={_value}".strip()
 
 import pytest  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import xdist_order  # noqa: E402  (tests/xdist_order.py: which module runs on which worker, when)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -93,25 +97,23 @@ def cli_run(capsys):
     return run
 
 
-# Modules that share a session fixture too costly to build twice run on one xdist worker
-# (`--dist loadscope` otherwise sends each module to whichever worker is free): the training
-# baseline run of tests/train/conftest.py.
-SHARED_XDIST_SCOPES = {"tests/train/test_scale.py": "train baseline",
-                       "tests/train/test_resume.py": "train baseline"}
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     if config.getoption("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    class SharedFixtureScopes(LoadScopeScheduling):
+    class CostOrderedScopes(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = super()._split_scope(nodeid)
-            return SHARED_XDIST_SCOPES.get(module, module)
+            return xdist_order.shared_scope(module)
 
-    return SharedFixtureScopes(config, log)
+        def _assign_work_unit(self, node) -> None:
+            # xdist hands out the front of its queue: the costliest scope left goes there
+            xdist_order.costliest_first(self.workqueue)
+            super()._assign_work_unit(node)
+
+    return CostOrderedScopes(config, log)
 
 
 def pytest_unconfigure(config):
