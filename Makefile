@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 # built once), the costliest module left first (tests/xdist_order.py); the 25 slowest tests are
 # listed at the end of every run.
 XDIST := -n auto --dist loadscope
+PYTEST := XLA_PYTHON_CLIENT_PREALLOCATE=false $(BIN)/python -m pytest $(XDIST)
 # The fast tier (`make check`): unit tests only; no end-to-end runs, no CLI subprocesses, no
 # torch/MONAI parity, no browser. The full suite (`make test`) is what CI runs.
 FAST := -m "not slow and not cli and not torch and not browser"
@@ -32,10 +33,10 @@ demo: $(STAMP)
 	$(BIN)/ctsearcher demo --out runs/demo --force
 
 test: $(STAMP)
-	XLA_PYTHON_CLIENT_PREALLOCATE=false $(BIN)/python -m pytest $(XDIST) --durations=25 $(PYTEST_ARGS)
+	$(PYTEST) --durations=25 $(PYTEST_ARGS)
 
 check: $(STAMP)
-	XLA_PYTHON_CLIENT_PREALLOCATE=false $(BIN)/python -m pytest $(XDIST) $(FAST) $(PYTEST_ARGS)
+	$(PYTEST) $(FAST) $(PYTEST_ARGS)
 
 # The full suite with every library's code limited to AVX2, on a machine with AVX-512: XLA's
 # generated code, torch's kernels and oneDNN, NumPy's dispatch and OpenBLAS. A check that no
@@ -45,7 +46,7 @@ AVX2_ONLY := XLA_FLAGS="--xla_cpu_max_isa=AVX2 $(XLA_FLAGS)" ATEN_CPU_CAPABILITY
 	DNNL_MAX_CPU_ISA=AVX2 NPY_DISABLE_CPU_FEATURES="X86_V4,AVX512_ICL,AVX512_SPR" \
 	OPENBLAS_CORETYPE=Haswell
 test-avx2: $(STAMP)
-	$(AVX2_ONLY) XLA_PYTHON_CLIENT_PREALLOCATE=false $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+	$(AVX2_ONLY) $(PYTEST) $(PYTEST_ARGS)
 
 # clean: what the demo and the tests leave; distclean: also the environment (.venv)
 clean:
