@@ -87,15 +87,15 @@ def read_torch_state_dict(path: str | Path) -> dict:
 
 def import_state_dict(state: dict, *, source: str, num_heads: int = 8):
     """Original state dict (numpy) -> (CTSearcher, Config) with every key and shape checked."""
-    from flax import nnx
-
     from ctsearcher_jax.config import Config
-    from ctsearcher_jax.model.factory import build
+    from ctsearcher_jax.errors import WeightsError
+    from ctsearcher_jax.model.serialization import require_filled, unfilled_model
     from ctsearcher_jax.model.upstream import infer_config, load_upstream_state
 
     model_config = infer_config(state, source, num_heads=num_heads)
-    model = build(model_config, nnx.Rngs(0))
+    model = unfilled_model(model_config)  # no random draw: every tensor comes from `state`
     load_upstream_state(model, state, source)
+    require_filled(model, source, WeightsError)
     return model, Config(model=model_config)
 
 

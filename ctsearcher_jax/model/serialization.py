@@ -13,7 +13,8 @@ temporary name and renamed, so a failed save leaves any earlier files intact. No
 (`expected_shapes`: `nnx.eval_shape` of the factory's build, nothing allocated) against the
 tensors `model.safetensors` declares (its header alone), so a `config.json` that does not describe
 the tensors (a d_model of 65536, a 64^3 grid) is refused in one line naming the file, the key and
-both shapes, before a parameter is allocated or a tensor read.
+both shapes, before a parameter is allocated or a tensor read. The model is then filled from
+the file (`unfilled_model`): no initialiser runs, nothing is drawn only to be overwritten.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import SafetensorError, safe_open
@@ -129,10 +132,45 @@ def expected_shapes(config: Config | ModelConfig) -> dict[str, tuple[int, ...]]:
     """{key: shape} of every tensor `save_model` writes for this config, from `nnx.eval_shape`
     of the factory's build (abstract: no parameter is allocated, whatever the sizes)."""
     model_config = config.model if isinstance(config, Config) else config
-    with shapes_only():
-        abstract = nnx.eval_shape(lambda: build(model_config, nnx.Rngs(params=0, dropout=0)))
+    return _saved_shapes(unfilled_model(model_config))
+
+
+def _saved_shapes(model: Any) -> dict[str, tuple[int, ...]]:
     return {k: tuple(int(n) for n in v.get_value().shape)
-            for k, v in _saved_variables(abstract).items()}
+            for k, v in _saved_variables(model).items()}
+
+
+def unfilled_model(model_config: ModelConfig, *, rng_seed: int = 0) -> Any:
+    """The model `build(model_config, ...)` makes, without running its initialisers, for a caller
+    that sets every parameter and the PE table from a file (`Variable.set_value`): until then
+    they hold abstract `jax.ShapeDtypeStruct`s (nothing is allocated, whatever the sizes). The
+    dropout streams are concrete: seeded by `nnx.reseed(model, dropout=rng_seed)`, as the
+    training step reseeds them every step.
+
+    An eager build would compile one small XLA program per parameter shape and draw every
+    parameter only to overwrite it (the Swin UNETR loader, `feature_extraction/weights.py`,
+    skips the draw the same way).
+    """
+    with shapes_only():  # the PE table comes from the file too: skip its host computation
+        model = nnx.eval_shape(lambda: build(model_config, nnx.Rngs(params=rng_seed,
+                                                                    dropout=rng_seed)))
+    nnx.reseed(model, dropout=rng_seed)
+    return model
+
+
+def _set_from_file(variables: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+    """Set each {key: nnx.Variable} from `tensors[key]` (float32 arrays of the right shapes)."""
+    for key, variable in variables.items():
+        variable.set_value(jnp.asarray(tensors[key], dtype=jnp.float32))
+
+
+def require_filled(model: Any, source: str, error: type[Exception] = CheckpointError) -> None:
+    """`error` naming the variables of an `unfilled_model` that `source` did not set."""
+    unset = [k for k, v in _saved_variables(model).items()
+             if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
+    if unset:
+        raise error(f"{source}: sets no value for {unset[:5]}"
+                              + (f" (+{len(unset) - 5})" if len(unset) > 5 else ""))
 
 
 def _declared_shapes(weights: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
@@ -144,15 +182,23 @@ def _declared_shapes(weights: Path) -> tuple[dict[str, Any], dict[str, tuple[int
         raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from None
 
 
+def _unfilled_or_error(config: Config, config_path: Path, rng_seed: int = 0) -> Any:
+    """`unfilled_model` of the config, or CheckpointError naming `config_path` when the
+    architecture cannot be built from it."""
+    try:
+        return unfilled_model(config.model, rng_seed=rng_seed)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{config_path}: describes no buildable model ({exc})") from None
+
+
 def check_shapes(config: Config, config_path: Path, weights: Path,
-                 declared: dict[str, tuple[int, ...]]) -> None:
+                 declared: dict[str, tuple[int, ...]], model: Any = None) -> None:
     """CheckpointError naming `config_path`, the first differing key and both shapes (and what is
     unknown or missing) unless the config implies exactly the tensors `weights` declares
-    (`declared`: {key: shape} from its header)."""
-    try:
-        implied = expected_shapes(config)
-    except (ValueError, TypeError) as exc:  # a config the architecture cannot be built from
-        raise CheckpointError(f"{config_path}: describes no buildable model ({exc})") from None
+    (`declared`: {key: shape} from its header). `model`: the config's `unfilled_model` when
+    the caller has it (tracing the build again costs seconds at the paper config)."""
+    implied = _saved_shapes(model if model is not None
+                            else _unfilled_or_error(config, config_path))
     unknown = sorted(set(declared) - set(implied))
     missing = sorted(set(implied) - set(declared))
     wrong = [k for k in sorted(implied) if k in declared and implied[k] != declared[k]]
@@ -192,7 +238,8 @@ def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple
     metadata, declared = _declared_shapes(weights)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{weights}: format {metadata.get('format')!r} is not {FORMAT!r}")
-    check_shapes(config, config_path, weights, declared)
+    model = _unfilled_or_error(config, config_path, rng_seed)
+    check_shapes(config, config_path, weights, declared, model)
     try:
         with safe_open(str(weights), framework="numpy") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -202,8 +249,6 @@ def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple
         raise CheckpointError(f"{weights}: sha256 of the tensors does not match its metadata; "
                               "the file is corrupt, export it again")
     check_weight_tensors(tensors, str(weights), CheckpointError)
-    model = build(config.model, nnx.Rngs(params=rng_seed, dropout=rng_seed))
-    variables = _saved_variables(model)
-    for key, variable in variables.items():
-        variable[...] = tensors[key]
+    _set_from_file(_saved_variables(model), tensors)  # check_shapes: the same keys and shapes
+    require_filled(model, str(weights))
     return model, config

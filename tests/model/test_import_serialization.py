@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import types
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -127,6 +128,43 @@ def test_save_load_round_trip_and_corruption(tmp_path):
         serialization.load_model(tmp_path / "m")
     with pytest.raises(CheckpointError, match="no model.safetensors here"):
         serialization.load_model(tmp_path / "nothing")
+
+
+def test_loading_draws_no_parameters_and_seeds_the_dropout_streams(tmp_path, caplog):
+    """load_model sets every tensor from the file without running an initialiser: an eager build
+    compiled one XLA program per parameter shape (a first load of a config: dozens) and drew
+    every parameter only to overwrite it. The dropout streams follow `rng_seed`."""
+    # shapes no other test builds, so that nothing is in this process's compilation caches
+    config = ModelConfig(d_model=36, num_heads=3, num_encoder_layers=1, num_decoder_layers=1,
+                         dim_feedforward=20, dropout=0.5, feature_dim=7, grid=(2, 2, 3),
+                         max_length=4)
+    serialization.save_model(tmp_path / "m", CTSearcher(config, rngs=nnx.Rngs(1)), config)
+    with caplog.at_level("WARNING"), jax.log_compiles(True):
+        loaded, _ = serialization.load_model(tmp_path / "m", rng_seed=5)
+    compiles = [r for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
+    assert len(compiles) <= 3, [r.getMessage() for r in compiles]
+    saved = serialization.model_tensors(CTSearcher(config, rngs=nnx.Rngs(1)))
+    for key, value in serialization.model_tensors(loaded).items():
+        np.testing.assert_array_equal(value, saved[key], err_msg=key)
+
+    x = jnp.ones((1, config.num_tokens, 7))
+    train = nnx.jit(lambda model, x: model(x, deterministic=False).spatial_logits)
+    again, _ = serialization.load_model(tmp_path / "m", rng_seed=5)
+    other, _ = serialization.load_model(tmp_path / "m", rng_seed=6)
+    np.testing.assert_array_equal(train(loaded, x), train(again, x))
+    assert not np.array_equal(train(loaded, x), train(other, x))
+
+
+def test_an_unfilled_variable_is_an_error_naming_it():
+    config = ModelConfig(d_model=24, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
+                         dim_feedforward=16, feature_dim=8, grid=(2, 3, 2), max_length=5)
+    model = serialization.unfilled_model(config)
+    tensors = serialization.model_tensors(CTSearcher(config, rngs=nnx.Rngs(0)))
+    for key, variable in serialization._saved_variables(model).items():
+        if key != "pos_table":
+            variable.set_value(jnp.asarray(tensors[key]))
+    with pytest.raises(WeightsError, match=r"src: sets no value for \['pos_table'\]"):
+        serialization.require_filled(model, "src", WeightsError)
 
 
 def test_model_folder_layout_and_folders_from_before_config_json(tmp_path):
