@@ -12,8 +12,9 @@ PYTEST_ARGS ?=
 # listed at the end of every run.
 XDIST := -n auto --dist loadscope
 PYTEST := XLA_PYTHON_CLIENT_PREALLOCATE=false $(BIN)/python -m pytest $(XDIST)
-# The fast tier (`make check`): unit tests only; no end-to-end runs, no CLI subprocesses, no
-# torch/MONAI parity, no browser. The full suite (`make test`) is what CI runs.
+# The fast tier (`make check`): unit tests only; no end-to-end runs or whole training programs
+# (`slow`), no CLI subprocesses, no torch/MONAI parity, no browser. The full suite (`make test`)
+# is what CI runs.
 FAST := -m "not slow and not cli and not torch and not browser"
 
 .PHONY: demo test check test-avx2 install clean distclean

@@ -25,6 +25,8 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "swin" / "swin_unet
 # bfloat16 error bound (max abs error / max abs value per output). Measured on this input:
 # see test output (`-s`) and the README table; the bound only catches a broken bf16 path.
 BF16_BOUND = 0.1
+# The encoder at 96^3 in float32 and bfloat16 (23 s): full suite only, as the MONAI parity tests.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

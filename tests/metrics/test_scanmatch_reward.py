@@ -46,6 +46,7 @@ def _padded(pairs, dtype):
             p[..., :3], p[..., 3], np.array([len(b) for _, b in pairs]))
 
 
+@pytest.mark.slow  # 14 kernel variants, each compiled (22 s): full suite only
 @pytest.mark.parametrize("params", [sm.WITH_DURATION, sm.WITHOUT_DURATION])
 def test_jit_scanmatch_equals_the_metric(params):
     """float64: exactly the metric, by the native kernel and by the stripe kernel whatever its

@@ -46,6 +46,8 @@ def _batch(config):
     return {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in rows[0]}
 
 
+@pytest.mark.slow  # two gradient programs of the conditioned model (12 s); tests/model/test_losses.py
+# keeps the same equality for CT-Searcher in the fast tier
 def test_shared_forward_equals_per_reader_and_readers_differ(root):
     from ctsearcher_jax.data.readers import dataset_readers, with_readers
     from ctsearcher_jax.data.schema import load_dataset

@@ -22,6 +22,7 @@ def probe(helpers, tmp_path_factory, xla_cache):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the probe compiles three training steps (28 s): full suite only
 def test_per_reader_forward_and_accumulation_equal_the_plain_step(probe):
     plain, other = probe["plain"], probe["per_reader_accum"]
     for a, b in zip(plain["losses"], other["losses"]):
@@ -36,6 +37,7 @@ def test_per_reader_forward_and_accumulation_equal_the_plain_step(probe):
     assert [round(x["lr"], 7) for x in plain["losses"]] == [0.0015, 0.003, 0.00225]
 
 
+@pytest.mark.slow
 def test_bf16_compute_keeps_float32_parameters(probe):
     bf16, plain = probe["bf16"], probe["plain"]
     assert "bfloat16" not in bf16["dtypes"] and "float32" in bf16["dtypes"]
