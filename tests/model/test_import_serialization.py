@@ -138,12 +138,13 @@ def test_loading_draws_no_parameters_and_seeds_the_dropout_streams(tmp_path, cap
     config = ModelConfig(d_model=36, num_heads=3, num_encoder_layers=1, num_decoder_layers=1,
                          dim_feedforward=20, dropout=0.5, feature_dim=7, grid=(2, 2, 3),
                          max_length=4)
-    serialization.save_model(tmp_path / "m", CTSearcher(config, rngs=nnx.Rngs(1)), config)
+    model = CTSearcher(config, rngs=nnx.Rngs(1))
+    serialization.save_model(tmp_path / "m", model, config)
     with caplog.at_level("WARNING"), jax.log_compiles(True):
         loaded, _ = serialization.load_model(tmp_path / "m", rng_seed=5)
     compiles = [r for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
     assert len(compiles) <= 3, [r.getMessage() for r in compiles]
-    saved = serialization.model_tensors(CTSearcher(config, rngs=nnx.Rngs(1)))
+    saved = serialization.model_tensors(model)
     for key, value in serialization.model_tensors(loaded).items():
         np.testing.assert_array_equal(value, saved[key], err_msg=key)
 
