@@ -170,7 +170,7 @@ def require_filled(model: Any, source: str, error: type[Exception] = CheckpointE
              if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
     if unset:
         raise error(f"{source}: sets no value for {unset[:5]}"
-                              + (f" (+{len(unset) - 5})" if len(unset) > 5 else ""))
+                    + (f" (+{len(unset) - 5})" if len(unset) > 5 else ""))
 
 
 def _declared_shapes(weights: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
@@ -229,7 +229,8 @@ def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple
         model, config = load_model("runs/paper")        # or "runs/paper/model"
 
     Raises CheckpointError naming the file for a missing file, a config that does not describe
-    the tensors (checked from the safetensors header before anything is built or read: `check_shapes`),
+    the tensors (checked from the safetensors header before a parameter is allocated or a tensor
+    read: `check_shapes`),
     or a hash mismatch. `rng_seed` seeds the dropout stream of the rebuilt model.
     """
     model_dir = resolve_model_dir(model_dir)
