@@ -230,8 +230,7 @@ def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple
 
     Raises CheckpointError naming the file for a missing file, a config that does not describe
     the tensors (checked from the safetensors header before a parameter is allocated or a tensor
-    read: `check_shapes`),
-    or a hash mismatch. `rng_seed` seeds the dropout stream of the rebuilt model.
+    read: `check_shapes`) or a hash mismatch. `rng_seed` seeds the model's dropout streams.
     """
     model_dir = resolve_model_dir(model_dir)
     weights = model_dir / WEIGHTS
