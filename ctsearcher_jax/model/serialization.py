@@ -165,8 +165,10 @@ def _set_from_file(variables: dict[str, Any], tensors: dict[str, np.ndarray]) ->
 
 
 def require_filled(model: Any, source: str, error: type[Exception] = CheckpointError) -> None:
-    """`error` naming the variables of an `unfilled_model` that `source` did not set."""
-    unset = [k for k, v in _saved_variables(model).items()
+    """`error` naming the variables of an `unfilled_model` that `source` did not set (any
+    variable still abstract: a tensor missing from the source, or a kind of variable that is
+    neither saved nor an RNG stream)."""
+    unset = [".".join(map(str, path)) for path, v in nnx.to_flat_state(nnx.state(model))
              if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
     if unset:
         raise error(f"{source}: sets no value for {unset[:5]}"
