@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -44,9 +43,7 @@ for _flag, _value in _TEST_XLA_DEFAULTS.items():
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{_flag}={_value}".strip()
 
 import pytest  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import xdist_order  # noqa: E402  (tests/xdist_order.py: which module runs on which worker, when)
+import xdist_order  # noqa: E402  (tests/ is on the path, pyproject: pythonpath)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
+import xdist_order  # tests/ is on the path (pyproject: pythonpath)
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import xdist_order  # noqa: E402
 
 
 def test_every_costed_unit_is_a_test_module_or_a_shared_group():

@@ -132,7 +132,7 @@ def expected_shapes(config: Config | ModelConfig) -> dict[str, tuple[int, ...]]:
     """{key: shape} of every tensor `save_model` writes for this config, from `nnx.eval_shape`
     of the factory's build (abstract: no parameter is allocated, whatever the sizes)."""
     model_config = config.model if isinstance(config, Config) else config
-    return _saved_shapes(unfilled_model(model_config))
+    return _saved_shapes(_abstract_model(model_config))
 
 
 def _saved_shapes(model: Any) -> dict[str, tuple[int, ...]]:
@@ -151,11 +151,16 @@ def unfilled_model(model_config: ModelConfig, *, rng_seed: int = 0) -> Any:
     parameter only to overwrite it (the Swin UNETR loader, `feature_extraction/weights.py`,
     skips the draw the same way).
     """
-    with shapes_only():  # the PE table comes from the file too: skip its host computation
-        model = nnx.eval_shape(lambda: build(model_config, nnx.Rngs(params=rng_seed,
-                                                                    dropout=rng_seed)))
+    model = _abstract_model(model_config)
     nnx.reseed(model, dropout=rng_seed)
     return model
+
+
+def _abstract_model(model_config: ModelConfig) -> Any:
+    """`nnx.eval_shape` of the factory's build: every variable abstract, nothing computed. The
+    streams are named as `build` names them, so `nnx.reseed(model, dropout=...)` finds them."""
+    with shapes_only():  # the PE table comes from the file too: skip its host computation
+        return nnx.eval_shape(lambda: build(model_config, nnx.Rngs(params=0, dropout=0)))
 
 
 def _set_from_file(variables: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
@@ -193,14 +198,11 @@ def _unfilled_or_error(config: Config, config_path: Path, rng_seed: int = 0) -> 
         raise CheckpointError(f"{config_path}: describes no buildable model ({exc})") from None
 
 
-def check_shapes(config: Config, config_path: Path, weights: Path,
-                 declared: dict[str, tuple[int, ...]], model: Any = None) -> None:
+def check_shapes(config_path: Path, weights: Path, implied: dict[str, tuple[int, ...]],
+                 declared: dict[str, tuple[int, ...]]) -> None:
     """CheckpointError naming `config_path`, the first differing key and both shapes (and what is
     unknown or missing) unless the config implies exactly the tensors `weights` declares
-    (`declared`: {key: shape} from its header). `model`: the config's `unfilled_model` when
-    the caller has it (tracing the build again costs seconds at the paper config)."""
-    implied = _saved_shapes(model if model is not None
-                            else _unfilled_or_error(config, config_path))
+    (`implied`: {key: shape} of the config's model, `declared`: from the file's header)."""
     unknown = sorted(set(declared) - set(implied))
     missing = sorted(set(implied) - set(declared))
     wrong = [k for k in sorted(implied) if k in declared and implied[k] != declared[k]]
@@ -241,7 +243,7 @@ def load_model(model_dir: str | os.PathLike[str], *, rng_seed: int = 0) -> tuple
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{weights}: format {metadata.get('format')!r} is not {FORMAT!r}")
     model = _unfilled_or_error(config, config_path, rng_seed)
-    check_shapes(config, config_path, weights, declared, model)
+    check_shapes(config_path, weights, _saved_shapes(model), declared)
     try:
         with safe_open(str(weights), framework="numpy") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}

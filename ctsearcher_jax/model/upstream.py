@@ -18,8 +18,6 @@ from flax import nnx
 
 from ctsearcher_jax.config import ModelConfig
 from ctsearcher_jax.errors import WeightsError
-from ctsearcher_jax.model.factory import build
-from ctsearcher_jax.model.positional import shapes_only
 
 Path = tuple[Any, ...]
 
@@ -161,17 +159,13 @@ def _torch_flat_shape(key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def check_state(state: Mapping[str, np.ndarray], config: ModelConfig,
-                source: str = "<state dict>", model: Any = None) -> None:
-    """Raise WeightsError listing unknown keys, missing keys and shape mismatches. `model`: a
-    model of `config` (concrete or abstract) when the caller has one; else an abstract build."""
-    abstract = model
-    if abstract is None:
-        with shapes_only():  # abstract: no PE table is computed, whatever the config's sizes
-            abstract = nnx.eval_shape(lambda: build(config, nnx.Rngs(0)))
+def check_state(state: Mapping[str, np.ndarray], model: Any, source: str = "<state dict>") -> None:
+    """Raise WeightsError listing unknown keys, missing keys and shape mismatches against
+    `model` (built, or abstract: `serialization.unfilled_model`)."""
+    config = model.config
     expected = {}
     for key, path, transform in key_map(config):
-        shape = tuple(get_path(abstract, path).shape)
+        shape = tuple(get_path(model, path).shape)
         if transform == "T":
             shape = shape[::-1]
         elif transform == "flat":
@@ -196,7 +190,7 @@ def check_state(state: Mapping[str, np.ndarray], config: ModelConfig,
 def load_upstream_state(model: Any, state: Mapping[str, np.ndarray], source: str = "<state dict>") -> None:
     """Copy an original state dict (already prefix-stripped, numpy arrays) into `model` in place
     (a built model, or `serialization.unfilled_model`'s: every variable of `key_map` is set)."""
-    check_state(state, model.config, source, model)
+    check_state(state, model, source)
     for key, path, transform in key_map(model.config):
         value = np.asarray(state[key], dtype=np.float32)
         get_path(model, path).set_value(jnp.asarray(from_torch_layout(value, transform)))
